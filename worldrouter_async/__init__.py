@@ -1,0 +1,92 @@
+"""Asyncio-native SDK for WorldRouter's async image-generation tasks.
+
+Example:
+    >>> import worldrouter_async
+    >>> async def main():  # doctest: +SKIP
+    ...     async with worldrouter_async.Session() as session:
+    ...         result = await session.generate("gpt-image-2", "a paper crane")
+    ...         print(result.urls)
+"""
+
+from ._config import Limits, PollPolicy, RetryPolicy, Timeouts
+from ._errors import (
+    AmbiguousCreateError,
+    APIConnectionError,
+    APIError,
+    APIResponseError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    IgnoredParameterError,
+    IgnoredParameterWarning,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    SessionClosedError,
+    TaskCancelledError,
+    TaskFailedError,
+    TaskNotFoundError,
+    TaskTimeoutError,
+    WorldRouterError,
+)
+from ._handles import ImageResult, TaskHandle, as_completed
+from ._session import Session, Tasks
+from ._stats import SessionStats
+from ._support import SUPPORTED_MODELS, ignored_parameters
+from ._version import __version__
+from .models import ImageData, ImageRequest, ImageTask, TaskError, TaskStatus, Usage
+
+__all__ = [
+    "SUPPORTED_MODELS",
+    "APIConnectionError",
+    "APIError",
+    "APIResponseError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AmbiguousCreateError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "IgnoredParameterError",
+    "IgnoredParameterWarning",
+    "ImageData",
+    "ImageRequest",
+    "ImageResult",
+    "ImageTask",
+    "InvalidRequestError",
+    "Limits",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "PollPolicy",
+    "RateLimitError",
+    "RetryPolicy",
+    "ServerError",
+    "Session",
+    "SessionClosedError",
+    "SessionStats",
+    "TaskCancelledError",
+    "TaskError",
+    "TaskFailedError",
+    "TaskHandle",
+    "TaskNotFoundError",
+    "TaskStatus",
+    "TaskTimeoutError",
+    "Tasks",
+    "Timeouts",
+    "Usage",
+    "WorldRouterError",
+    "__version__",
+    "as_completed",
+    "ignored_parameters",
+]
+
+# Public classes report the package as their home, so reprs and docs show the public path.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith("worldrouter_async._"):
+        _obj.__module__ = __name__
+del _name, _obj

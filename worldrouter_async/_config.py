@@ -1,0 +1,102 @@
+"""Small immutable policy objects: retries, polling cadence, timeouts and limits.
+
+Backoff and poll intervals are pure functions of the attempt number so they can be tested
+and reasoned about without a clock.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from attrs import define, field, validators
+
+from ._errors import ConfigurationError
+
+_positive = validators.gt(0)
+_non_negative = validators.ge(0)
+
+
+def _at_least_one(instance: object, attribute: object, value: int) -> None:
+    if value < 1:
+        name = getattr(attribute, "name", "value")
+        raise ConfigurationError(f"{name} must be at least 1 (got {value!r})")
+
+
+@define(frozen=True)
+class RetryPolicy:
+    """How failed requests are retried: capped exponential backoff with full jitter.
+
+    A `Retry-After` hint from the server replaces the computed backoff; a hint longer than
+    `max_retry_after` (or not finite) ends the retries and raises instead of sleeping for hours.
+
+    Example:
+        >>> RetryPolicy(attempts=6, cap=10.0).backoff(3, jitter=False)
+        2.0
+    """
+
+    attempts: int = field(default=4, validator=_at_least_one)
+    base: float = field(default=0.5, validator=_positive)
+    cap: float = field(default=30.0, validator=_positive)
+    jitter: bool = True
+    max_retry_after: float = field(default=120.0, validator=_non_negative)
+
+    def backoff(self, attempt: int, *, jitter: bool | None = None) -> float:
+        """Seconds to wait before retry number `attempt` (1-based), clamped to `cap`."""
+        exponent = min(max(attempt - 1, 0), 64)  # 2**64 * base overflows nothing and exceeds cap
+        delay = min(self.cap, self.base * math.pow(2.0, exponent))
+        use_jitter = self.jitter if jitter is None else jitter
+        return random.uniform(0.0, delay) if use_jitter else delay
+
+
+@define(frozen=True)
+class PollPolicy:
+    """When the poller checks a pending task: after `initial_delay`, then at intervals growing
+    by `factor` up to `max_interval`, each spread by +/- `jitter` (a fraction).
+
+    The defaults suit real image generation, which takes roughly 5 to 90 seconds: the first
+    check comes after 2 s (almost nothing finishes sooner), the interval grows 2, 3, 4.5, 6.75,
+    then stays at 8 s. A 30 s task costs about 6 polls and a 90 s task about 14, instead of
+    90 at a fixed 1 s; a finished task is noticed at most `max_interval` (8 s) late.
+
+    Example:
+        >>> PollPolicy().interval(0, jitter=False), PollPolicy().interval(10, jitter=False)
+        (2.0, 8.0)
+    """
+
+    initial_delay: float = field(default=2.0, validator=_positive)
+    factor: float = field(default=1.5, validator=validators.ge(1.0))
+    max_interval: float = field(default=8.0, validator=_positive)
+    jitter: float = field(default=0.1, validator=[validators.ge(0.0), validators.lt(1.0)])
+
+    def interval(self, poll_number: int, *, jitter: bool = True) -> float:
+        """Seconds before poll `poll_number` (0 is the first poll after the create)."""
+        exponent = min(max(poll_number, 0), 256)  # clamp: factor**256 is past any cap
+        delay = min(self.max_interval, self.initial_delay * math.pow(self.factor, exponent))
+        if jitter and self.jitter:
+            delay *= random.uniform(1.0 - self.jitter, 1.0 + self.jitter)
+        return delay
+
+
+@define(frozen=True)
+class Timeouts:
+    """Per-request network timeouts in seconds; `read` bounds each wait for bytes."""
+
+    connect: float = field(default=10.0, validator=_positive)
+    read: float = field(default=60.0, validator=_positive)
+
+
+@define(frozen=True)
+class Limits:
+    """Concurrency and rate bounds shared by every request of one session.
+
+    `requests_per_second`, when set, paces creates and polls together so a session stays
+    under an account's rate limit instead of bouncing off 429s.
+    """
+
+    max_connections: int = field(default=100, validator=_at_least_one)
+    max_inflight_polls: int = field(default=64, validator=_at_least_one)
+    max_concurrent_creates: int = field(default=16, validator=_at_least_one)
+    requests_per_second: float | None = field(
+        default=None, validator=validators.optional(_positive)
+    )

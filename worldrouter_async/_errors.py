@@ -1,0 +1,184 @@
+"""The exceptions worldrouter_async raises, all rooted at `WorldRouterError`.
+
+```
+* WorldRouterError
+  + ConfigurationError (ValueError)         bad API key, base URL or session option
+  + InvalidRequestError (ValueError)        a request rejected before any network call
+    + IgnoredParameterError                 strict mode: the model would ignore a parameter
+  + APIError                                something went wrong talking to the API
+    + APIStatusError                        the API answered with an error status
+      + BadRequestError                     400, 422
+      + AuthenticationError                 401
+      + PermissionDeniedError               403
+      + NotFoundError                       404
+        + TaskNotFoundError                 404 for a task being polled
+      + RateLimitError                      429, with retry_after
+      + ServerError                         5xx
+    + APIResponseError                      a success status with a body we cannot read
+    + APIConnectionError (OSError)          the connection failed or dropped
+      + APITimeoutError (TimeoutError)      connect or read timeout
+    + AmbiguousCreateError                  a create may or may not have reached the server
+  + TaskFailedError                         the task ended with status "failed"
+  + TaskTimeoutError (TimeoutError)         the handle's deadline passed first
+  + TaskCancelledError                      tracking was stopped with handle.cancel()
+  + SessionClosedError                      the session closed while the task was pending
+```
+
+Every error about one task carries its `task_id`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class WorldRouterError(Exception):
+    """Base class of every exception this SDK raises."""
+
+
+class ConfigurationError(WorldRouterError, ValueError):
+    """A session option is missing or unsafe (API key, base URL, policies)."""
+
+
+class InvalidRequestError(WorldRouterError, ValueError):
+    """A request failed validation, so nothing was sent."""
+
+
+class IgnoredParameterError(InvalidRequestError):
+    """With ``strict=True``, a parameter the chosen model silently ignores."""
+
+
+class IgnoredParameterWarning(UserWarning):
+    """A parameter the chosen model accepts but silently ignores (the API never errors)."""
+
+
+class APIError(WorldRouterError):
+    """Base class of failures while talking to the API."""
+
+
+class APIStatusError(APIError):
+    """The API answered with an HTTP error status.
+
+    `message` and `code` come from the server's ``{"error": {...}}`` body when it sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        code: str | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.request_id = request_id
+        #: The server's Retry-After hint in seconds, when it sent one.
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        parts = [f"HTTP {self.status}"]
+        if self.code:
+            parts.append(f"code={self.code!r}")
+        if self.request_id:
+            parts.append(f"request_id={self.request_id!r}")
+        return f"{self.message} ({', '.join(parts)})"
+
+
+class BadRequestError(APIStatusError):
+    """400 or 422: the server rejected the request's parameters."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing, wrong or revoked."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key may not use this model or endpoint."""
+
+
+class NotFoundError(APIStatusError):
+    """404: the resource does not exist."""
+
+
+class TaskNotFoundError(NotFoundError):
+    """404 while polling: the task ID is unknown or has expired on the server."""
+
+    def __init__(self, message: str, *, task_id: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.task_id = task_id
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests; `retry_after` holds the server's hint in seconds, if any."""
+
+
+class ServerError(APIStatusError):
+    """5xx: the server failed; GETs are retried, creates only on 503."""
+
+
+class APIResponseError(APIError):
+    """A success status whose body is empty, not JSON, or not the documented shape."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class APIConnectionError(APIError, OSError):
+    """The connection could not be made, or broke before a full answer arrived."""
+
+    def __init__(self, message: str, *, request_sent: bool = True) -> None:
+        super().__init__(message)
+        #: False only when the request certainly never left this process.
+        self.request_sent = request_sent
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class APITimeoutError(APIConnectionError, TimeoutError):
+    """Connecting or reading took longer than the configured `Timeouts`."""
+
+
+class AmbiguousCreateError(APIError):
+    """A create failed after the request may have reached the server.
+
+    The task may exist and be billed. Retry with the same `idempotency_key` so the server
+    can deduplicate, rather than sending a fresh create.
+    """
+
+    def __init__(self, message: str, *, idempotency_key: str) -> None:
+        super().__init__(message)
+        self.idempotency_key = idempotency_key
+
+
+class _TaskErrorMixin(WorldRouterError):
+    def __init__(self, message: str, *, task_id: str) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+
+
+class TaskFailedError(_TaskErrorMixin):
+    """The server reported the task as failed; `code` and `message` are its error object."""
+
+    def __init__(self, *, task_id: str, code: str | None, message: str) -> None:
+        text = f"task {task_id} failed: {message}" + (f" (code={code!r})" if code else "")
+        super().__init__(text, task_id=task_id)
+        self.code = code
+        self.message = message
+
+
+class TaskTimeoutError(_TaskErrorMixin, TimeoutError):
+    """The handle's deadline passed; the task may still finish, so `session.track` it again."""
+
+
+class TaskCancelledError(_TaskErrorMixin):
+    """Tracking of this task was stopped locally; the task itself may still run server-side."""
+
+
+class SessionClosedError(_TaskErrorMixin):
+    """The session closed before the task finished; track it again from a new session."""

@@ -1,0 +1,242 @@
+"""Awaitable task handles and the results they resolve to."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Generator, Iterable
+from typing import Any, Final
+
+from attrs import define
+
+from ._errors import TaskCancelledError, WorldRouterError
+from .models import ImageRequest, ImageTask, Usage
+
+logger: Final = logging.getLogger("worldrouter_async")
+
+
+@define(frozen=True)
+class ImageResult:
+    """A completed task: its stored image URLs, usage and the final `ImageTask`."""
+
+    task_id: str
+    model: str | None
+    urls: tuple[str, ...]
+    usage: Usage | None
+    task: ImageTask
+
+    @classmethod
+    def from_task(cls, task: ImageTask) -> ImageResult:
+        """Build the result of a completed `task`."""
+        return cls(
+            task_id=task.task_id or task.id,
+            model=task.model,
+            urls=task.urls,
+            usage=task.usage,
+            task=task,
+        )
+
+
+class TaskHandle:
+    """One submitted or tracked task; ``await handle`` gives its `ImageResult`.
+
+    Several coroutines may await the same handle. When the last of them is cancelled the
+    handle stops being tracked (the task itself may still run on the server).
+
+    Example:
+        >>> async def main(session):  # doctest: +SKIP
+        ...     handle = await session.submit("gpt-image-2", "a red kite")
+        ...     print(handle.task_id, handle.status)
+        ...     result = await handle
+        ...     print(result.urls)
+    """
+
+    __slots__ = (
+        "_callbacks",
+        "_error",
+        "_event",
+        "_on_cancel",
+        "_request",
+        "_result",
+        "_status",
+        "_task",
+        "_task_id",
+        "_waiters",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        task_id: str | None,
+        *,
+        request: ImageRequest | None = None,
+        task: ImageTask | None = None,
+        on_cancel: Callable[[TaskHandle], None] | None = None,
+    ) -> None:
+        self._task_id = task_id
+        self._request = request
+        self._task = task
+        self._status: str | None = task.status if task is not None else None
+        self._on_cancel = on_cancel
+        self._result: ImageResult | None = None
+        self._error: BaseException | None = None
+        self._event: asyncio.Event | None = None
+        self._callbacks: list[Callable[[TaskHandle], object]] | None = None
+        self._waiters = 0
+
+    @classmethod
+    def failed(cls, error: BaseException, *, request: ImageRequest | None = None) -> TaskHandle:
+        """A handle for a request whose create failed: awaiting it raises `error`."""
+        handle = cls(getattr(error, "task_id", None), request=request)
+        handle.settle_error(error)
+        return handle
+
+    def __repr__(self) -> str:
+        return f"<TaskHandle task_id={self._task_id!r} status={self._status!r}>"
+
+    @property
+    def task_id(self) -> str | None:
+        """The server's task ID; None only for a request whose create failed."""
+        return self._task_id
+
+    @property
+    def status(self) -> str | None:
+        """The last status seen from the server, including ones this SDK does not know."""
+        return self._status
+
+    @property
+    def request(self) -> ImageRequest | None:
+        """The request this handle was submitted with (None for `Session.track`)."""
+        return self._request
+
+    @property
+    def task(self) -> ImageTask | None:
+        """The last `ImageTask` seen from the server."""
+        return self._task
+
+    def done(self) -> bool:
+        """True once the handle has a result or an error."""
+        return self._result is not None or self._error is not None
+
+    def result(self) -> ImageResult:
+        """The result of a done handle; raises its error, or `RuntimeError` if pending."""
+        if self._result is not None:
+            return self._result
+        if self._error is not None:
+            raise self._error
+        raise RuntimeError(f"task {self._task_id} is still pending; await the handle instead")
+
+    def exception(self) -> BaseException | None:
+        """The error of a done handle, None if it succeeded; `RuntimeError` if pending."""
+        if not self.done():
+            raise RuntimeError(f"task {self._task_id} is still pending; await the handle instead")
+        return self._error
+
+    def cancel(self) -> bool:
+        """Stop tracking this task; waiters get `TaskCancelledError`. False if already done."""
+        if self.done():
+            return False
+        if self._on_cancel is not None:
+            self._on_cancel(self)
+        self.settle_error(
+            TaskCancelledError(
+                f"tracking of task {self._task_id} was cancelled; the task may still run "
+                "on the server: Session.track it again to get its result",
+                task_id=self._task_id or "",
+            )
+        )
+        return True
+
+    def add_done_callback(self, callback: Callable[[TaskHandle], object]) -> None:
+        """Call `callback(handle)` once the handle is done (at once if it already is)."""
+        if self.done():
+            callback(self)
+        elif self._callbacks is None:
+            self._callbacks = [callback]
+        else:
+            self._callbacks.append(callback)
+
+    def remove_done_callback(self, callback: Callable[[TaskHandle], object]) -> None:
+        """Forget a callback added with `add_done_callback`, if still pending."""
+        if self._callbacks and callback in self._callbacks:
+            self._callbacks.remove(callback)
+
+    async def wait(self) -> ImageResult:
+        """Wait for the result (the same as ``await handle``)."""
+        if not self.done():
+            if self._event is None:
+                self._event = asyncio.Event()
+            self._waiters += 1
+            try:
+                await self._event.wait()
+            finally:
+                self._waiters -= 1
+                if not self._waiters and not self.done():
+                    self.cancel()
+        return self.result()
+
+    def __await__(self) -> Generator[Any, None, ImageResult]:
+        return self.wait().__await__()
+
+    def observe(self, task: ImageTask) -> str | None:
+        """Record a fresh server view of the task; returns the previous status."""
+        previous = self._status
+        self._task = task
+        self._status = task.status
+        return previous
+
+    def settle_result(self, result: ImageResult) -> None:
+        """Resolve the handle with a result (poller side)."""
+        self._result = result
+        self._finish()
+
+    def settle_error(self, error: BaseException) -> None:
+        """Resolve the handle with an error (poller side)."""
+        self._error = error
+        self._finish()
+
+    def _finish(self) -> None:
+        self._on_cancel = None
+        if self._event is not None:
+            self._event.set()
+        callbacks, self._callbacks = self._callbacks, None
+        for callback in callbacks or ():
+            try:
+                callback(self)
+            except Exception:
+                logger.exception("done callback %r of task %s raised", callback, self._task_id)
+
+
+async def as_completed(handles: Iterable[TaskHandle]) -> AsyncIterator[TaskHandle]:
+    """Yield `handles` as they finish, first finished first; each exactly once.
+
+    Example:
+        >>> async def main(session, handles):  # doctest: +SKIP
+        ...     async for handle in session.as_completed(handles):
+        ...         print(handle.task_id, handle.exception() or handle.result().urls)
+    """
+    pending = list(dict.fromkeys(handles))
+    finished: deque[TaskHandle] = deque()
+    wakeup = asyncio.Event()
+
+    def on_done(handle: TaskHandle) -> None:
+        finished.append(handle)
+        wakeup.set()
+
+    for handle in pending:
+        handle.add_done_callback(on_done)
+    try:
+        for _ in range(len(pending)):
+            while not finished:
+                wakeup.clear()
+                await wakeup.wait()
+            yield finished.popleft()
+    finally:
+        for handle in pending:
+            handle.remove_done_callback(on_done)
+
+
+def error_task_id(error: BaseException) -> str | None:
+    """The task ID an SDK error is about, if it names one."""
+    return getattr(error, "task_id", None) if isinstance(error, WorldRouterError) else None

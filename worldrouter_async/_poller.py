@@ -1,0 +1,249 @@
+"""The one poller coroutine per session, multiplexing the status checks of every pending task.
+
+Pending tasks sit in a due-time heap; the poller sleeps until the earliest is due (or a new
+task is due sooner), then sends its poll under a bound on in-flight requests. A poll error
+only reschedules that task; a 429 holds every poll through the transport's `Throttle`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final, NoReturn
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ._config import PollPolicy, RetryPolicy
+from ._errors import (
+    APIError,
+    APIStatusError,
+    RateLimitError,
+    SessionClosedError,
+    TaskFailedError,
+    TaskNotFoundError,
+    TaskTimeoutError,
+)
+from ._handles import ImageResult, TaskHandle
+from ._stats import Counters
+from ._transport import Throttle
+from .models import ImageTask, TaskStatus
+
+logger: Final = logging.getLogger("worldrouter_async")
+
+StatusCallback = Callable[[TaskHandle, "str | None", str], object]
+"""``on_status(handle, old_status, new_status)``, called on every status change."""
+
+
+class _Entry:
+    """Poller state of one pending task (slots keep 100,000 of them small)."""
+
+    __slots__ = ("active", "deadline", "errors", "handle", "polls")
+
+    def __init__(self, handle: TaskHandle, deadline: float) -> None:
+        self.handle = handle
+        self.deadline = deadline
+        self.polls = 0
+        self.errors = 0
+        self.active = True
+
+
+class Poller:
+    """Schedules and sends the polls of every pending task of one session."""
+
+    def __init__(
+        self,
+        fetch: Callable[[str], Awaitable[ImageTask]],
+        *,
+        policy: PollPolicy,
+        retry: RetryPolicy,
+        throttle: Throttle,
+        max_inflight: int,
+        counters: Counters,
+        on_status: StatusCallback | None = None,
+    ) -> None:
+        self._fetch = fetch
+        self._policy = policy
+        self._retry = retry
+        self._throttle = throttle
+        self._slots = asyncio.Semaphore(max_inflight)
+        self._counters = counters
+        self._on_status = on_status
+        self._heap: list[tuple[float, int, _Entry]] = []
+        self._seq = 0
+        self._wakeup = asyncio.Event()
+        self._entries: dict[TaskHandle, _Entry] = {}
+        self._closed = False
+
+    @property
+    def pending(self) -> int:
+        """How many tasks are being tracked now."""
+        return len(self._entries)
+
+    def track(self, handle: TaskHandle, *, timeout: float) -> None:
+        """Start polling `handle`'s task; `timeout` seconds from now it fails with a timeout."""
+        if self._closed:
+            handle.settle_error(_closed_error(handle))
+            return
+        now = time.monotonic()
+        entry = _Entry(handle, now + timeout if math.isfinite(timeout) else math.inf)
+        self._entries[handle] = entry
+        self._counters.pending += 1
+        self._schedule(entry, now + self._policy.interval(0))
+
+    def untrack(self, handle: TaskHandle) -> None:
+        """Stop polling `handle` (its heap slot is skipped lazily)."""
+        entry = self._entries.pop(handle, None)
+        if entry is not None:
+            entry.active = False
+            self._counters.pending -= 1
+
+    def close(self) -> None:
+        """End every outstanding handle with `SessionClosedError`; later tracks fail at once."""
+        self._closed = True
+        entries, self._entries = self._entries, {}
+        self._heap.clear()
+        for entry in entries.values():
+            entry.active = False
+            self._counters.pending -= 1
+            entry.handle.settle_error(_closed_error(entry.handle))
+
+    async def run(self, task_group: TaskGroup) -> NoReturn:
+        """The poller loop: poll each task when due, forever, spawning polls in `task_group`."""
+        while True:
+            entry = await self._next_due()
+            await self._throttle.wait()
+            if not entry.active:
+                continue
+            await self._slots.acquire()
+            task_group.start_soon(self._poll, entry)
+
+    def _schedule(self, entry: _Entry, due: float) -> None:
+        due = min(due, entry.deadline)
+        self._seq += 1
+        heap = self._heap
+        if not heap or due < heap[0][0]:
+            self._wakeup.set()
+        heapq.heappush(heap, (due, self._seq, entry))
+
+    async def _next_due(self) -> _Entry:
+        heap = self._heap
+        while True:
+            while heap and not heap[0][2].active:
+                heapq.heappop(heap)
+            delay = heap[0][0] - time.monotonic() if heap else math.inf
+            if delay <= 0:
+                return heapq.heappop(heap)[2]
+            self._wakeup.clear()
+            with anyio.move_on_after(delay):
+                await self._wakeup.wait()
+
+    async def _poll(self, entry: _Entry) -> None:
+        handle = entry.handle
+        try:
+            task = await self._fetch(handle.task_id or "")
+        except APIError as exc:
+            if entry.active:
+                self._on_poll_error(entry, exc)
+        except Exception as exc:  # a bug must end one handle, never the poller
+            logger.exception("unexpected error polling task %s", handle.task_id)
+            if entry.active:
+                self._settle(entry, exc)
+        else:
+            if entry.active:
+                self._on_task(entry, task)
+        finally:
+            self._slots.release()
+
+    def _on_task(self, entry: _Entry, task: ImageTask) -> None:
+        handle = entry.handle
+        entry.errors = 0
+        previous = handle.observe(task)
+        if previous != task.status and self._on_status is not None:
+            self._notify(handle, previous, task.status)
+        if task.status == TaskStatus.COMPLETED:
+            self._counters.completed += 1
+            self._counters.add_usage(task.usage)
+            self._settle(entry, None, ImageResult.from_task(task))
+        elif task.status == TaskStatus.FAILED:
+            self._counters.failed += 1
+            error = task.error
+            self._settle(
+                entry,
+                TaskFailedError(
+                    task_id=handle.task_id or task.id,
+                    code=error.code if error else None,
+                    message=error.message if error else "the server gave no reason",
+                ),
+            )
+        elif not self._past_deadline(entry):
+            entry.polls += 1
+            self._schedule(entry, time.monotonic() + self._policy.interval(entry.polls))
+
+    def _on_poll_error(self, entry: _Entry, exc: APIError) -> None:
+        if isinstance(exc, TaskNotFoundError) or not _is_transient(exc):
+            self._counters.failed += 1
+            self._settle(entry, exc)
+            return
+        if self._past_deadline(entry):
+            return
+        entry.errors += 1
+        if isinstance(exc, RateLimitError) and self._throttle.paused_until > time.monotonic():
+            due = self._throttle.paused_until
+        else:
+            due = time.monotonic() + max(
+                self._retry.backoff(entry.errors), self._policy.interval(entry.polls)
+            )
+        logger.debug("poll of task %s failed (%s); next try in %.3fs", entry.handle.task_id,
+                     exc, due - time.monotonic())
+        self._schedule(entry, due)
+
+    def _past_deadline(self, entry: _Entry) -> bool:
+        if time.monotonic() < entry.deadline:
+            return False
+        task_id = entry.handle.task_id or ""
+        self._settle(
+            entry,
+            TaskTimeoutError(
+                f"task {task_id} did not finish before its deadline (last status "
+                f"{entry.handle.status!r}); it may still complete: Session.track({task_id!r}) "
+                "to wait again",
+                task_id=task_id,
+            ),
+        )
+        return True
+
+    def _settle(
+        self, entry: _Entry, error: BaseException | None, result: ImageResult | None = None
+    ) -> None:
+        self.untrack(entry.handle)
+        if result is not None:
+            entry.handle.settle_result(result)
+        elif error is not None:
+            entry.handle.settle_error(error)
+
+    def _notify(self, handle: TaskHandle, old: str | None, new: str) -> None:
+        assert self._on_status is not None
+        try:
+            self._on_status(handle, old, new)
+        except Exception:
+            logger.exception("on_status callback raised for task %s", handle.task_id)
+
+
+def _is_transient(exc: APIError) -> bool:
+    if isinstance(exc, APIStatusError):
+        return exc.status in (408, 429) or exc.status >= 500
+    return True
+
+
+def _closed_error(handle: TaskHandle) -> SessionClosedError:
+    task_id = handle.task_id or ""
+    return SessionClosedError(
+        f"the session closed while task {task_id} was pending; the task may still complete: "
+        f"track it from a new session with Session.track({task_id!r})",
+        task_id=task_id,
+    )

@@ -1,0 +1,365 @@
+"""`Session`: the entry point that owns the transport, the poller and their lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import math
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Final, Self
+
+import anyio
+from yarl import URL
+
+from ._config import Limits, PollPolicy, RetryPolicy, Timeouts
+from ._errors import ConfigurationError, InvalidRequestError, WorldRouterError
+from ._handles import ImageResult, TaskHandle, as_completed
+from ._poller import Poller, StatusCallback
+from ._stats import Counters, SessionStats
+from ._support import check_support
+from ._transport import Secret, Transport
+from .models import ImageRequest, ImageTask, converter
+
+DEFAULT_BASE_URL: Final = "https://inference-api-pre-d80ca3.worldrouter.ai/v1"
+API_KEY_ENV: Final = "WORLDROUTER_API_KEY"
+BASE_URL_ENV: Final = "WORLDROUTER_BASE_URL"
+
+RequestLike = ImageRequest | Mapping[str, Any]
+"""What `Session.submit_many` accepts: an `ImageRequest`, or a mapping of its fields."""
+
+
+def _resolve_api_key(api_key: str | None) -> Secret:
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+    if key is None:
+        raise ConfigurationError(
+            f"no API key: pass Session(api_key=...) or set the {API_KEY_ENV} environment variable"
+        )
+    if not key.strip():
+        raise ConfigurationError(f"the API key is empty; set {API_KEY_ENV} to your WorldRouter key")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in key):
+        raise ConfigurationError(
+            "the API key contains control characters (a stray newline?); paste it again"
+        )
+    return Secret(key)
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _resolve_base_url(base_url: str | None, *, allow_insecure: bool) -> str:
+    raw = base_url if base_url is not None else os.environ.get(BASE_URL_ENV, DEFAULT_BASE_URL)
+    url = URL(raw)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigurationError(
+            f"base_url must be an http(s) URL such as {DEFAULT_BASE_URL!r} (got {raw!r})"
+        )
+    if url.user is not None or url.password is not None:
+        raise ConfigurationError(
+            f"base_url must not contain credentials (got a URL with '@' for host {url.host!r}); "
+            "pass the API key as api_key="
+        )
+    if url.scheme == "http" and not allow_insecure and not _is_loopback(url.host):
+        raise ConfigurationError(
+            f"refusing plain http:// to {url.host!r}: the API key would travel unencrypted. "
+            "Use https://, or pass allow_insecure=True for a trusted network"
+        )
+    if url.query_string or url.fragment:
+        raise ConfigurationError(f"base_url must not have a query or fragment (got {raw!r})")
+    return str(url).rstrip("/")
+
+
+def _build_request(model: str, prompt: str, params: Mapping[str, Any]) -> ImageRequest:
+    return converter.structure({"model": model, "prompt": prompt, **params}, ImageRequest)
+
+
+def _new_idempotency_key() -> str:
+    return str(uuid.uuid4())
+
+
+class Tasks:
+    """Low-level task endpoints: one create or one retrieve, no polling."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    async def create(
+        self, model: str, prompt: str, *, idempotency_key: str | None = None, **params: Any
+    ) -> ImageTask:
+        """Create one task (``POST /images/generation_tasks``) and return it as queued.
+
+        Example:
+            >>> task = await session.tasks.create("gpt-image-2", "a kite")  # doctest: +SKIP
+        """
+        request = _build_request(model, prompt, params)
+        return await self._session.create_task(request, idempotency_key=idempotency_key)
+
+    async def retrieve(self, task_id: str) -> ImageTask:
+        """Fetch a task's current state once, retrying transient failures."""
+        return await self._session.transport.retrieve(_check_task_id(task_id))
+
+
+def _check_task_id(task_id: object) -> str:
+    if not isinstance(task_id, str) or not task_id.strip():
+        raise InvalidRequestError(f"task_id must be a non-empty string (got {task_id!r})")
+    return task_id
+
+
+class Session:
+    """A connection to WorldRouter that submits tasks and tracks them with one poller.
+
+    Open it with ``async with``; leaving the block stops the poller and ends every pending
+    handle with `SessionClosedError`.
+
+    Args:
+        api_key: defaults to the ``WORLDROUTER_API_KEY`` environment variable.
+        base_url: defaults to ``WORLDROUTER_BASE_URL``, else the documented API URL.
+        task_timeout: seconds a handle waits for its task before `TaskTimeoutError`
+            (``math.inf`` waits forever); `submit` and `track` can override it.
+        strict: raise `IgnoredParameterError` instead of warning when a model would
+            ignore a parameter.
+        allow_insecure: allow a plain ``http://`` base URL to a non-loopback host.
+        on_status: called as ``on_status(handle, old, new)`` on every status change.
+
+    Example:
+        >>> async def main():  # doctest: +SKIP
+        ...     async with Session() as session:
+        ...         result = await session.generate("gpt-image-2", "a lighthouse at dusk")
+        ...         print(result.urls)
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        timeouts: Timeouts = Timeouts(),
+        retry: RetryPolicy = RetryPolicy(),
+        poll: PollPolicy = PollPolicy(),
+        limits: Limits = Limits(),
+        task_timeout: float = 900.0,
+        strict: bool = False,
+        allow_insecure: bool = False,
+        on_status: StatusCallback | None = None,
+    ) -> None:
+        if not task_timeout > 0:
+            raise ConfigurationError(f"task_timeout must be positive (got {task_timeout!r})")
+        self.base_url: Final = _resolve_base_url(base_url, allow_insecure=allow_insecure)
+        self._counters = Counters()
+        self.transport: Final = Transport(
+            base_url=self.base_url,
+            api_key=_resolve_api_key(api_key),
+            timeouts=timeouts,
+            retry=retry,
+            limits=limits,
+            counters=self._counters,
+        )
+        self._poller = Poller(
+            lambda task_id: self.transport.retrieve(task_id, retry=False),
+            policy=poll,
+            retry=retry,
+            throttle=self.transport.throttle,
+            max_inflight=limits.max_inflight_polls,
+            counters=self._counters,
+            on_status=on_status,
+        )
+        self._limits = limits
+        self._task_timeout = task_timeout
+        self._strict = strict
+        self._runner: asyncio.Task[None] | None = None
+        self._state = "new"
+        self.tasks: Final = Tasks(self)
+
+    def __repr__(self) -> str:
+        return f"<Session {self.base_url!r} {self._state} pending={self._poller.pending}>"
+
+    async def __aenter__(self) -> Self:
+        if self._state != "new":
+            raise RuntimeError(f"a Session can be opened once; this one is {self._state}")
+        await self.transport.open()
+        started = asyncio.Event()
+        self._runner = asyncio.get_running_loop().create_task(
+            self._run_poller(started), name=f"worldrouter-async poller {self.base_url}"
+        )
+        await started.wait()
+        self._state = "open"
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the poller, fail pending handles with `SessionClosedError`, close the pool.
+
+        Safe to call from any task, and more than once.
+        """
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        self._poller.close()
+        runner, self._runner = self._runner, None
+        try:
+            if runner is not None:
+                runner.cancel()
+                with anyio.CancelScope(shield=True):
+                    await asyncio.wait([runner])
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.transport.aclose()
+
+    async def _run_poller(self, started: asyncio.Event) -> None:
+        async with anyio.create_task_group() as task_group:
+            started.set()
+            await self._poller.run(task_group)
+
+    @property
+    def stats(self) -> SessionStats:
+        """Counts of creates, polls, retries, pauses, outcomes and summed token usage."""
+        return self._counters.snapshot()
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise RuntimeError(
+                f"the session is {self._state}; use it inside 'async with Session(...)'"
+            )
+
+    async def create_task(
+        self, request: ImageRequest, *, idempotency_key: str | None = None
+    ) -> ImageTask:
+        """Validate `request` against its model, then create it once (no polling)."""
+        self._check_open()
+        check_support(request, strict=self._strict)
+        key = idempotency_key or _new_idempotency_key()
+        return await self.transport.create(request.to_payload(), idempotency_key=key)
+
+    async def submit(
+        self,
+        model: str,
+        prompt: str,
+        *,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+        **params: Any,
+    ) -> TaskHandle:
+        """Create a task and return its handle once the create is accepted.
+
+        Args:
+            timeout: seconds to wait for the result (default: the session's task_timeout).
+            idempotency_key: reuse one to retry a create that may have reached the server.
+            params: any `ImageRequest` field: n, size, quality, output_format, user, extra...
+
+        Example:
+            >>> handle = await session.submit("gpt-image-2", "a fox", size="1024x1024")  # doctest: +SKIP
+            >>> result = await handle  # doctest: +SKIP
+        """
+        request = _build_request(model, prompt, params)
+        return await self.submit_request(
+            request, timeout=timeout, idempotency_key=idempotency_key
+        )
+
+    async def submit_request(
+        self,
+        request: ImageRequest,
+        *,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> TaskHandle:
+        """`submit` for a prepared `ImageRequest`."""
+        task = await self.create_task(request, idempotency_key=idempotency_key)
+        return self._track(task.task_id or task.id, request=request, task=task, timeout=timeout)
+
+    async def submit_many(
+        self,
+        requests: Iterable[RequestLike],
+        *,
+        concurrency: int | None = None,
+        timeout: float | None = None,
+    ) -> list[TaskHandle]:
+        """Submit many requests concurrently; one handle per request, in input order.
+
+        A request that fails validation or whose create fails still gets a handle, which
+        raises that error when awaited: nothing is dropped.
+
+        Example:
+            >>> handles = await session.submit_many(  # doctest: +SKIP
+            ...     [{"model": "gpt-image-2", "prompt": p} for p in prompts], concurrency=8
+            ... )
+        """
+        self._check_open()
+        items = list(requests)
+        limit = concurrency if concurrency is not None else self._limits.max_concurrent_creates
+        if limit < 1:
+            raise InvalidRequestError(f"concurrency must be at least 1 (got {limit!r})")
+        handles: list[TaskHandle | None] = [None] * len(items)
+        slots = anyio.Semaphore(limit)
+
+        async def submit_one(index: int, item: RequestLike) -> None:
+            async with slots:
+                try:
+                    request = converter.structure(item, ImageRequest)
+                except WorldRouterError as exc:
+                    handles[index] = TaskHandle.failed(exc)
+                    return
+                try:
+                    handles[index] = await self.submit_request(request, timeout=timeout)
+                except WorldRouterError as exc:
+                    handles[index] = TaskHandle.failed(exc, request=request)
+
+        async with anyio.create_task_group() as task_group:
+            for index, item in enumerate(items):
+                task_group.start_soon(submit_one, index, item)
+        return [handle for handle in handles if handle is not None]
+
+    def track(self, task_id: str, *, timeout: float | None = None) -> TaskHandle:
+        """Attach to a task created earlier (by another process, or before a restart).
+
+        Example:
+            >>> result = await session.track("imgtask_123")  # doctest: +SKIP
+        """
+        self._check_open()
+        return self._track(_check_task_id(task_id), request=None, task=None, timeout=timeout)
+
+    def _track(
+        self,
+        task_id: str,
+        *,
+        request: ImageRequest | None,
+        task: ImageTask | None,
+        timeout: float | None,
+    ) -> TaskHandle:
+        deadline = self._task_timeout if timeout is None else timeout
+        if not deadline > 0 or math.isnan(deadline):
+            raise InvalidRequestError(f"timeout must be positive seconds (got {timeout!r})")
+        handle = TaskHandle(task_id, request=request, task=task, on_cancel=self._poller.untrack)
+        self._poller.track(handle, timeout=deadline)
+        return handle
+
+    async def generate(
+        self, model: str, prompt: str, *, timeout: float | None = None, **params: Any
+    ) -> ImageResult:
+        """Submit one task and wait for its result.
+
+        Example:
+            >>> result = await session.generate("gpt-image-2", "a kite")  # doctest: +SKIP
+        """
+        handle = await self.submit(model, prompt, timeout=timeout, **params)
+        return await handle
+
+    def as_completed(self, handles: Iterable[TaskHandle]) -> AsyncIterator[TaskHandle]:
+        """Yield `handles` in the order they finish (see `worldrouter_async.as_completed`)."""
+        return as_completed(handles)

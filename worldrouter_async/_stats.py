@@ -1,0 +1,63 @@
+"""Session counters: mutated in place on the hot path, read as an immutable snapshot."""
+
+from __future__ import annotations
+
+from attrs import define
+
+from .models import Usage
+
+
+@define(frozen=True)
+class SessionStats:
+    """A snapshot of what one session has done so far (`Session.stats`)."""
+
+    creates: int
+    polls: int
+    retries: int
+    rate_limit_pauses: int
+    pending: int
+    completed: int
+    failed: int
+    usage: Usage
+
+
+class Counters:
+    """The live, mutable counters behind `SessionStats` (plain slots: this is the hot path)."""
+
+    __slots__ = (
+        "completed",
+        "creates",
+        "failed",
+        "input_tokens",
+        "output_tokens",
+        "pending",
+        "polls",
+        "rate_limit_pauses",
+        "retries",
+        "total_tokens",
+    )
+
+    def __init__(self) -> None:
+        self.creates = self.polls = self.retries = self.rate_limit_pauses = 0
+        self.pending = self.completed = self.failed = 0
+        self.input_tokens = self.output_tokens = self.total_tokens = 0
+
+    def add_usage(self, usage: Usage | None) -> None:
+        """Add one finished task's token usage to the totals."""
+        if usage is not None:
+            self.input_tokens += usage.input_tokens
+            self.output_tokens += usage.output_tokens
+            self.total_tokens += usage.total_tokens
+
+    def snapshot(self) -> SessionStats:
+        """An immutable copy of the counters now."""
+        return SessionStats(
+            creates=self.creates,
+            polls=self.polls,
+            retries=self.retries,
+            rate_limit_pauses=self.rate_limit_pauses,
+            pending=self.pending,
+            completed=self.completed,
+            failed=self.failed,
+            usage=Usage(self.input_tokens, self.output_tokens, self.total_tokens),
+        )

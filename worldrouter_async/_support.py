@@ -1,0 +1,67 @@
+"""The documented parameter support matrix, encoded once, and the check that warns about it.
+
+The API accepts every parameter for every model and silently ignores the ones a model does
+not honour; this module turns that silence into an `IgnoredParameterWarning` (or, in strict
+mode, an `IgnoredParameterError`) before the paid create is sent.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from typing import Final
+
+from ._errors import IgnoredParameterError, IgnoredParameterWarning
+from .models import ImageRequest
+
+GPT_IMAGE_MODELS: Final = frozenset({"gpt-image-2"})
+GEMINI_MODELS: Final = frozenset(
+    {"gemini-2.5-flash-image", "gemini-3-pro-image-preview", "gemini-3.1-flash-image-preview"}
+)
+SUPPORTED_MODELS: Final = GPT_IMAGE_MODELS | GEMINI_MODELS
+
+#: Parameters each documented model accepts but ignores. Unknown models are absent: a
+#: deployment may extend the list, and we do not guess what its models honour.
+IGNORED_PARAMETERS: Final[dict[str, frozenset[str]]] = {
+    **{model: frozenset() for model in GPT_IMAGE_MODELS},
+    **{
+        model: frozenset(
+            {"size", "n", "quality", "style", "background", "moderation", "output_compression"}
+        )
+        for model in GEMINI_MODELS
+    },
+}
+
+
+def ignored_parameters(request: ImageRequest) -> tuple[str, ...]:
+    """The parameters `request` sets that its model will silently ignore, sorted."""
+    ignored = IGNORED_PARAMETERS.get(request.model, frozenset())
+    return tuple(sorted(request.set_parameters() & ignored))
+
+
+def _caller_stacklevel() -> int:
+    """The stacklevel of the first frame outside this package, so warnings point at user code."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
+        "worldrouter_async"
+    ):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def check_support(request: ImageRequest, *, strict: bool) -> None:
+    """Warn (or raise when `strict`) if `request` sets parameters its model ignores."""
+    ignored = ignored_parameters(request)
+    if not ignored:
+        return
+    names = ", ".join(ignored)
+    message = (
+        f"{request.model} ignores {names}; the task will run without "
+        f"{'it' if len(ignored) == 1 else 'them'}. Remove {names} from the request, "
+        "or pick a model that honours it"
+    )
+    if strict:
+        raise IgnoredParameterError(message)
+    warnings.warn(message, IgnoredParameterWarning, stacklevel=_caller_stacklevel())

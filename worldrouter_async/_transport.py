@@ -1,0 +1,384 @@
+"""HTTP to the WorldRouter API: auth, retries, rate-limit pauses and error mapping.
+
+This is the only module that talks to the API through aiohttp, and the one place where
+aiohttp's exceptions become ours (always ``raise ... from exc``).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+import anyio
+from cattrs.errors import BaseValidationError
+
+from ._config import Limits, RetryPolicy, Timeouts
+from ._errors import (
+    AmbiguousCreateError,
+    APIConnectionError,
+    APIError,
+    APIResponseError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    TaskNotFoundError,
+)
+from ._stats import Counters
+from ._version import __version__
+from .models import ImageTask, converter
+
+logger: Final = logging.getLogger("worldrouter_async")
+
+USER_AGENT: Final = f"worldrouter-async/{__version__}"
+_SNIPPET: Final = 200
+_T = TypeVar("_T")
+
+
+class Secret:
+    """An API key that never shows itself in a repr, str or log line."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The key itself, for the Authorization header only."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+class Throttle:
+    """Holds every request of a session while a 429 pause lasts, and paces to a rate.
+
+    One pause for everyone is what stops a thundering herd: after a 429 no request goes out
+    until its Retry-After has passed, whichever coroutine hit it.
+    """
+
+    __slots__ = ("_interval", "_next_slot", "paused_until")
+
+    def __init__(self, requests_per_second: float | None) -> None:
+        self._interval = 1.0 / requests_per_second if requests_per_second else 0.0
+        self._next_slot = 0.0
+        self.paused_until = 0.0
+
+    async def wait(self) -> None:
+        """Return when a request may be sent (at once when neither paused nor paced)."""
+        while (delay := self.paused_until - time.monotonic()) > 0:
+            await anyio.sleep(delay)
+        if self._interval:
+            now = time.monotonic()
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + self._interval
+            if slot > now:
+                await anyio.sleep(slot - now)
+
+    def pause(self, seconds: float) -> bool:
+        """Hold all requests for `seconds`; True when this extends the current pause."""
+        until = time.monotonic() + seconds
+        if until <= self.paused_until:
+            return False
+        self.paused_until = until
+        return True
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date), else None.
+
+    Garbage and NaN give None (fall back to backoff); infinity is kept so the caller can
+    refuse it; negative values and past dates become 0.
+    """
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        seconds = _parse_float(raw_ms)
+        if seconds is not None:
+            return max(seconds / 1000.0, 0.0)
+    raw = headers.get("Retry-After")
+    if raw is None:
+        return None
+    seconds = _parse_float(raw)
+    if seconds is not None:
+        return max(seconds, 0.0)
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _parse_float(raw: str) -> float | None:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        return None
+    return None if math.isnan(value) else value
+
+
+_STATUS_ERRORS: Final[dict[int, type[APIStatusError]]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    422: BadRequestError,
+    429: RateLimitError,
+}
+
+
+def _status_error(
+    status: int, reason: str | None, headers: Mapping[str, str], body: bytes
+) -> APIStatusError:
+    message, code = _error_details(body)
+    if message is None:
+        snippet = body[:_SNIPPET].decode("utf-8", "replace").strip()
+        message = f"HTTP {status} {reason or ''}".rstrip() + (
+            f" with a non-JSON body: {snippet!r}" if snippet else " with an empty body"
+        )
+    cls = _STATUS_ERRORS.get(status) or (ServerError if status >= 500 else APIStatusError)
+    return cls(
+        message,
+        status=status,
+        code=code,
+        request_id=headers.get("x-request-id"),
+        retry_after=parse_retry_after(headers),
+    )
+
+
+def _error_details(body: bytes) -> tuple[str | None, str | None]:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None, None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        code = error.get("code")
+        return error["message"], code if isinstance(code, str) else None
+    if isinstance(error, str):
+        return error, None
+    return None, None
+
+
+def _decode_task(status: int, body: bytes) -> ImageTask:
+    if not body.strip():
+        raise APIResponseError(
+            f"HTTP {status} with an empty body; expected a JSON image task", status=status
+        )
+    try:
+        return converter.structure(json.loads(body), ImageTask)
+    except ValueError as exc:
+        snippet = body[:_SNIPPET].decode("utf-8", "replace")
+        raise APIResponseError(
+            f"HTTP {status} with a body that is not JSON: {snippet!r}", status=status
+        ) from exc
+    except (BaseValidationError, TypeError, KeyError) as exc:
+        raise APIResponseError(
+            f"HTTP {status} with JSON that is not an image task ({exc})", status=status
+        ) from exc
+
+
+def _is_retryable_read(exc: APIError) -> bool:
+    if isinstance(exc, APIStatusError):
+        return exc.status in (408, 429) or exc.status >= 500
+    return isinstance(exc, APIConnectionError | APIResponseError)
+
+
+def _is_retryable_create(exc: APIError) -> bool:
+    """A create is paid: retry only where the server cannot have created the task."""
+    if isinstance(exc, APIStatusError):
+        return exc.status in (429, 503)
+    return isinstance(exc, APIConnectionError) and not exc.request_sent
+
+
+def _is_definite(exc: APIError) -> bool:
+    """True when the server certainly did not create the task (a 4xx other than 408)."""
+    return isinstance(exc, APIStatusError) and 400 <= exc.status < 500 and exc.status != 408
+
+
+class Transport:
+    """One pooled aiohttp client per session, sending authenticated requests to one origin."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: Secret,
+        timeouts: Timeouts,
+        retry: RetryPolicy,
+        limits: Limits,
+        counters: Counters,
+    ) -> None:
+        self._tasks_url = base_url.rstrip("/") + "/images/generation_tasks"
+        # Built per request, never as a session default: aiohttp would merge a default
+        # Authorization header into requests to other origins (the image storage host).
+        self._auth = {"Authorization": f"Bearer {api_key.reveal()}"}
+        self._timeouts = timeouts
+        self._retry = retry
+        self._limits = limits
+        self._counters = counters
+        self.throttle = Throttle(limits.requests_per_second)
+        self._client: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"<Transport {self._tasks_url!r}>"
+
+    async def open(self) -> None:
+        """Create the pooled client; call once, from the event loop."""
+        self._client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._limits.max_connections),
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=self._timeouts.connect, sock_read=self._timeouts.read
+            ),
+            headers={"User-Agent": USER_AGENT},
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+
+    async def aclose(self) -> None:
+        """Close the pool; idempotent."""
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+    async def create(self, payload: Mapping[str, Any], *, idempotency_key: str) -> ImageTask:
+        """Create a task, retrying only where no task can have been created.
+
+        A failure after the request may have reached the server becomes
+        `AmbiguousCreateError`, never a silent second (paid) create.
+        """
+        body = json.dumps(payload).encode()
+        headers = {
+            **self._auth,
+            "Content-Type": "application/json",
+            "Idempotency-Key": idempotency_key,
+        }
+
+        async def attempt() -> ImageTask:
+            status, body_out = await self._send("POST", self._tasks_url, headers, body)
+            task = _decode_task(status, body_out)
+            self._counters.creates += 1
+            return task
+
+        try:
+            return await self._with_retries(attempt, _is_retryable_create)
+        except APIError as exc:
+            if _is_definite(exc) or _is_retryable_create(exc):
+                raise
+            raise AmbiguousCreateError(
+                f"the create may have reached the server before it failed ({exc}); "
+                f"retry with idempotency_key={idempotency_key!r} so it is not billed twice",
+                idempotency_key=idempotency_key,
+            ) from exc
+
+    async def retrieve(self, task_id: str, *, retry: bool = True) -> ImageTask:
+        """Fetch a task's current state; with `retry`, transient failures are retried."""
+        url = f"{self._tasks_url}/{quote(task_id, safe='')}"
+
+        async def attempt() -> ImageTask:
+            self._counters.polls += 1
+            try:
+                status, body = await self._send("GET", url, self._auth, None)
+            except NotFoundError as exc:
+                raise TaskNotFoundError(
+                    f"task {task_id} was not found: {exc.message}; it may have expired, "
+                    "or belong to another API key or deployment",
+                    task_id=task_id,
+                    status=exc.status,
+                    code=exc.code,
+                    request_id=exc.request_id,
+                ) from exc
+            return _decode_task(status, body)
+
+        if not retry:
+            return await attempt()
+        return await self._with_retries(attempt, _is_retryable_read)
+
+    async def _with_retries(
+        self, attempt: Callable[[], Awaitable[_T]], retryable: Callable[[APIError], bool]
+    ) -> _T:
+        number = 1
+        while True:
+            try:
+                return await attempt()
+            except APIError as exc:
+                if number >= self._retry.attempts or not retryable(exc):
+                    raise
+                delay = self._retry_delay(exc, number)
+                self._counters.retries += 1
+                logger.debug("retrying after %s in %.3fs (attempt %d)", exc, delay, number + 1)
+                await anyio.sleep(delay)
+                number += 1
+
+    def _retry_delay(self, exc: APIError, attempt: int) -> float:
+        hint = exc.retry_after if isinstance(exc, APIStatusError) else None
+        if hint is None:
+            return self._retry.backoff(attempt)
+        if not hint <= self._retry.max_retry_after:  # also catches inf
+            raise exc
+        return 0.0 if isinstance(exc, RateLimitError) else hint  # 429: Throttle already waits
+
+    async def _send(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
+    ) -> tuple[int, bytes]:
+        client = self._client
+        if client is None:
+            raise RuntimeError("the transport is not open; use 'async with Session(...)'")
+        await self.throttle.wait()
+        try:
+            async with client.request(
+                method, url, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                content = await response.read()
+                status, reason, response_headers = (
+                    response.status,
+                    response.reason,
+                    response.headers,
+                )
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise APITimeoutError(
+                f"{method} {url} timed out connecting after {self._timeouts.connect}s",
+                request_sent=False,
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise APIConnectionError(
+                f"{method} {url} could not connect: {exc.os_error}", request_sent=False
+            ) from exc
+        except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+            raise APITimeoutError(
+                f"{method} {url} got no answer within the {self._timeouts.read}s read timeout"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise APIConnectionError(
+                f"{method} {url} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if status >= 300:
+            error = _status_error(status, reason, response_headers, content)
+            if isinstance(error, RateLimitError):
+                self._pause_for(error)
+            raise error
+        return status, content
+
+    def _pause_for(self, error: RateLimitError) -> None:
+        hint = error.retry_after
+        if hint is None:
+            hint = self._retry.backoff(1, jitter=False)
+        elif not hint <= self._retry.max_retry_after:
+            return
+        if self.throttle.pause(hint):
+            self._counters.rate_limit_pauses += 1
+            logger.info("rate limited: pausing all requests for %.3fs", hint)

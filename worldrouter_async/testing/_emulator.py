@@ -1,0 +1,489 @@
+"""A faithful aiohttp.web emulator of WorldRouter's async image-task API, with fault injection.
+
+It serves the two documented routes with their JSON shapes, runs each task through
+queued -> in_progress -> completed/failed on a scaled clock, and serves the finished images
+from a separate storage origin that records whether it ever saw an Authorization header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import re
+import time
+import uuid
+from collections import Counter, deque
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Final, Literal, Self
+
+from aiohttp import web
+from attrs import define, field
+
+from .._support import GEMINI_MODELS, SUPPORTED_MODELS
+from ._png import colour_for, solid_png
+
+Route = Literal["create", "poll", "any", "storage"]
+FaultKind = Literal[
+    "429",
+    "500",
+    "502_html",
+    "503",
+    "empty_200",
+    "bad_json",
+    "drop",
+    "hang",
+    "drop_after_create",
+    "500_after_create",
+]
+
+#: Median seconds of real generation per model (queue, run); scaled by ``time_scale``.
+MODEL_TIMINGS: Final[dict[str, tuple[float, float]]] = {
+    "gpt-image-2": (1.0, 25.0),
+    "gemini-2.5-flash-image": (0.5, 8.0),
+    "gemini-3-pro-image-preview": (1.0, 20.0),
+    "gemini-3.1-flash-image-preview": (0.5, 10.0),
+}
+_DEFAULT_TIMING: Final = (1.0, 15.0)
+_MARKER_RE: Final = re.compile(r"\[(fail|never)(?::([a-z_]+))?\]")
+_SIZE_RE: Final = re.compile(r"^[1-9][0-9]{0,5}x[1-9][0-9]{0,5}$")
+_OUTPUT_FORMATS: Final = frozenset({"png", "jpeg", "jpg", "webp"})
+
+
+@define
+class Fault:
+    """One injected fault: the next matching request gets `kind` instead of a normal answer."""
+
+    kind: FaultKind
+    route: Route = "any"
+    retry_after: float | None = None
+
+
+@define
+class EmulatorCounters:
+    """What the emulator has seen, readable from tests and benchmarks."""
+
+    creates: int = 0
+    create_requests: int = 0
+    idempotent_replays: int = 0
+    polls: int = 0
+    polls_by_task: Counter[str] = field(factory=Counter)
+    faults: Counter[str] = field(factory=Counter)
+    storage_requests: int = 0
+    storage_auth_headers: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Counters as plain JSON-ready values."""
+        return {
+            "creates": self.creates,
+            "create_requests": self.create_requests,
+            "idempotent_replays": self.idempotent_replays,
+            "polls": self.polls,
+            "faults": dict(self.faults),
+            "storage_requests": self.storage_requests,
+            "storage_auth_headers": self.storage_auth_headers,
+        }
+
+
+@define
+class EmulatedTask:
+    """One task's server-side record; its status is a function of the clock."""
+
+    id: str
+    model: str
+    prompt: str
+    n: int
+    params: dict[str, Any]
+    created: float
+    started_at: float
+    finishes_at: float
+    outcome: Literal["completed", "failed", "never"]
+    error_code: str = "generation_failed"
+
+    def status(self, now: float) -> str:
+        """The status at monotonic time `now`."""
+        if now < self.started_at:
+            return "queued"
+        if self.outcome == "never" or now < self.finishes_at:
+            return "in_progress"
+        return self.outcome
+
+
+class _TokenBucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.capacity = burst
+        self.tokens = burst
+        self.updated = time.monotonic()
+
+    def take(self) -> float:
+        """Take a token; 0.0 if granted, else the seconds until one is available."""
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
+
+
+def _error(status: int, message: str, code: str, kind: str) -> web.Response:
+    return web.json_response(
+        {"error": {"message": message, "type": kind, "code": code, "param": None}},
+        status=status,
+        headers={"x-request-id": f"req_{uuid.uuid4().hex[:12]}"},
+    )
+
+
+class Emulator:
+    """The WorldRouter async image-task API on loopback, for tests, demos and benchmarks.
+
+    Args:
+        api_key: the only Bearer token accepted.
+        time_scale: multiplies every simulated duration (0.001 turns a 25 s generation
+            into 25 ms).
+        seed: seeds task durations and random faults, so runs repeat.
+        n_cap: the server's cap on ``n``.
+        rate_limit: requests per second allowed (token bucket, `burst` deep); excess gets
+            429 with Retry-After.
+        fail_rate, drop_rate, slow_rate: probabilities per API request of a 5xx, a dropped
+            connection, or an answer delayed by `slow_delay` seconds.
+
+    Example:
+        >>> async def main():  # doctest: +SKIP
+        ...     async with Emulator() as emu, Session("test-key", emu.base_url) as session:
+        ...         print((await session.generate("gpt-image-2", "a cat")).urls)
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str = "test-key",
+        time_scale: float = 0.001,
+        seed: int = 0,
+        n_cap: int = 4,
+        models: frozenset[str] = SUPPORTED_MODELS,
+        rate_limit: float | None = None,
+        burst: float = 10.0,
+        fail_rate: float = 0.0,
+        drop_rate: float = 0.0,
+        slow_rate: float = 0.0,
+        slow_delay: float = 0.5,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        storage_port: int = 0,
+    ) -> None:
+        self.api_key = api_key
+        self.time_scale = time_scale
+        self.n_cap = n_cap
+        self.models = models
+        self.fail_rate = fail_rate
+        self.drop_rate = drop_rate
+        self.slow_rate = slow_rate
+        self.slow_delay = slow_delay
+        self.counters = EmulatorCounters()
+        self.tasks: dict[str, EmulatedTask] = {}
+        self._bucket = _TokenBucket(rate_limit, burst) if rate_limit else None
+        self._random = random.Random(seed)
+        self._idempotency: dict[str, str] = {}
+        self._faults: deque[Fault] = deque()
+        self._host = host
+        self._ports = (port, storage_port)
+        self._runners: list[web.AppRunner] = []
+        self._stopping = asyncio.Event()
+        self.base_url = ""
+        self.storage_url = ""
+
+    def __repr__(self) -> str:
+        return f"<Emulator {self.base_url or 'stopped'} tasks={len(self.tasks)}>"
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Serve the API and the storage origin on their ports (0 picks free ones)."""
+        api = web.Application(middlewares=[self._faults_middleware])
+        api.router.add_post("/v1/images/generation_tasks", self._create)
+        api.router.add_get("/v1/images/generation_tasks/{task_id}", self._retrieve)
+        api.router.add_get("/_emulator/stats", self._stats)
+        storage = web.Application()
+        storage.router.add_get("/images/{task_id}/{name}", self._image)
+        api_port = await self._serve(api, self._ports[0])
+        storage_port = await self._serve(storage, self._ports[1])
+        self.base_url = f"http://{self._host}:{api_port}/v1"
+        self.storage_url = f"http://{self._host}:{storage_port}"
+
+    async def _serve(self, app: web.Application, port: int) -> int:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, self._host, port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        """Stop both servers, releasing any request held by a ``hang`` fault."""
+        self._stopping.set()
+        runners, self._runners = self._runners, []
+        for runner in runners:
+            await runner.cleanup()
+
+    def inject(
+        self,
+        kind: FaultKind,
+        *,
+        route: Route = "any",
+        count: int = 1,
+        retry_after: float | None = None,
+    ) -> None:
+        """Answer the next `count` requests on `route` with fault `kind`, in order."""
+        for _ in range(count):
+            self._faults.append(Fault(kind, route, retry_after))
+
+    def expire(self, task_id: str) -> None:
+        """Forget a task, so polls answer 404 as for an expired task."""
+        self.tasks.pop(task_id, None)
+
+    def completed_at(self, task_id: str) -> float:
+        """The monotonic time the task finished on the server (inf if it never does)."""
+        task = self.tasks[task_id]
+        return math.inf if task.outcome == "never" else task.finishes_at
+
+    # --- API routes -------------------------------------------------------------------------
+
+    async def _create(self, request: web.Request) -> web.StreamResponse:
+        self.counters.create_requests += 1
+        if (denied := self._check_auth(request)) is not None:
+            return denied
+        key = request.headers.get("Idempotency-Key")
+        if key and key in self._idempotency and self._idempotency[key] in self.tasks:
+            self.counters.idempotent_replays += 1
+            task = self.tasks[self._idempotency[key]]
+            return web.json_response(self._task_json(task, status="queued"))
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "request body must be JSON", "invalid_json", "invalid_request_error")
+        if not isinstance(body, dict):
+            return _error(400, "request body must be an object", "invalid_json",
+                          "invalid_request_error")
+        problem = self._validate(body)
+        if problem is not None:
+            return _error(400, problem[1], problem[0], "invalid_request_error")
+        task = self._new_task(body)
+        if key:
+            self._idempotency[key] = task.id
+        return web.json_response(self._task_json(task, status="queued"))
+
+    async def _retrieve(self, request: web.Request) -> web.StreamResponse:
+        if (denied := self._check_auth(request)) is not None:
+            return denied
+        task_id = request.match_info["task_id"]
+        self.counters.polls += 1
+        self.counters.polls_by_task[task_id] += 1
+        task = self.tasks.get(task_id)
+        if task is None:
+            return _error(404, f"No task found with id '{task_id}'", "task_not_found",
+                          "invalid_request_error")
+        return web.json_response(self._task_json(task, status=task.status(time.monotonic())))
+
+    async def _stats(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(
+            {
+                **self.counters.as_dict(),
+                "completed_at": {t.id: t.finishes_at for t in self.tasks.values()
+                                 if t.outcome != "never"},
+            }
+        )
+
+    async def _image(self, request: web.Request) -> web.StreamResponse:
+        self.counters.storage_requests += 1
+        if "Authorization" in request.headers:
+            self.counters.storage_auth_headers += 1
+        if (fault := self._take_fault("storage")) is not None:
+            return await self._apply_fault(request, fault)
+        task_id = request.match_info["task_id"]
+        if task_id not in self.tasks:
+            raise web.HTTPNotFound()
+        return web.Response(
+            body=solid_png(colour_for(request.path)), content_type="image/png"
+        )
+
+    # --- behaviour ---------------------------------------------------------------------------
+
+    def _check_auth(self, request: web.Request) -> web.Response | None:
+        if request.headers.get("Authorization") == f"Bearer {self.api_key}":
+            return None
+        return _error(401, "Incorrect API key provided.", "invalid_api_key",
+                      "authentication_error")
+
+    def _validate(self, body: dict[str, Any]) -> tuple[str, str] | None:
+        for name in ("model", "prompt"):
+            if not isinstance(body.get(name), str) or not body[name].strip():
+                return "missing_required_parameter", f"'{name}' is required"
+        if body["model"] not in self.models:
+            return "model_not_found", f"The model '{body['model']}' is not an async image model"
+        if body.get("response_format", "url") != "url":
+            return "invalid_value", "response_format must be 'url' for async image tasks"
+        if "output_format" in body and body["output_format"] not in _OUTPUT_FORMATS:
+            return "invalid_value", f"Invalid output_format '{body['output_format']}'"
+        n = body.get("n", 1)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            return "invalid_value", f"n must be a positive integer, got {n!r}"
+        size = body.get("size")
+        if (
+            body["model"] not in GEMINI_MODELS
+            and size is not None
+            and size != "auto"
+            and not (isinstance(size, str) and _SIZE_RE.match(size))
+        ):
+            return "invalid_value", f"Invalid size '{size}'"
+        return None
+
+    def _new_task(self, body: dict[str, Any]) -> EmulatedTask:
+        model, prompt = body["model"], body["prompt"]
+        gemini = model in GEMINI_MODELS
+        params = {k: v for k, v in body.items() if k not in ("model", "prompt")}
+        if gemini:  # Gemini decides the count and the size itself
+            params.pop("size", None)
+        n = 1 if gemini else min(int(body.get("n", 1)), self.n_cap)
+        queue_s, run_s = MODEL_TIMINGS.get(model, _DEFAULT_TIMING)
+        now = time.monotonic()
+        started = now + self._random.uniform(0.5, 1.5) * queue_s * self.time_scale
+        finishes = started + self._random.lognormvariate(math.log(run_s), 0.3) * self.time_scale
+        marker = _MARKER_RE.search(prompt)
+        outcome: Literal["completed", "failed", "never"] = "completed"
+        code = "generation_failed"
+        if marker:
+            outcome = "failed" if marker.group(1) == "fail" else "never"
+            code = marker.group(2) or code
+        task = EmulatedTask(
+            id=f"imgtask_{uuid.uuid4().hex}",
+            model=model,
+            prompt=prompt,
+            n=n,
+            params=params,
+            created=time.time(),
+            started_at=started,
+            finishes_at=finishes,
+            outcome=outcome,
+            error_code=code,
+        )
+        self.tasks[task.id] = task
+        self.counters.creates += 1
+        return task
+
+    def _task_json(self, task: EmulatedTask, *, status: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": task.id,
+            "object": "image.generation_task",
+            "created": int(task.created),
+            "task_id": task.id,
+            "status": status,
+            "model": task.model,
+            "created_at": datetime.fromtimestamp(task.created, UTC).isoformat(),
+        }
+        if status == "completed":
+            body["data"] = [
+                {"url": f"{self.storage_url}/images/{task.id}/{i}.png"} for i in range(task.n)
+            ]
+            words = len(task.prompt.split())
+            body["usage"] = {
+                "input_tokens": words,
+                "output_tokens": 100 * task.n,
+                "total_tokens": words + 100 * task.n,
+            }
+        elif status == "failed":
+            body["error"] = {
+                "code": task.error_code,
+                "message": f"The image could not be generated ({task.error_code}).",
+            }
+        return body
+
+    # --- faults ------------------------------------------------------------------------------
+
+    def _take_fault(self, route: Route) -> Fault | None:
+        for fault in self._faults:
+            if fault.route in (route, "any") and (route != "storage" or fault.route == "storage"):
+                self._faults.remove(fault)
+                return fault
+        return None
+
+    def _random_fault(self) -> Fault | None:
+        roll = self._random.random()
+        if roll < self.fail_rate:
+            return Fault(self._random.choice(("500", "502_html", "503")))
+        if roll < self.fail_rate + self.drop_rate:
+            return Fault("drop")
+        return None
+
+    @web.middleware
+    async def _faults_middleware(
+        self, request: web.Request, handler: Any
+    ) -> web.StreamResponse:
+        if request.path.startswith("/_emulator/"):
+            return await handler(request)  # type: ignore[no-any-return]
+        route: Route = "create" if request.method == "POST" else "poll"
+        if self._bucket is not None and (wait := self._bucket.take()) > 0:
+            return self._rate_limited(wait)
+        fault = self._take_fault(route) or self._random_fault()
+        if fault is not None and not fault.kind.endswith("_after_create"):
+            return await self._apply_fault(request, fault)
+        if self.slow_rate and self._random.random() < self.slow_rate:
+            await self._sleep(self.slow_delay)
+        response: web.StreamResponse = await handler(request)
+        if fault is not None:  # the task was created; now lose or garble the answer
+            return await self._apply_fault(request, fault)
+        return response
+
+    def _rate_limited(self, wait: float) -> web.Response:
+        self.counters.faults["429"] += 1
+        response = _error(429, "Rate limit reached for requests", "rate_limit_exceeded",
+                          "requests")
+        response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+        response.headers["retry-after-ms"] = f"{wait * 1000:.0f}"
+        return response
+
+    async def _apply_fault(self, request: web.Request, fault: Fault) -> web.StreamResponse:
+        kind = fault.kind
+        if kind == "429":
+            return self._rate_limited(fault.retry_after if fault.retry_after is not None else 1.0)
+        self.counters.faults[kind] += 1
+        if kind in ("500", "500_after_create", "503"):
+            status = 503 if kind == "503" else 500
+            return _error(status, "The server had an error processing your request.",
+                          "server_error", "server_error")
+        if kind == "502_html":
+            return web.Response(
+                status=502, text="<html><body><h1>502 Bad Gateway</h1></body></html>",
+                content_type="text/html",
+            )
+        if kind == "empty_200":
+            return web.Response(status=200, body=b"", content_type="application/json")
+        if kind == "bad_json":
+            return web.Response(status=200, text='{"id": "imgtask_', content_type="application/json")
+        if kind == "hang":
+            await self._sleep(math.inf)
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        raise web.HTTPException()  # the connection is gone; nothing is written
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake at once when the emulator stops (so shutdown never waits)."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), None if math.isinf(seconds) else seconds)
+        except TimeoutError:
+            return
