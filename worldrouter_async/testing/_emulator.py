@@ -100,9 +100,12 @@ class EmulatedTask:
     finishes_at: float
     outcome: Literal["completed", "failed", "never"]
     error_code: str = "generation_failed"
+    forced_status: str | None = None
 
     def status(self, now: float) -> str:
         """The status at monotonic time `now`."""
+        if self.forced_status is not None:
+            return self.forced_status
         if now < self.started_at:
             return "queued"
         if self.outcome == "never" or now < self.finishes_at:
@@ -170,6 +173,7 @@ class Emulator:
         drop_rate: float = 0.0,
         slow_rate: float = 0.0,
         slow_delay: float = 0.5,
+        record_requests: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
         storage_port: int = 0,
@@ -183,6 +187,9 @@ class Emulator:
         self.slow_rate = slow_rate
         self.slow_delay = slow_delay
         self.counters = EmulatorCounters()
+        #: (monotonic time, route, path) of every API request, when `record_requests`.
+        self.requests: list[tuple[float, Route, str]] = []
+        self._record = record_requests
         self.tasks: dict[str, EmulatedTask] = {}
         self._bucket = _TokenBucket(rate_limit, burst) if rate_limit else None
         self._random = random.Random(seed)
@@ -251,6 +258,10 @@ class Emulator:
         """Answer the next `count` requests on `route` with fault `kind`, in order."""
         for _ in range(count):
             self._faults.append(Fault(kind, route, retry_after))
+
+    def force_status(self, task_id: str, status: str | None) -> None:
+        """Report `status` for the task from now on (None returns it to its timeline)."""
+        self.tasks[task_id].forced_status = status
 
     def expire(self, task_id: str) -> None:
         """Forget a task, so polls answer 404 as for an expired task."""
@@ -436,6 +447,8 @@ class Emulator:
         if request.path.startswith("/_emulator/"):
             return await handler(request)  # type: ignore[no-any-return]
         route: Route = "create" if request.method == "POST" else "poll"
+        if self._record:
+            self.requests.append((time.monotonic(), route, request.path))
         if self._bucket is not None and (wait := self._bucket.take()) > 0:
             return self._rate_limited(wait)
         fault = self._take_fault(route) or self._random_fault()

@@ -1,0 +1,89 @@
+"""Session configuration: key and base URL resolution, refusals before any I/O, lifecycle."""
+
+from __future__ import annotations
+
+import pytest
+
+from worldrouter_async import ConfigurationError, InvalidRequestError, Session
+from worldrouter_async._session import DEFAULT_BASE_URL
+from worldrouter_async.testing import Emulator
+
+
+def test_missing_key_names_the_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No key and no env var: the error says which variable to set."""
+    monkeypatch.delenv("WORLDROUTER_API_KEY", raising=False)
+    with pytest.raises(ConfigurationError, match="WORLDROUTER_API_KEY"):
+        Session()
+
+
+def test_env_supplies_key_and_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """WORLDROUTER_API_KEY and WORLDROUTER_BASE_URL are read when no arguments are given."""
+    monkeypatch.setenv("WORLDROUTER_API_KEY", "from-env")
+    monkeypatch.setenv("WORLDROUTER_BASE_URL", "https://eu.worldrouter.example/v1/")
+    assert Session().base_url == "https://eu.worldrouter.example/v1"
+    monkeypatch.delenv("WORLDROUTER_BASE_URL")
+    assert Session().base_url == DEFAULT_BASE_URL
+    assert DEFAULT_BASE_URL.endswith("/v1")
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [("", "empty"), ("   ", "empty"), ("sk-abc\n", "control characters"), ("a\x00b", "control")],
+)
+def test_bad_keys_are_refused_without_echoing_them(key: str, message: str) -> None:
+    """Empty keys and keys with control characters fail before any I/O."""
+    with pytest.raises(ConfigurationError, match=message) as caught:
+        Session(key)
+    assert isinstance(caught.value, ValueError)
+    assert key.strip() == "" or key not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://api.example.com/v1",
+        "http://localhost:80@evil.example/v1",
+        "http://127.0.0.1.evil.example/v1",
+        "ftp://127.0.0.1/v1",
+        "not a url",
+    ],
+)
+def test_unsafe_base_urls_are_refused(url: str) -> None:
+    """Plain http to a non-loopback host, credentials in the URL or odd schemes are refused."""
+    with pytest.raises(ConfigurationError):
+        Session("k", url)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8080/v1", "http://localhost/v1", "http://[::1]:9/v1", "https://x.y/v1"]
+)
+def test_safe_base_urls_are_accepted(url: str) -> None:
+    """https anywhere, plain http only on loopback."""
+    assert Session("k", url).base_url == url
+
+
+def test_allow_insecure_permits_plain_http() -> None:
+    """allow_insecure=True is the explicit opt-in for a trusted network."""
+    assert Session("k", "http://10.0.0.5/v1", allow_insecure=True).base_url == "http://10.0.0.5/v1"
+
+
+@pytest.mark.anyio
+async def test_a_session_is_used_inside_async_with(emulator: Emulator) -> None:
+    """Using a session before opening or after closing is a clear RuntimeError."""
+    session = Session(emulator.api_key, emulator.base_url)
+    with pytest.raises(RuntimeError, match="async with"):
+        await session.submit("gpt-image-2", "p")
+    async with session:
+        pass
+    with pytest.raises(RuntimeError, match="closed"):
+        session.track("imgtask_1")
+    with pytest.raises(RuntimeError, match="opened once"):
+        await session.__aenter__()
+    await session.aclose()  # idempotent
+
+
+@pytest.mark.anyio
+async def test_track_refuses_an_empty_task_id(session: Session) -> None:
+    """A blank task ID is an InvalidRequestError, not a GET to the collection."""
+    with pytest.raises(InvalidRequestError, match="task_id must be a non-empty string"):
+        session.track("")

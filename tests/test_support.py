@@ -1,0 +1,62 @@
+"""The documented support matrix warns about parameters a model silently ignores."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from worldrouter_async import (
+    IgnoredParameterError,
+    IgnoredParameterWarning,
+    ImageRequest,
+    Session,
+    ignored_parameters,
+)
+from worldrouter_async.testing import Emulator
+
+from .conftest import SessionFactory
+
+
+def test_gemini_ignores_size_n_and_quality() -> None:
+    """Gemini sets are reported sorted; output_format (storage fallback) is not."""
+    request = ImageRequest(
+        model="gemini-2.5-flash-image", prompt="p", size="1024x1024", n=2, quality="high",
+        output_format="png",
+    )
+    assert ignored_parameters(request) == ("n", "quality", "size")
+
+
+def test_gpt_image_and_unknown_models_ignore_nothing() -> None:
+    """gpt-image-2 honours everything; unknown models are never guessed at."""
+    for model in ("gpt-image-2", "my-deployment-model"):
+        assert ignored_parameters(ImageRequest(model=model, prompt="p", size="auto", n=3)) == ()
+
+
+@pytest.mark.anyio
+async def test_submit_warns_and_still_creates(session: Session, emulator: Emulator) -> None:
+    """The warning points at the caller, and the task is created anyway."""
+    with pytest.warns(IgnoredParameterWarning, match="gemini-2.5-flash-image ignores size") as caught:
+        result = await session.generate("gemini-2.5-flash-image", "a cat", size="512x512")
+    assert caught[0].filename == __file__
+    assert emulator.counters.creates == 1
+    assert "size" not in emulator.tasks[result.task_id].params
+
+
+@pytest.mark.anyio
+async def test_strict_session_refuses_before_sending(
+    make_session: SessionFactory, emulator: Emulator
+) -> None:
+    """strict=True turns the warning into an error, and nothing is sent."""
+    async with make_session(strict=True) as strict:
+        with pytest.raises(IgnoredParameterError, match="ignores n"):
+            await strict.submit("gemini-3-pro-image-preview", "a cat", n=2)
+    assert emulator.counters.create_requests == 0
+
+
+@pytest.mark.anyio
+async def test_no_warning_for_honoured_parameters(session: Session) -> None:
+    """gpt-image-2 with size and n emits no warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        await session.generate("gpt-image-2", "a cat", size="1024x1024", n=2)
