@@ -35,6 +35,8 @@ from .models import ImageTask, TaskStatus
 
 logger: Final = logging.getLogger("worldrouter_async")
 
+POLL_TASK_NAME: Final = "worldrouter-async poll"
+
 StatusCallback = Callable[[TaskHandle, "str | None", str], object]
 """``on_status(handle, old_status, new_status)``, called on every status change."""
 
@@ -120,7 +122,7 @@ class Poller:
             if not entry.active:
                 continue
             await self._slots.acquire()
-            task_group.start_soon(self._poll, entry)
+            task_group.start_soon(self._poll, entry, name=POLL_TASK_NAME)
 
     def _schedule(self, entry: _Entry, due: float) -> None:
         due = min(due, entry.deadline)
