@@ -30,14 +30,23 @@ DOC_COMPLETED: dict[str, Any] = {
     [
         ({"model": ""}, "model must be a non-empty string (got '')"),
         ({"prompt": "  "}, "prompt must be a non-empty string (got '  ')"),
-        ({"response_format": "b64_json"}, "response_format must be 'url' for async tasks (got 'b64_json')"),
+        (
+            {"response_format": "b64_json"},
+            "response_format must be 'url' for async tasks (got 'b64_json')",
+        ),
         ({"output_format": "gif"}, "output_format must be one of png, jpeg, jpg, webp (got 'gif')"),
         ({"n": 0}, "n must be a positive integer (got 0)"),
         ({"n": True}, "n must be a positive integer (got True)"),
         ({"n": "2"}, "n must be a positive integer (got '2')"),
-        ({"size": "1024*1024"}, "size must be 'WIDTHxHEIGHT' such as '1024x1024', or 'auto' (got '1024*1024')"),
+        (
+            {"size": "1024*1024"},
+            "size must be 'WIDTHxHEIGHT' such as '1024x1024', or 'auto' (got '1024*1024')",
+        ),
         ({"size": "0x10"}, "got '0x10'"),
-        ({"output_compression": 101}, "output_compression must be an integer from 0 to 100 (got 101)"),
+        (
+            {"output_compression": 101},
+            "output_compression must be an integer from 0 to 100 (got 101)",
+        ),
         ({"extra": {"size": "1x1"}}, "extra must not repeat the known parameter 'size'"),
     ],
 )
@@ -56,13 +65,19 @@ def test_payload_drops_unset_fields_and_merges_extra() -> None:
         model="gpt-image-2", prompt="a star", size="auto", n=2, extra={"seed": 7}
     )
     assert request.to_payload() == {
-        "model": "gpt-image-2", "prompt": "a star", "n": 2, "size": "auto", "seed": 7,
+        "model": "gpt-image-2",
+        "prompt": "a star",
+        "n": 2,
+        "size": "auto",
+        "seed": 7,
     }
 
 
 def test_unknown_mapping_keys_are_refused_with_a_hint() -> None:
     """A typo in a request mapping fails before the network, pointing at extra=."""
-    with pytest.raises(InvalidRequestError, match=r"unknown request parameter\(s\) 'qualty'.*extra="):
+    with pytest.raises(
+        InvalidRequestError, match=r"unknown request parameter\(s\) 'qualty'.*extra="
+    ):
         converter.structure({"model": "m", "prompt": "p", "qualty": "high"}, ImageRequest)
 
 
@@ -93,7 +108,9 @@ def test_forward_compatible_parsing() -> None:
 
 def test_naive_created_at_is_read_as_utc() -> None:
     """A timestamp without an offset is taken as UTC, so created_at is always aware."""
-    task = converter.structure({"id": "t", "status": "queued", "created_at": "2026-06-11T12:00:00"}, ImageTask)
+    task = converter.structure(
+        {"id": "t", "status": "queued", "created_at": "2026-06-11T12:00:00"}, ImageTask
+    )
     assert task.created_at is not None
     assert task.created_at.tzinfo is UTC
 
@@ -110,23 +127,28 @@ _requests = st.builds(
     model=_text,
     prompt=_text,
     n=st.none() | st.integers(min_value=1, max_value=10),
-    size=st.none() | st.just("auto") | st.builds("{}x{}".format, st.integers(1, 4096), st.integers(1, 4096)),
+    size=st.none()
+    | st.just("auto")
+    | st.builds("{}x{}".format, st.integers(1, 4096), st.integers(1, 4096)),
     quality=_opt,
     output_format=st.none() | st.sampled_from(["png", "jpeg", "jpg", "webp"]),
     response_format=st.none() | st.just("url"),
     user=_opt,
     output_compression=st.none() | st.integers(0, 100),
-    extra=st.dictionaries(st.text(min_size=1).map(lambda s: "x_" + s), st.integers() | st.text(), max_size=3),
+    extra=st.dictionaries(
+        st.text(min_size=1).map(lambda s: "x_" + s), st.integers() | st.text(), max_size=3
+    ),
 )
 _tasks = st.builds(
     ImageTask,
     id=_text,
-    status=st.sampled_from(sorted(TaskStatus.TERMINAL) + ["queued", "in_progress", "new_status"]),
+    status=st.sampled_from([*sorted(TaskStatus.TERMINAL), "queued", "in_progress", "new_status"]),
     task_id=st.none() | _text,
     model=st.none() | _text,
     created=st.none() | st.integers(0, 2**40),
     created_at=st.none() | st.datetimes(timezones=st.just(UTC)),
-    usage=st.none() | st.builds(Usage, st.integers(0, 10**9), st.integers(0, 10**9), st.integers(0, 10**9)),
+    usage=st.none()
+    | st.builds(Usage, st.integers(0, 10**9), st.integers(0, 10**9), st.integers(0, 10**9)),
 )
 
 
@@ -140,7 +162,10 @@ def test_request_round_trips_through_the_converter(request: ImageRequest) -> Non
 def test_payload_keeps_every_set_field(request: ImageRequest) -> None:
     """The wire payload holds exactly the set fields plus extra."""
     payload = request.to_payload()
-    assert {k for k in payload if k not in request.extra} == {"model", "prompt"} | request.set_parameters()
+    assert {k for k in payload if k not in request.extra} == {
+        "model",
+        "prompt",
+    } | request.set_parameters()
 
 
 @given(_tasks)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from itertools import pairwise
 
 import anyio
 import pytest
@@ -81,7 +82,12 @@ async def test_submit_many_keeps_order_and_maps_failures(
     ]
     handles = await session.submit_many(requests, concurrency=1)
     assert len(handles) == 4
-    assert [h.request.prompt if h.request else None for h in handles] == ["first", None, "third", None]
+    assert [h.request.prompt if h.request else None for h in handles] == [
+        "first",
+        None,
+        "third",
+        None,
+    ]
     with pytest.raises(AmbiguousCreateError):
         await handles[0]
     with pytest.raises(InvalidRequestError, match="prompt must be a non-empty string"):
@@ -116,7 +122,7 @@ async def test_deadline_raises_task_timeout_and_the_task_can_be_tracked_again(
 ) -> None:
     """Past its deadline a handle times out; tracking the ID again gets the result."""
     handle = await session.submit("gpt-image-2", "[never] slow", timeout=0.05)
-    with pytest.raises(TaskTimeoutError, match="Session.track") as caught:
+    with pytest.raises(TaskTimeoutError, match=r"Session\.track") as caught:
         await handle
     assert isinstance(caught.value, TimeoutError)
     assert caught.value.task_id == handle.task_id
@@ -127,9 +133,7 @@ async def test_deadline_raises_task_timeout_and_the_task_can_be_tracked_again(
     assert result.task_id == handle.task_id
 
 
-async def test_unknown_status_keeps_the_task_pending(
-    session: Session, emulator: Emulator
-) -> None:
+async def test_unknown_status_keeps_the_task_pending(session: Session, emulator: Emulator) -> None:
     """A status the SDK does not know is shown and polled on until it turns terminal."""
     handle = await session.submit("gpt-image-2", "[never] x")
     assert handle.task_id is not None
@@ -179,7 +183,7 @@ async def test_handle_cancel(session: Session) -> None:
     handle = await session.submit("gpt-image-2", "[never] x")
     assert handle.cancel()
     assert not handle.cancel()
-    with pytest.raises(TaskCancelledError, match="Session.track it again"):
+    with pytest.raises(TaskCancelledError, match=r"Session\.track it again"):
         await handle
     assert session.stats.pending == 0
 
@@ -237,7 +241,7 @@ async def test_429_pauses_all_polls_until_retry_after(
     polls = [t for t, route, _ in emulator.requests if route == "poll"]
     # 20 tasks polled every ~20 ms normally leave gaps of a few ms; the pause leaves one gap
     # of the whole Retry-After, from the 429 to the first poll after it.
-    gaps = sorted(b - a for a, b in zip(polls, polls[1:], strict=False))
+    gaps = sorted(b - a for a, b in pairwise(polls))
     assert gaps[-1] >= 0.19
     assert gaps[-2] < 0.05
     assert session.stats.rate_limit_pauses == 1
@@ -267,7 +271,7 @@ async def test_on_status_sees_every_change_in_order(
         await session.generate("gpt-image-2", "x")
     assert seen[-1][1] == "completed"
     assert seen[0][0] == "queued"
-    for (_, new), (old, _) in zip(seen, seen[1:], strict=False):
+    for (_, new), (old, _) in pairwise(seen):
         assert new == old
 
 

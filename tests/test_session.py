@@ -55,7 +55,8 @@ def test_unsafe_base_urls_are_refused(url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:8080/v1", "http://localhost/v1", "http://[::1]:9/v1", "https://x.y/v1"]
+    "url",
+    ["http://127.0.0.1:8080/v1", "http://localhost/v1", "http://[::1]:9/v1", "https://x.y/v1"],
 )
 def test_safe_base_urls_are_accepted(url: str) -> None:
     """https anywhere, plain http only on loopback."""

@@ -21,7 +21,11 @@ from .conftest import SessionFactory
 def test_gemini_ignores_size_n_and_quality() -> None:
     """Gemini sets are reported sorted; output_format (storage fallback) is not."""
     request = ImageRequest(
-        model="gemini-2.5-flash-image", prompt="p", size="1024x1024", n=2, quality="high",
+        model="gemini-2.5-flash-image",
+        prompt="p",
+        size="1024x1024",
+        n=2,
+        quality="high",
         output_format="png",
     )
     assert ignored_parameters(request) == ("n", "quality", "size")
@@ -36,7 +40,9 @@ def test_gpt_image_and_unknown_models_ignore_nothing() -> None:
 @pytest.mark.anyio
 async def test_submit_warns_and_still_creates(session: Session, emulator: Emulator) -> None:
     """The warning points at the caller, and the task is created anyway."""
-    with pytest.warns(IgnoredParameterWarning, match="gemini-2.5-flash-image ignores size") as caught:
+    with pytest.warns(
+        IgnoredParameterWarning, match="gemini-2.5-flash-image ignores size"
+    ) as caught:
         result = await session.generate("gemini-2.5-flash-image", "a cat", size="512x512")
     assert caught[0].filename == __file__
     assert emulator.counters.creates == 1

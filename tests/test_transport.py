@@ -186,9 +186,7 @@ def test_infinite_retry_after_is_kept_for_refusal() -> None:
     assert parse_retry_after({"Retry-After": "inf"}) == math.inf
 
 
-async def test_api_key_never_leaks(
-    emulator: Emulator, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_api_key_never_leaks(emulator: Emulator, caplog: pytest.LogCaptureFixture) -> None:
     """The key is absent from reprs, errors (with their causes) and log records."""
     caplog.set_level(logging.DEBUG)
     async with Session(SECRET, emulator.base_url, retry=FAST_RETRY) as session:
@@ -198,7 +196,7 @@ async def test_api_key_never_leaks(
         for call in (session.tasks.retrieve("imgtask_x"), session.tasks.create("dall-e", "p")):
             try:
                 await call
-            except Exception as exc:  # noqa: BLE001 - collecting every error to inspect it
+            except Exception as exc:
                 errors.append(exc)
         texts = [repr(session), str(session), repr(session.transport)]
         for error in errors:

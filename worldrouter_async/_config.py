@@ -13,8 +13,8 @@ from attrs import define, field, validators
 
 from ._errors import ConfigurationError
 
-_positive = validators.gt(0)
-_non_negative = validators.ge(0)
+_positive = validators.gt(0.0)
+_non_negative = validators.ge(0.0)
 
 
 def _at_least_one(instance: object, attribute: object, value: int) -> None:

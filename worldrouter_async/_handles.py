@@ -53,6 +53,7 @@ class TaskHandle:
     """
 
     __slots__ = (
+        "__weakref__",
         "_callbacks",
         "_error",
         "_event",
@@ -63,7 +64,6 @@ class TaskHandle:
         "_task",
         "_task_id",
         "_waiters",
-        "__weakref__",
     )
 
     def __init__(

@@ -200,8 +200,12 @@ class Poller:
             due = time.monotonic() + max(
                 self._retry.backoff(entry.errors), self._policy.interval(entry.polls)
             )
-        logger.debug("poll of task %s failed (%s); next try in %.3fs", entry.handle.task_id,
-                     exc, due - time.monotonic())
+        logger.debug(
+            "poll of task %s failed (%s); next try in %.3fs",
+            entry.handle.task_id,
+            exc,
+            due - time.monotonic(),
+        )
         self._schedule(entry, due)
 
     def _past_deadline(self, entry: _Entry) -> bool:

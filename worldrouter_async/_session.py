@@ -264,13 +264,11 @@ class Session:
             params: any `ImageRequest` field: n, size, quality, output_format, user, extra...
 
         Example:
-            >>> handle = await session.submit("gpt-image-2", "a fox", size="1024x1024")  # doctest: +SKIP
+            >>> handle = await session.submit("gpt-image-2", "a fox")  # doctest: +SKIP
             >>> result = await handle  # doctest: +SKIP
         """
         request = _build_request(model, prompt, params)
-        return await self.submit_request(
-            request, timeout=timeout, idempotency_key=idempotency_key
-        )
+        return await self.submit_request(request, timeout=timeout, idempotency_key=idempotency_key)
 
     async def submit_request(
         self,

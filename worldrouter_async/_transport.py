@@ -80,7 +80,8 @@ class Throttle:
 
     async def wait(self) -> None:
         """Return when a request may be sent (at once when neither paused nor paced)."""
-        while (delay := self.paused_until - time.monotonic()) > 0:
+        # A loop, not an Event: a later 429 may extend the pause while we sleep.
+        while (delay := self.paused_until - time.monotonic()) > 0:  # noqa: ASYNC110
             await anyio.sleep(delay)
         if self._interval:
             now = time.monotonic()
@@ -363,9 +364,7 @@ class Transport:
                 f"{method} {url} got no answer within the {self._timeouts.read}s read timeout"
             ) from exc
         except aiohttp.ClientError as exc:
-            raise APIConnectionError(
-                f"{method} {url} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise APIConnectionError(f"{method} {url} failed: {type(exc).__name__}: {exc}") from exc
         if status >= 300:
             error = _status_error(status, reason, response_headers, content)
             if isinstance(error, RateLimitError):

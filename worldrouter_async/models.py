@@ -46,9 +46,7 @@ class TaskStatus:
 
 def _non_empty_text(instance: object, attribute: attrs.Attribute[str], value: object) -> None:
     if not isinstance(value, str) or not value.strip():
-        raise InvalidRequestError(
-            f"{attribute.name} must be a non-empty string (got {value!r})"
-        )
+        raise InvalidRequestError(f"{attribute.name} must be a non-empty string (got {value!r})")
 
 
 def _optional_text(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -107,7 +105,7 @@ def _freeze_extra(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
 
 
 def _check_extra(
-    instance: object, attribute: attrs.Attribute[Any], value: Mapping[str, Any]
+    instance: object, attribute: attrs.Attribute[Any], value: Mapping[object, Any]
 ) -> None:
     for key in value:
         if not isinstance(key, str) or not key:
@@ -149,9 +147,7 @@ class ImageRequest:
     def to_payload(self) -> dict[str, Any]:
         """The JSON body sent to ``POST /v1/images/generation_tasks``."""
         payload = {
-            name: value
-            for name in _WIRE_FIELDS
-            if (value := getattr(self, name)) is not None
+            name: value for name in _WIRE_FIELDS if (value := getattr(self, name)) is not None
         }
         payload.update(self.extra)
         return payload

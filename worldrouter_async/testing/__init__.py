@@ -14,7 +14,7 @@ The pytest fixtures live in ``worldrouter_async.testing.pytest_plugin``; enable 
 from typing import Final
 
 from .._config import PollPolicy, RetryPolicy
-from ._emulator import Emulator, EmulatedTask, EmulatorCounters, Fault, FaultKind, Route
+from ._emulator import EmulatedTask, Emulator, EmulatorCounters, Fault, FaultKind, Route
 
 FAST_POLL: Final = PollPolicy(initial_delay=0.005, factor=1.5, max_interval=0.02, jitter=0.0)
 """Polls every few milliseconds: pair it with the emulator's default ``time_scale``."""

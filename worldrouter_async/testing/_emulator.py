@@ -236,9 +236,7 @@ class Emulator:
         self._runners.append(runner)
         site = web.TCPSite(runner, self._host, port)
         await site.start()
-        server = site._server
-        assert server is not None
-        return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        return int(runner.addresses[0][1])
 
     async def stop(self) -> None:
         """Stop both servers, releasing any request held by a ``hang`` fault."""
@@ -288,8 +286,9 @@ class Emulator:
         except ValueError:
             return _error(400, "request body must be JSON", "invalid_json", "invalid_request_error")
         if not isinstance(body, dict):
-            return _error(400, "request body must be an object", "invalid_json",
-                          "invalid_request_error")
+            return _error(
+                400, "request body must be an object", "invalid_json", "invalid_request_error"
+            )
         problem = self._validate(body)
         if problem is not None:
             return _error(400, problem[1], problem[0], "invalid_request_error")
@@ -306,16 +305,18 @@ class Emulator:
         self.counters.polls_by_task[task_id] += 1
         task = self.tasks.get(task_id)
         if task is None:
-            return _error(404, f"No task found with id '{task_id}'", "task_not_found",
-                          "invalid_request_error")
+            return _error(
+                404, f"No task found with id '{task_id}'", "task_not_found", "invalid_request_error"
+            )
         return web.json_response(self._task_json(task, status=task.status(time.monotonic())))
 
     async def _stats(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(
             {
                 **self.counters.as_dict(),
-                "completed_at": {t.id: t.finishes_at for t in self.tasks.values()
-                                 if t.outcome != "never"},
+                "completed_at": {
+                    t.id: t.finishes_at for t in self.tasks.values() if t.outcome != "never"
+                },
             }
         )
 
@@ -328,17 +329,14 @@ class Emulator:
         task_id = request.match_info["task_id"]
         if task_id not in self.tasks:
             raise web.HTTPNotFound()
-        return web.Response(
-            body=solid_png(colour_for(request.path)), content_type="image/png"
-        )
+        return web.Response(body=solid_png(colour_for(request.path)), content_type="image/png")
 
     # --- behaviour ---------------------------------------------------------------------------
 
     def _check_auth(self, request: web.Request) -> web.Response | None:
         if request.headers.get("Authorization") == f"Bearer {self.api_key}":
             return None
-        return _error(401, "Incorrect API key provided.", "invalid_api_key",
-                      "authentication_error")
+        return _error(401, "Incorrect API key provided.", "invalid_api_key", "authentication_error")
 
     def _validate(self, body: dict[str, Any]) -> tuple[str, str] | None:
         for name in ("model", "prompt"):
@@ -441,9 +439,7 @@ class Emulator:
         return None
 
     @web.middleware
-    async def _faults_middleware(
-        self, request: web.Request, handler: Any
-    ) -> web.StreamResponse:
+    async def _faults_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if request.path.startswith("/_emulator/"):
             return await handler(request)  # type: ignore[no-any-return]
         route: Route = "create" if request.method == "POST" else "poll"
@@ -463,8 +459,7 @@ class Emulator:
 
     def _rate_limited(self, wait: float) -> web.Response:
         self.counters.faults["429"] += 1
-        response = _error(429, "Rate limit reached for requests", "rate_limit_exceeded",
-                          "requests")
+        response = _error(429, "Rate limit reached for requests", "rate_limit_exceeded", "requests")
         response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
         response.headers["retry-after-ms"] = f"{wait * 1000:.0f}"
         return response
@@ -476,17 +471,24 @@ class Emulator:
         self.counters.faults[kind] += 1
         if kind in ("500", "500_after_create", "503"):
             status = 503 if kind == "503" else 500
-            return _error(status, "The server had an error processing your request.",
-                          "server_error", "server_error")
+            return _error(
+                status,
+                "The server had an error processing your request.",
+                "server_error",
+                "server_error",
+            )
         if kind == "502_html":
             return web.Response(
-                status=502, text="<html><body><h1>502 Bad Gateway</h1></body></html>",
+                status=502,
+                text="<html><body><h1>502 Bad Gateway</h1></body></html>",
                 content_type="text/html",
             )
         if kind == "empty_200":
             return web.Response(status=200, body=b"", content_type="application/json")
         if kind == "bad_json":
-            return web.Response(status=200, text='{"id": "imgtask_', content_type="application/json")
+            return web.Response(
+                status=200, text='{"id": "imgtask_', content_type="application/json"
+            )
         if kind == "hang":
             await self._sleep(math.inf)
         transport = request.transport
