@@ -80,10 +80,12 @@ class PollPolicy:
 
 @define(frozen=True)
 class Timeouts:
-    """Per-request network timeouts in seconds; `read` bounds each wait for bytes."""
+    """Per-request network timeouts in seconds; `read` bounds each wait for bytes and
+    `download` bounds a whole image download."""
 
     connect: float = field(default=10.0, validator=_positive)
     read: float = field(default=60.0, validator=_positive)
+    download: float = field(default=120.0, validator=_positive)
 
 
 @define(frozen=True)
@@ -97,6 +99,8 @@ class Limits:
     max_connections: int = field(default=100, validator=_at_least_one)
     max_inflight_polls: int = field(default=64, validator=_at_least_one)
     max_concurrent_creates: int = field(default=16, validator=_at_least_one)
+    max_concurrent_downloads: int = field(default=8, validator=_at_least_one)
+    max_download_bytes: int = field(default=64 * 1024 * 1024, validator=_at_least_one)
     requests_per_second: float | None = field(
         default=None, validator=validators.optional(_positive)
     )

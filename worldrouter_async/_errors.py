@@ -18,6 +18,7 @@
     + APIConnectionError (OSError)          the connection failed or dropped
       + APITimeoutError (TimeoutError)      connect or read timeout
     + AmbiguousCreateError                  a create may or may not have reached the server
+    + DownloadError                         a stored image could not be fetched or saved
   + TaskFailedError                         the task ended with status "failed"
   + TaskTimeoutError (TimeoutError)         the handle's deadline passed first
   + TaskCancelledError                      tracking was stopped with handle.cancel()
@@ -154,6 +155,18 @@ class AmbiguousCreateError(APIError):
     def __init__(self, message: str, *, idempotency_key: str) -> None:
         super().__init__(message)
         self.idempotency_key = idempotency_key
+
+
+class DownloadError(APIError):
+    """A stored image could not be downloaded; `status` is the storage's HTTP status, if any.
+
+    The URL in the message has its query string removed, since signed URLs carry tokens.
+    """
+
+    def __init__(self, message: str, *, url: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
 
 
 class _TaskErrorMixin(WorldRouterError):

@@ -8,6 +8,7 @@ import math
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -15,6 +16,7 @@ import anyio
 from yarl import URL
 
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts
+from ._download import Downloader, safe_name
 from ._errors import ConfigurationError, InvalidRequestError, WorldRouterError
 from ._handles import ImageResult, TaskHandle, as_completed
 from ._poller import Poller, StatusCallback
@@ -173,6 +175,7 @@ class Session:
             counters=self._counters,
             on_status=on_status,
         )
+        self._downloader = Downloader(timeouts=timeouts, limits=limits, retry=retry)
         self._limits = limits
         self._task_timeout = task_timeout
         self._strict = strict
@@ -220,6 +223,7 @@ class Session:
                     await asyncio.wait([runner])
         finally:
             with anyio.CancelScope(shield=True):
+                await self._downloader.aclose()
                 await self.transport.aclose()
 
     async def _run_poller(self, started: asyncio.Event) -> None:
@@ -361,3 +365,27 @@ class Session:
     def as_completed(self, handles: Iterable[TaskHandle]) -> AsyncIterator[TaskHandle]:
         """Yield `handles` in the order they finish (see `worldrouter_async.as_completed`)."""
         return as_completed(handles)
+
+    async def download(
+        self, source: ImageResult | str, dest: str | os.PathLike[str]
+    ) -> tuple[Path, ...]:
+        """Save images to disk atomically; the extension follows the content type.
+
+        For an `ImageResult`, `dest` is a directory and files are named
+        ``TASKID-INDEX.ext``; for a single URL, `dest` is the file path (or a directory).
+        The storage origin never receives the API key.
+
+        Example:
+            >>> paths = await session.download(result, "out/")  # doctest: +SKIP
+        """
+        self._check_open()
+        target = Path(dest)
+        if isinstance(source, ImageResult):
+            return await self._downloader.download_all(
+                source.urls, target, stem=safe_name(source.task_id)
+            )
+        if target.is_dir():
+            target = target / safe_name(Path(URL(source).path).stem)
+        elif target.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bin"):
+            target = target.with_suffix("")
+        return (await self._downloader.download(source, target),)
