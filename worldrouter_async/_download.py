@@ -54,6 +54,7 @@ def _extension(content_type: str, url: str) -> str:
 
 def _write_atomically(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, fsync, then rename over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as file:
@@ -122,7 +123,6 @@ class Downloader:
         """Download `url` to `target` plus the extension its content type implies."""
         if URL(url).scheme not in ("http", "https"):
             raise DownloadError(f"refusing to download a non-HTTP URL {url!r}", url=url)
-        target.parent.mkdir(parents=True, exist_ok=True)
         async with self._slots:
             attempt = 1
             while True:

@@ -384,7 +384,7 @@ class Session:
             return await self._downloader.download_all(
                 source.urls, target, stem=safe_name(source.task_id)
             )
-        if target.is_dir():
+        if await anyio.Path(target).is_dir():
             target = target / safe_name(Path(URL(source).path).stem)
         elif target.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bin"):
             target = target.with_suffix("")
