@@ -7,7 +7,7 @@ import ipaddress
 import math
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
@@ -381,11 +381,16 @@ class Session:
         self._check_open()
         target = Path(dest)
         if isinstance(source, ImageResult):
-            return await self._downloader.download_all(
-                source.urls, target, stem=safe_name(source.task_id)
-            )
+            return await self.download_urls(source.urls, target, stem=source.task_id)
         if await anyio.Path(target).is_dir():
             target = target / safe_name(Path(URL(source).path).stem)
         elif target.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bin"):
             target = target.with_suffix("")
         return (await self._downloader.download(source, target),)
+
+    async def download_urls(
+        self, urls: Sequence[str], directory: str | os.PathLike[str], *, stem: str
+    ) -> tuple[Path, ...]:
+        """Save `urls` as ``directory/STEM-INDEX.ext`` (stem sanitized), paths in order."""
+        self._check_open()
+        return await self._downloader.download_all(urls, Path(directory), stem=safe_name(stem))
