@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from .. import __version__
 from .._config import PollPolicy, RetryPolicy
-from .._errors import ConfigurationError, WorldRouterError
+from .._errors import ConfigurationError, InvalidRequestError, WorldRouterError
 from .._session import Session
 from ..batch import BatchItem, BatchRunner, BatchSummary, LineError, read_jsonl, read_rows
 from ..testing import Emulator
@@ -278,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(args)
         runner = {"generate": _generate, "batch": _batch, "emulator": _emulator, "demo": _demo}
         return asyncio.run(runner[args.command](args))
-    except (UsageError, ConfigurationError) as exc:
+    except (UsageError, ConfigurationError, InvalidRequestError) as exc:
         print(f"worldrouter-async: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except WorldRouterError as exc:

@@ -36,6 +36,7 @@ FaultKind = Literal[
     "hang",
     "drop_after_create",
     "500_after_create",
+    "hang_after_create",
 ]
 
 #: Median seconds of real generation per model (queue, run); scaled by ``time_scale``.
@@ -489,7 +490,7 @@ class Emulator:
             return web.Response(
                 status=200, text='{"id": "imgtask_', content_type="application/json"
             )
-        if kind == "hang":
+        if kind in ("hang", "hang_after_create"):
             await self._sleep(math.inf)
         transport = request.transport
         if transport is not None:

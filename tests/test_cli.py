@@ -1,0 +1,218 @@
+"""The command line end to end, as a real subprocess against the emulator, kill -9 included."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+from anyio.abc import Process
+
+from worldrouter_async import Session
+from worldrouter_async.batch import State, read_rows
+from worldrouter_async.testing import Emulator
+from worldrouter_async.testing._png import PNG_SIGNATURE
+
+pytestmark = pytest.mark.anyio
+
+FAST = ["--poll-initial", "0.005", "--poll-max", "0.02"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORLDROUTER_")}
+    env.update(extra)
+    return env
+
+
+async def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    return await anyio.run_process(
+        [sys.executable, "-m", "worldrouter_async", *args],
+        env=env or _env(),
+        check=False,
+    )
+
+
+def _write_prompts(path: Path, count: int, *, failing: int = -1) -> None:
+    lines = [
+        json.dumps({"id": f"p{i}", "prompt": f"{'[fail] ' if i == failing else ''}image {i}"})
+        for i in range(count)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+async def test_generate_saves_images_and_prints_paths(emulator: Emulator, tmp_path: Path) -> None:
+    """generate runs one task and prints the saved paths."""
+    done = await _cli(
+        "generate",
+        "a star",
+        "--n",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--base-url",
+        emulator.base_url,
+        *FAST,
+        env=_env(WORLDROUTER_API_KEY=emulator.api_key),
+    )
+    assert done.returncode == 0, done.stderr
+    paths = [Path(line) for line in done.stdout.decode().split()]
+    assert len(paths) == 2
+    assert all(p.read_bytes().startswith(PNG_SIGNATURE) for p in paths)
+
+
+async def test_batch_exit_codes_and_status(emulator: Emulator, tmp_path: Path) -> None:
+    """0 when all succeed, 1 when some fail; status lists the failure."""
+    prompts = tmp_path / "p.jsonl"
+    _write_prompts(prompts, 6, failing=2)
+    args = [
+        "batch",
+        str(prompts),
+        "--out",
+        str(tmp_path / "out"),
+        "--model",
+        "gpt-image-2",
+        "--base-url",
+        emulator.base_url,
+        *FAST,
+    ]
+    env = _env(WORLDROUTER_API_KEY=emulator.api_key)
+    done = await _cli(*args, env=env)
+    assert done.returncode == 1, done.stderr
+    assert "p2 failed" in done.stdout.decode()
+    assert "done: 6 requests" in done.stdout.decode()
+    status = await _cli("status", str(tmp_path / "out" / "journal.sqlite3"))
+    assert status.returncode == 1
+    assert "completed   5" in status.stdout.decode()
+    assert "p2 (failed" in status.stdout.decode()
+    _write_prompts(prompts, 6)  # fix line 3 but keep ids: p2 now differs from its journal row
+    rerun = await _cli(*args, env=env)
+    assert "p2 invalid" in rerun.stdout.decode()
+    assert emulator.counters.creates == 6
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (
+            ["batch", "missing.jsonl", "--out", "o"],
+            {"WORLDROUTER_API_KEY": "k"},
+            "cannot read missing.jsonl",
+        ),
+        (["generate", "x"], {}, "WORLDROUTER_API_KEY"),
+        (["generate", "x", "--size", "big"], {"WORLDROUTER_API_KEY": "k"}, "size must be"),
+        (
+            ["batch", "p.jsonl", "--out", "o", "--concurrency", "0"],
+            {"WORLDROUTER_API_KEY": "k"},
+            "--concurrency",
+        ),
+        (["status", "nope.sqlite3"], {}, "no journal at nope.sqlite3"),
+        (["frobnicate"], {}, "invalid choice"),
+    ],
+)
+async def test_user_mistakes_exit_2_without_tracebacks(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    env: dict[str, str],
+    message: str,
+) -> None:
+    """Usage errors are one plain line and exit code 2."""
+    monkeypatch.chdir(tmp_path)
+    done = await _cli(*args, env=_env(**env))
+    assert done.returncode == 2
+    assert message in done.stderr.decode()
+    assert b"Traceback" not in done.stderr
+
+
+async def test_demo_leaves_png_files(tmp_path: Path) -> None:
+    """The README's first command: an in-process emulator and real PNGs on disk."""
+    done = await _cli("demo", "--count", "6", "--out", str(tmp_path / "demo"), "--plain")
+    assert done.returncode == 0, done.stderr
+    images = sorted((tmp_path / "demo" / "images").glob("*.png"))
+    assert len(images) == 6
+    assert all(p.read_bytes().startswith(PNG_SIGNATURE) for p in images)
+
+
+async def test_emulator_command_serves_the_api(tmp_path: Path) -> None:
+    """`worldrouter-async emulator` prints its URL and answers a real session."""
+    async with await anyio.open_process(
+        [
+            sys.executable,
+            "-m",
+            "worldrouter_async",
+            "emulator",
+            "--port",
+            "0",
+            "--time-scale",
+            "0.001",
+        ],
+        env=_env(),
+    ) as process:
+        assert process.stdout is not None
+        first = (await process.stdout.receive()).decode().split()
+        base_url = next(word for word in first if word.startswith("http"))
+        async with Session("test-key", base_url) as session:
+            task = await session.tasks.create("gpt-image-2", "a star")
+            assert (await session.tasks.retrieve(task.id)).id == task.id
+        process.kill()
+
+
+async def _kill_when(process: Process, condition: Callable[[], bool]) -> None:
+    with anyio.fail_after(30):
+        while not condition():
+            await anyio.sleep(0.002)
+    process.kill()  # SIGKILL: no cleanup, no flush, like a crash
+    await process.wait()
+
+
+async def test_kill_9_and_resume_never_loses_or_double_creates(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """Killed mid-create, mid-run and mid-download, reruns finish every prompt once."""
+    count = 24
+    emulator.time_scale = 0.03  # a gpt-image-2 task takes ~0.75 s
+    prompts = tmp_path / "p.jsonl"
+    _write_prompts(prompts, count)
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "worldrouter_async",
+        "batch",
+        str(prompts),
+        "--out",
+        str(out),
+        "--model",
+        "gpt-image-2",
+        "--concurrency",
+        "4",
+        "--plain",
+        "--base-url",
+        emulator.base_url,
+        *FAST,
+    ]
+    env = _env(WORLDROUTER_API_KEY=emulator.api_key)
+    # 1: the first create lands on the server but its answer never comes; kill meanwhile.
+    emulator.inject("hang_after_create", route="create")
+    async with await anyio.open_process(command, env=env) as first:
+        await _kill_when(first, lambda: emulator.counters.creates >= 6)
+    # 2: kill again once some images are being downloaded.
+    async with await anyio.open_process(command, env=env) as second:
+        await _kill_when(second, lambda: emulator.counters.storage_requests >= 4)
+    # 3: run to the end.
+    final = await anyio.run_process(command, env=env, check=False)
+    assert final.returncode == 0, final.stderr
+    rows = read_rows(out / "journal.sqlite3")
+    assert [r.state for r in rows] == [State.COMPLETED] * count
+    assert all(Path(f).read_bytes().startswith(PNG_SIGNATURE) for r in rows for f in r.files)
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(f"p{i}-0.png" for i in range(count))
+    # No prompt was ever created twice: one server task per prompt, all distinct.
+    assert emulator.counters.creates == count
+    assert len({r.task_id for r in rows}) == count
+    assert emulator.counters.idempotent_replays >= 1  # the lost answer was resent by key
+    assert "(resubmitted)" in final.stdout.decode() or emulator.counters.idempotent_replays > 1
