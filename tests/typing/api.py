@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-from typing_extensions import assert_type
+from typing import assert_type
 
 import worldrouter_async as wr
 from worldrouter_async.batch import BatchRunner, BatchSummary, Outcome
