@@ -1,0 +1,167 @@
+"""The emulator speaks the documented wire format (checked with a raw aiohttp client)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import anyio
+import pytest
+from yarl import URL
+
+from worldrouter_async.testing import Emulator
+
+pytestmark = pytest.mark.anyio
+
+AUTH = {"Authorization": "Bearer test-key"}
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A bare aiohttp client, independent of the SDK under test."""
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+async def _create(
+    http: aiohttp.ClientSession, emulator: Emulator, body: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    async with http.post(
+        f"{emulator.base_url}/images/generation_tasks", json=body, headers=AUTH
+    ) as response:
+        return response.status, await response.json()
+
+
+async def _poll_until_done(
+    http: aiohttp.ClientSession, emulator: Emulator, task_id: str
+) -> dict[str, Any]:
+    with anyio.fail_after(5):
+        while True:
+            async with http.get(
+                f"{emulator.base_url}/images/generation_tasks/{task_id}", headers=AUTH
+            ) as response:
+                body: dict[str, Any] = await response.json()
+            if body["status"] in ("completed", "failed"):
+                return body
+            await anyio.sleep(0.005)
+
+
+async def test_documented_create_and_completed_shapes(
+    http: aiohttp.ClientSession, emulator: Emulator
+) -> None:
+    """Create answers the documented queued body; a completed poll adds data and usage."""
+    status, created = await _create(
+        http,
+        emulator,
+        {"model": "gpt-image-2", "prompt": "a star", "n": 1, "response_format": "url"},
+    )
+    assert status == 200
+    assert set(created) == {"id", "object", "created", "task_id", "status", "model", "created_at"}
+    assert created["status"] == "queued"
+    assert created["object"] == "image.generation_task"
+    assert created["id"] == created["task_id"]
+    done = await _poll_until_done(http, emulator, created["id"])
+    assert set(done) == set(created) | {"data", "usage"}
+    assert set(done["usage"]) == {"input_tokens", "output_tokens", "total_tokens"}
+    assert URL(done["data"][0]["url"]).port != URL(emulator.base_url).port
+
+
+async def test_failed_task_has_an_error_object(
+    http: aiohttp.ClientSession, emulator: Emulator
+) -> None:
+    """The [fail:code] marker fails the task with that code."""
+    _, created = await _create(http, emulator, {"model": "gpt-image-2", "prompt": "[fail:nsfw] x"})
+    done = await _poll_until_done(http, emulator, created["id"])
+    assert done["status"] == "failed"
+    assert done["error"]["code"] == "nsfw"
+    assert "data" not in done
+
+
+async def test_n_is_capped_and_gemini_decides(
+    http: aiohttp.ClientSession, emulator: Emulator
+) -> None:
+    """gpt-image-2 caps n at the server cap; Gemini ignores size and n without error."""
+    _, gpt = await _create(http, emulator, {"model": "gpt-image-2", "prompt": "x", "n": 10})
+    _, gemini = await _create(
+        http,
+        emulator,
+        {"model": "gemini-2.5-flash-image", "prompt": "x", "n": 3, "size": "bogus", "seed": 42},
+    )
+    assert emulator.tasks[gpt["id"]].n == emulator.n_cap
+    assert emulator.tasks[gemini["id"]].n == 1
+    assert "size" not in emulator.tasks[gemini["id"]].params
+    assert emulator.tasks[gemini["id"]].params["seed"] == 42  # unknown parameters accepted
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"prompt": "x"}, "missing_required_parameter"),
+        ({"model": "gpt-image-2"}, "missing_required_parameter"),
+        ({"model": "gpt-image-2", "prompt": "x", "response_format": "b64_json"}, "invalid_value"),
+        ({"model": "gpt-image-2", "prompt": "x", "output_format": "gif"}, "invalid_value"),
+        ({"model": "gpt-image-2", "prompt": "x", "n": 0}, "invalid_value"),
+        ({"model": "gpt-image-2", "prompt": "x", "size": "big"}, "invalid_value"),
+        ({"model": "sdxl", "prompt": "x"}, "model_not_found"),
+    ],
+)
+async def test_validation_errors_are_openai_style_400s(
+    http: aiohttp.ClientSession, emulator: Emulator, body: dict[str, Any], code: str
+) -> None:
+    """Bad bodies get 400 with {"error": {"message", "type", "code"}}."""
+    status, answer = await _create(http, emulator, body)
+    assert status == 400
+    assert answer["error"]["code"] == code
+    assert answer["error"]["message"]
+    assert emulator.counters.creates == 0
+
+
+async def test_auth_and_not_found(http: aiohttp.ClientSession, emulator: Emulator) -> None:
+    """Missing bearer is 401; an unknown task ID is 404."""
+    async with http.get(f"{emulator.base_url}/images/generation_tasks/x") as response:
+        assert response.status == 401
+    async with http.get(f"{emulator.base_url}/images/generation_tasks/x", headers=AUTH) as response:
+        assert response.status == 404
+        assert (await response.json())["error"]["code"] == "task_not_found"
+
+
+async def test_token_bucket_rate_limit() -> None:
+    """Past the burst, requests get 429 with Retry-After and retry-after-ms."""
+    async with Emulator(rate_limit=5.0, burst=3) as emulator, aiohttp.ClientSession() as http:
+        statuses = []
+        for _ in range(5):
+            async with http.get(
+                f"{emulator.base_url}/images/generation_tasks/x", headers=AUTH
+            ) as response:
+                statuses.append(response.status)
+                headers = response.headers
+        assert statuses == [404, 404, 404, 429, 429]
+        assert int(headers["Retry-After"]) >= 1
+        assert 0 < float(headers["retry-after-ms"]) <= 200
+        assert emulator.counters.faults["429"] == 2
+
+
+async def test_storage_records_authorization_headers(
+    http: aiohttp.ClientSession, emulator: Emulator
+) -> None:
+    """The storage origin counts requests that (wrongly) carry credentials."""
+    _, created = await _create(http, emulator, {"model": "gpt-image-2", "prompt": "x"})
+    url = (await _poll_until_done(http, emulator, created["id"]))["data"][0]["url"]
+    async with http.get(url) as response:
+        assert response.content_type == "image/png"
+    async with http.get(url, headers=AUTH):
+        pass
+    assert emulator.counters.storage_requests == 2
+    assert emulator.counters.storage_auth_headers == 1
+
+
+async def test_same_seed_same_durations() -> None:
+    """Durations come from a seeded generator, so runs repeat."""
+    spans = []
+    for _ in range(2):
+        async with Emulator(seed=7) as emulator, aiohttp.ClientSession() as http:
+            _, created = await _create(http, emulator, {"model": "gpt-image-2", "prompt": "x"})
+            task = emulator.tasks[created["id"]]
+            spans.append(round(task.finishes_at - task.started_at, 9))
+    assert spans[0] == spans[1]
