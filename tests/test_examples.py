@@ -1,0 +1,74 @@
+"""The runnable examples under docs/examples, executed against the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import aiohttp
+import anyio
+import pytest
+from aiohttp import web
+
+from worldrouter_async._poller import POLL_TASK_NAME
+from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator
+
+EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
+
+pytestmark = pytest.mark.anyio
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"examples_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_aiohttp_app_shares_one_session_across_handlers(emulator: Emulator) -> None:
+    """200 concurrent requests to the web app go through one Session and one poller."""
+    example = _load("aiohttp_app")
+    app = example.create_app(
+        api_key=emulator.api_key, base_url=emulator.base_url, poll=FAST_POLL, retry=FAST_RETRY
+    )
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    answers: list[tuple[int, dict[str, object]]] = []
+
+    async def call(client: aiohttp.ClientSession, prompt: str) -> None:
+        async with client.post(f"http://127.0.0.1:{port}/images", json={"prompt": prompt}) as r:
+            answers.append((r.status, await r.json()))
+
+    try:
+        async with aiohttp.ClientSession() as client:
+            async with anyio.create_task_group() as task_group:
+                for i in range(200):
+                    task_group.start_soon(call, client, f"image {i}")
+                task_group.start_soon(call, client, "[fail] broken")
+                task_group.start_soon(call, client, "")
+            session = app[example.SESSION]
+            assert session.stats.creates == 201
+            async with client.get(
+                f"http://127.0.0.1:{port}/images/{answers[0][1]['task_id']}"
+            ) as r:
+                assert (await r.json())["status"] in ("completed", "failed")
+    finally:
+        await runner.cleanup()
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [200] * 200 + [400, 422]
+    assert all(
+        str(body["urls"][0]).startswith(emulator.storage_url)  # type: ignore[index]
+        for status, body in answers
+        if status == 200
+    )
+    # The session closed with the app: its poller and polls are gone.
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == POLL_TASK_NAME]
