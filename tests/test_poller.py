@@ -321,3 +321,24 @@ async def test_timeout_must_be_positive(session: Session) -> None:
     for bad in (0, -1, math.nan):
         with pytest.raises(InvalidRequestError, match="timeout must be positive"):
             session.track("imgtask_x", timeout=bad)
+
+
+async def test_adaptive_first_poll_skips_polls_that_cannot_succeed(
+    make_session: SessionFactory, emulator: Emulator
+) -> None:
+    """Once a model's durations are known, its tasks are first polled near the fastest tenth."""
+
+    async def mean_polls_of_second_wave(adaptive: bool) -> float:
+        policy = PollPolicy(
+            initial_delay=0.005, factor=1.5, max_interval=0.02, jitter=0.0, adaptive=adaptive
+        )
+        async with make_session(poll=policy) as session:
+            for _ in range(2):  # the first wave teaches, the second is measured
+                requests = [{"model": "gpt-image-2", "prompt": f"w {i}"} for i in range(20)]
+                handles = await session.submit_many(requests)
+                results = [await handle for handle in handles]
+        return sum(emulator.counters.polls_by_task[r.task_id] for r in results) / len(results)
+
+    fixed = await mean_polls_of_second_wave(adaptive=False)
+    adaptive = await mean_polls_of_second_wave(adaptive=True)
+    assert adaptive <= fixed - 0.5, (adaptive, fixed)

@@ -55,9 +55,14 @@ class PollPolicy:
     by `factor` up to `max_interval`, each spread by +/- `jitter` (a fraction).
 
     The defaults suit real image generation, which takes roughly 5 to 90 seconds: the first
-    check comes after 2 s (almost nothing finishes sooner), the interval grows 2, 3, 4.5, 6.75,
-    then stays at 8 s. A 30 s task costs about 6 polls and a 90 s task about 14, instead of
-    90 at a fixed 1 s; a finished task is noticed at most `max_interval` (8 s) late.
+    check comes after 2 s, the interval grows 2, 3, 4.5, 6.75, then stays at 8 s, so a
+    finished task is noticed at most `max_interval` late, and a task of any length costs a
+    handful of polls instead of one a second.
+
+    With `adaptive` (the default), once a session has seen `min_samples` tasks of a model
+    complete, a new task of that model is first polled when the fastest tenth of recent
+    tasks had finished, instead of after `initial_delay`: tasks of one model take similar
+    times, so the polls that could not have succeeded are skipped.
 
     Example:
         >>> PollPolicy().interval(0, jitter=False), PollPolicy().interval(10, jitter=False)
@@ -68,6 +73,8 @@ class PollPolicy:
     factor: float = field(default=1.5, validator=validators.ge(1.0))
     max_interval: float = field(default=8.0, validator=_positive)
     jitter: float = field(default=0.1, validator=[validators.ge(0.0), validators.lt(1.0)])
+    adaptive: bool = True
+    min_samples: int = field(default=8, validator=_at_least_one)
 
     def interval(self, poll_number: int, *, jitter: bool = True) -> float:
         """Seconds before poll `poll_number` (0 is the first poll after the create)."""

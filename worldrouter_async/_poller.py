@@ -8,10 +8,12 @@ only reschedules that task; a 429 holds every poll through the transport's `Thro
 from __future__ import annotations
 
 import asyncio
+import bisect
 import heapq
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Final, NoReturn
 
@@ -44,14 +46,39 @@ StatusCallback = Callable[[TaskHandle, "str | None", str], object]
 class _Entry:
     """Poller state of one pending task (slots keep 100,000 of them small)."""
 
-    __slots__ = ("active", "deadline", "errors", "handle", "polls")
+    __slots__ = ("active", "created", "deadline", "errors", "handle", "model", "polls")
 
-    def __init__(self, handle: TaskHandle, deadline: float) -> None:
+    def __init__(
+        self, handle: TaskHandle, deadline: float, created: float | None, model: str | None
+    ) -> None:
         self.handle = handle
         self.deadline = deadline
+        self.created = created
+        self.model = model
         self.polls = 0
         self.errors = 0
         self.active = True
+
+
+class _Durations:
+    """Recent task durations of one model, and the first-poll delay they suggest."""
+
+    __slots__ = ("_recent", "_sorted")
+
+    def __init__(self, size: int = 64) -> None:
+        self._recent: deque[float] = deque(maxlen=size)
+        self._sorted: list[float] = []
+
+    def add(self, seconds: float) -> None:
+        if len(self._recent) == self._recent.maxlen:
+            del self._sorted[bisect.bisect_left(self._sorted, self._recent[0])]
+        self._recent.append(seconds)
+        bisect.insort(self._sorted, seconds)
+
+    def fastest_tenth(self, min_samples: int) -> float | None:
+        if len(self._sorted) < min_samples:
+            return None
+        return self._sorted[len(self._sorted) // 10]
 
 
 class Poller:
@@ -79,6 +106,7 @@ class Poller:
         self._seq = 0
         self._wakeup = asyncio.Event()
         self._entries: dict[TaskHandle, _Entry] = {}
+        self._durations: dict[str, _Durations] = {}
         self._closed = False
 
     @property
@@ -86,16 +114,42 @@ class Poller:
         """How many tasks are being tracked now."""
         return len(self._entries)
 
-    def track(self, handle: TaskHandle, *, timeout: float) -> None:
-        """Start polling `handle`'s task; `timeout` seconds from now it fails with a timeout."""
+    def track(self, handle: TaskHandle, *, timeout: float, fresh: bool) -> None:
+        """Start polling `handle`'s task; `timeout` seconds from now it fails with a timeout.
+
+        `fresh` says the task was created just now, so its duration can teach the poller
+        when tasks of its model finish.
+        """
         if self._closed:
             handle.settle_error(_closed_error(handle))
             return
         now = time.monotonic()
-        entry = _Entry(handle, now + timeout if math.isfinite(timeout) else math.inf)
+        model = handle.request.model if handle.request is not None else None
+        entry = _Entry(
+            handle,
+            now + timeout if math.isfinite(timeout) else math.inf,
+            now if fresh else None,
+            model,
+        )
         self._entries[handle] = entry
         self._counters.pending += 1
-        self._schedule(entry, now + self._policy.interval(0))
+        self._schedule(entry, now + self._first_delay(model))
+
+    def _first_delay(self, model: str | None) -> float:
+        delay = self._policy.interval(0)
+        if self._policy.adaptive and model is not None and model in self._durations:
+            learned = self._durations[model].fastest_tenth(self._policy.min_samples)
+            if learned is not None:
+                delay = max(delay, learned)
+        return delay
+
+    def _learn(self, entry: _Entry) -> None:
+        if entry.created is None or entry.model is None:
+            return
+        durations = self._durations.get(entry.model)
+        if durations is None:
+            durations = self._durations[entry.model] = _Durations()
+        durations.add(time.monotonic() - entry.created)
 
     def untrack(self, handle: TaskHandle) -> None:
         """Stop polling `handle` (its heap slot is skipped lazily)."""
@@ -168,6 +222,7 @@ class Poller:
         if previous != task.status and self._on_status is not None:
             self._notify(handle, previous, task.status)
         if task.status == TaskStatus.COMPLETED:
+            self._learn(entry)
             self._counters.completed += 1
             self._counters.add_usage(task.usage)
             self._settle(entry, None, ImageResult.from_task(task))

@@ -348,7 +348,7 @@ class Session:
         if not deadline > 0 or math.isnan(deadline):
             raise InvalidRequestError(f"timeout must be positive seconds (got {timeout!r})")
         handle = TaskHandle(task_id, request=request, task=task, on_cancel=self._poller.untrack)
-        self._poller.track(handle, timeout=deadline)
+        self._poller.track(handle, timeout=deadline, fresh=task is not None)
         return handle
 
     async def generate(
