@@ -1,0 +1,367 @@
+"""Benchmark harness: this SDK against a naive loop, openai-python and a raw aiohttp floor.
+
+Each measurement runs in its own worker process against a fresh emulator process, so CPU
+time and peak RSS belong to the client alone. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+HEADERS = {"Authorization": "Bearer test-key"}
+MODEL = "gpt-image-2"
+
+
+# --- workers (each runs in its own process and prints one JSON line) ----------------------
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+async def worker_sdk(base_url: str, tasks: int, scale: float, options: dict[str, Any]) -> dict[str, Any]:
+    """The SDK: submit_many, one poller, handles resolved through done-callbacks."""
+    import worldrouter_async as wr
+
+    resolved: dict[str, float] = {}
+    limits = wr.Limits(
+        max_concurrent_creates=64,
+        max_inflight_polls=64,
+        requests_per_second=options.get("requests_per_second"),
+    )
+    policy = wr.PollPolicy(initial_delay=2.0 * scale, max_interval=8.0 * scale)
+    async with wr.Session("test-key", base_url, poll=policy, limits=limits) as session:
+        baseline = _rss_kib()
+        handles = await session.submit_many(
+            ({"model": MODEL, "prompt": f"bench {i}"} for i in range(tasks)), concurrency=64
+        )
+        peak_pending_rss = _rss_kib() - baseline
+        for handle in handles:
+            handle.add_done_callback(
+                lambda h: resolved.__setitem__(h.task_id or "", time.monotonic())
+            )
+        failed = 0
+        for handle in handles:
+            try:
+                await handle
+            except wr.WorldRouterError:
+                failed += 1
+        stats = session.stats
+    return {"resolved": resolved, "failed": failed, "pending_rss_kib": peak_pending_rss,
+            "rate_limit_pauses": stats.rate_limit_pauses}
+
+
+async def _fixed_interval_loop(
+    tasks: int,
+    interval: float,
+    create: Callable[[int], Awaitable[str]],
+    status_of: Callable[[str], Awaitable[str]],
+) -> dict[str, Any]:
+    """One asyncio task per job: create, then sleep a fixed interval and poll until done."""
+    resolved: dict[str, float] = {}
+    creates = asyncio.Semaphore(64)
+    failed = 0
+
+    async def job(index: int) -> None:
+        nonlocal failed
+        async with creates:
+            task_id = await create(index)
+        while True:
+            await asyncio.sleep(interval)
+            status = await status_of(task_id)
+            if status in ("completed", "failed"):
+                resolved[task_id] = time.monotonic()
+                failed += status == "failed"
+                return
+
+    baseline = _rss_kib()
+    await asyncio.gather(*(job(i) for i in range(tasks)))
+    return {"resolved": resolved, "failed": failed, "pending_rss_kib": _rss_kib() - baseline}
+
+
+async def worker_naive(base_url: str, tasks: int, scale: float, options: dict[str, Any]) -> dict[str, Any]:
+    """What most users write first: aiohttp, one task per job, a fixed sleep."""
+    url = f"{base_url}/images/generation_tasks"
+    async with aiohttp.ClientSession(headers=HEADERS) as http:
+
+        async def create(index: int) -> str:
+            async with http.post(url, json={"model": MODEL, "prompt": f"bench {index}"}) as r:
+                return str((await r.json())["id"])
+
+        async def status_of(task_id: str) -> str:
+            async with http.get(f"{url}/{task_id}") as r:
+                return str((await r.json())["status"])
+
+        return await _fixed_interval_loop(tasks, options["interval"], create, status_of)
+
+
+async def worker_openai(base_url: str, tasks: int, scale: float, options: dict[str, Any]) -> dict[str, Any]:
+    """The same loop through openai-python's generic AsyncOpenAI.post/get."""
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(api_key="test-key", base_url=base_url, max_retries=2)
+    async with client:
+
+        async def create(index: int) -> str:
+            body = await client.post(
+                "/images/generation_tasks",
+                body={"model": MODEL, "prompt": f"bench {index}"},
+                cast_to=object,
+            )
+            return str(body["id"])  # type: ignore[index]
+
+        async def status_of(task_id: str) -> str:
+            body = await client.get(f"/images/generation_tasks/{task_id}", cast_to=object)
+            return str(body["status"])  # type: ignore[index]
+
+        return await _fixed_interval_loop(tasks, options["interval"], create, status_of)
+
+
+async def worker_raw(base_url: str, tasks: int, scale: float, options: dict[str, Any]) -> dict[str, Any]:
+    """The transport floor: bare aiohttp bytes and json.loads, no models, no retries."""
+    url = f"{base_url}/images/generation_tasks"
+    async with aiohttp.ClientSession(headers=HEADERS) as http:
+
+        async def create(index: int) -> str:
+            payload = json.dumps({"model": MODEL, "prompt": f"bench {index}"}).encode()
+            async with http.post(url, data=payload, headers={"Content-Type": "application/json"}) as r:
+                return str(json.loads(await r.read())["id"])
+
+        async def status_of(task_id: str) -> str:
+            async with http.get(f"{url}/{task_id}") as r:
+                return str(json.loads(await r.read())["status"])
+
+        return await _fixed_interval_loop(tasks, options["interval"], create, status_of)
+
+
+async def worker_state(base_url: str, tasks: int, scale: float, options: dict[str, Any]) -> dict[str, Any]:
+    """Poller state per pending task: track N IDs and measure what the poller allocates."""
+    import worldrouter_async as wr
+
+    policy = wr.PollPolicy(initial_delay=3600.0, adaptive=False)
+    async with wr.Session("test-key", base_url, poll=policy) as session:
+        ids = [f"imgtask_{i:032x}" for i in range(tasks)]
+        tracemalloc.start()
+        before = tracemalloc.take_snapshot()
+        handles = [session.track(task_id) for task_id in ids]
+        after = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        allocated = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+        for handle in handles:
+            handle.cancel()
+    return {"resolved": {}, "failed": 0, "state_bytes_per_task": allocated / tasks}
+
+
+WORKERS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
+    "sdk": worker_sdk,
+    "naive": worker_naive,
+    "openai": worker_openai,
+    "raw": worker_raw,
+    "state": worker_state,
+}
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    """Entry point of a worker process: measure one client and print JSON."""
+    options = json.loads(args.options)
+    wall = time.perf_counter()
+    cpu = time.process_time()
+    tasks = args.tasks[0]
+    result = asyncio.run(WORKERS[args.worker](args.base_url, tasks, args.time_scale, options))
+    result["wall"] = time.perf_counter() - wall
+    result["cpu"] = time.process_time() - cpu
+    result["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps(result))
+
+
+# --- the harness ---------------------------------------------------------------------------
+
+
+@contextmanager
+def emulator(time_scale: float, extra: list[str]) -> Any:
+    """An emulator in its own process; yields (base_url, stats function)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worldrouter_async", "emulator", "--port", "0",
+         "--time-scale", str(time_scale), "--seed", "1", *extra],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        base_url = next(w for w in process.stdout.readline().split() if w.startswith("http"))
+
+        def stats() -> dict[str, Any]:
+            async def fetch() -> dict[str, Any]:
+                async with aiohttp.ClientSession() as http, http.get(
+                    base_url.removesuffix("/v1") + "/_emulator/stats"
+                ) as response:
+                    return dict(await response.json())
+
+            return asyncio.run(fetch())
+
+        yield base_url, stats
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def measure(
+    worker: str, tasks: int, time_scale: float, options: dict[str, Any], emulator_args: list[str]
+) -> dict[str, Any]:
+    """Run one worker against a fresh emulator and derive the reported metrics."""
+    with emulator(time_scale, emulator_args) as (base_url, stats):
+        output = subprocess.run(
+            [sys.executable, __file__, "--worker", worker, "--base-url", base_url,
+             "--tasks", str(tasks), "--time-scale", str(time_scale),
+             "--options", json.dumps(options)],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        result = json.loads(output.splitlines()[-1])
+        server = stats()
+    requests = server["create_requests"] + server["polls"]
+    latencies = sorted(
+        resolved - server["completed_at"][task_id]
+        for task_id, resolved in result["resolved"].items()
+        if task_id in server["completed_at"]
+    )
+    row = {
+        "client": worker,
+        "tasks": tasks,
+        "wall_s": result["wall"],
+        "cpu_s_per_1k_tasks": result["cpu"] / tasks * 1000,
+        "cpu_us_per_request": result["cpu"] / max(requests, 1) * 1e6,
+        "requests_per_task": requests / tasks,
+        "rate_limited": server["faults"].get("429", 0),
+        "failed": result["failed"],
+        "peak_rss_mib": result["peak_rss_kib"] / 1024,
+        "rss_kib_per_10k_pending": result.get("pending_rss_kib", 0) / tasks * 10_000,
+        "achieved_rps": (requests - server["faults"].get("429", 0)) / result["wall"],
+    }
+    if latencies:
+        row |= {
+            "latency_p50_ms": 1000 * statistics.median(latencies),
+            "latency_p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))],
+            "latency_max_ms": 1000 * latencies[-1],
+            "latency_mean_ms": 1000 * statistics.fmean(latencies),
+        }
+    if "state_bytes_per_task" in result:
+        row["state_bytes_per_task"] = result["state_bytes_per_task"]
+    return row
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A Markdown table of `columns` from `rows`."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+COMPARISON = ["client", "tasks", "wall_s", "cpu_s_per_1k_tasks", "cpu_us_per_request",
+              "requests_per_task", "latency_p50_ms", "latency_p95_ms", "latency_max_ms",
+              "peak_rss_mib", "rss_kib_per_10k_pending", "failed"]
+RATE = ["client", "tasks", "wall_s", "requests_per_task", "rate_limited", "achieved_rps", "failed"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tasks", type=int, nargs="+", default=[1000, 10_000])
+    parser.add_argument("--sdk-only-tasks", type=int, nargs="*", default=[100_000])
+    parser.add_argument("--clients", nargs="+", default=["sdk", "naive", "openai", "raw"])
+    parser.add_argument("--time-scale", type=float, default=0.1)
+    parser.add_argument("--rate-limit", type=float, default=400.0)
+    parser.add_argument("--rate-tasks", type=int, default=3000)
+    parser.add_argument("--out", type=Path, help="write the Markdown report here")
+    parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    parser.add_argument("--base-url", help=argparse.SUPPRESS)
+    parser.add_argument("--options", default="{}", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        run_worker(args)
+        return
+
+    started = time.perf_counter()
+    scale = args.time_scale
+    rows: list[dict[str, Any]] = []
+    for tasks in args.tasks:
+        sdk = measure("sdk", tasks, scale, {}, [])
+        rows.append(sdk)
+        # Equal detection latency: a fixed interval T has a mean latency of about T/2.
+        interval = 2 * sdk["latency_mean_ms"] / 1000
+        for client in args.clients:
+            if client != "sdk":
+                rows.append(measure(client, tasks, scale, {"interval": interval}, []))
+        print(table(rows, COMPARISON), file=sys.stderr)
+    for tasks in args.sdk_only_tasks:
+        rows.append(measure("sdk", tasks, scale, {}, []))
+    state = [measure("state", n, scale, {}, []) for n in args.sdk_only_tasks or [10_000]]
+    limited = [
+        measure("sdk", args.rate_tasks, scale, {}, ["--rate-limit", str(args.rate_limit)]),
+        measure("sdk", args.rate_tasks, scale, {"requests_per_second": args.rate_limit},
+                ["--rate-limit", str(args.rate_limit)]),
+    ]
+    limited[1]["client"] = "sdk + requests_per_second"
+    raw_floor = {r["tasks"]: r["cpu_us_per_request"] for r in rows if r["client"] == "raw"}
+    report = [
+        f"Command: `python benchmarks/run.py {' '.join(sys.argv[1:])}`  ",
+        f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
+        f"{len(__import__('os').sched_getaffinity(0))} cores, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}  ",
+        f"Emulator time scale {scale} (a 25 s generation takes {25 * scale:g} s); "
+        f"harness wall time {time.perf_counter() - started:,.0f} s.",
+        "",
+        "### Throughput, CPU, requests and detection latency",
+        "",
+        table(rows, COMPARISON),
+        "",
+        "CPU per request relative to the raw aiohttp floor: "
+        + ", ".join(
+            f"{r['client']} at {r['tasks']:,} tasks {r['cpu_us_per_request'] / raw_floor[r['tasks']]:.2f}x"
+            for r in rows if r["tasks"] in raw_floor and r["client"] != "raw"
+        ),
+        "",
+        "### Poller state per pending task",
+        "",
+        table(state, ["tasks", "state_bytes_per_task", "peak_rss_mib"]),
+        "",
+        f"### Against a 429-limited emulator ({args.rate_limit:g} requests/s)",
+        "",
+        table(limited, RATE),
+        "",
+        "Allowed rate used: " + ", ".join(
+            f"{r['client']} {100 * r['achieved_rps'] / args.rate_limit:.0f}%" for r in limited
+        ),
+    ]
+    text = "\n".join(report) + "\n"
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
