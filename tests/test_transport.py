@@ -213,3 +213,23 @@ async def test_authorization_goes_only_to_the_api(session: Session, emulator: Em
     result = await session.generate("gpt-image-2", "a star")
     assert result.urls[0].startswith(emulator.storage_url)
     assert emulator.counters.storage_auth_headers == 0
+
+
+async def test_sustained_429s_outlast_the_attempt_budget(
+    session: Session, emulator: Emulator
+) -> None:
+    """A create keeps retrying 429s past `attempts` (nothing was created), then succeeds."""
+    emulator.inject("429", route="create", retry_after=0.001, count=FAST_RETRY.attempts + 3)
+    task = await session.tasks.create("gpt-image-2", "a star")
+    assert task.id in emulator.tasks
+    assert emulator.counters.creates == 1
+
+
+async def test_429_patience_runs_out(make_session: SessionFactory, emulator: Emulator) -> None:
+    """With no patience left, a 429 beyond the attempt budget is raised."""
+    policy = RetryPolicy(attempts=2, base=0.001, rate_limit_patience=0.0)
+    async with make_session(retry=policy) as session:
+        emulator.inject("429", route="create", retry_after=0.001, count=5)
+        with pytest.raises(RateLimitError):
+            await session.tasks.create("gpt-image-2", "a star")
+    assert emulator.counters.rate_limited == 2

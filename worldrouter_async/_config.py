@@ -29,6 +29,8 @@ class RetryPolicy:
 
     A `Retry-After` hint from the server replaces the computed backoff; a hint longer than
     `max_retry_after` (or not finite) ends the retries and raises instead of sleeping for hours.
+    A 429 means the request was not processed, so it is retried beyond `attempts` for as long
+    as `rate_limit_patience` seconds: a busy account slows a job down rather than failing it.
 
     Example:
         >>> RetryPolicy(attempts=6, cap=10.0).backoff(3, jitter=False)
@@ -40,6 +42,7 @@ class RetryPolicy:
     cap: float = field(default=30.0, validator=_positive)
     jitter: bool = True
     max_retry_after: float = field(default=120.0, validator=_non_negative)
+    rate_limit_patience: float = field(default=600.0, validator=_non_negative)
 
     def backoff(self, attempt: int, *, jitter: bool | None = None) -> float:
         """Seconds to wait before retry number `attempt` (1-based), clamped to `cap`."""

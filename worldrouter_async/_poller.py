@@ -1,8 +1,10 @@
 """The one poller coroutine per session, multiplexing the status checks of every pending task.
 
 Pending tasks sit in a due-time heap; the poller sleeps until the earliest is due (or a new
-task is due sooner), then sends its poll under a bound on in-flight requests. A poll error
-only reschedules that task; a 429 holds every poll through the transport's `Throttle`.
+task is due sooner), then hands it to a fixed pool of `max_inflight` poll workers, so the
+number of coroutines never depends on the number of pending tasks and no task is spawned
+per poll. A poll error only reschedules that task; a 429 holds every poll through the
+transport's `Throttle`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Final, NoReturn
 
-import anyio
 from anyio.abc import TaskGroup
 
 from ._config import PollPolicy, RetryPolicy
@@ -99,7 +100,8 @@ class Poller:
         self._policy = policy
         self._retry = retry
         self._throttle = throttle
-        self._slots = asyncio.Semaphore(max_inflight)
+        self._max_inflight = max_inflight
+        self._due: asyncio.Queue[_Entry] = asyncio.Queue(maxsize=max_inflight)
         self._counters = counters
         self._on_status = on_status
         self._heap: list[tuple[float, int, _Entry]] = []
@@ -169,14 +171,22 @@ class Poller:
             entry.handle.settle_error(_closed_error(entry.handle))
 
     async def run(self, task_group: TaskGroup) -> NoReturn:
-        """The poller loop: poll each task when due, forever, spawning polls in `task_group`."""
+        """The poller loop: hand each task to a poll worker when due, forever.
+
+        The workers are started once in `task_group`; the bounded queue between them is
+        what limits polls in flight.
+        """
+        for _ in range(self._max_inflight):
+            task_group.start_soon(self._poll_worker, name=POLL_TASK_NAME)
         while True:
             entry = await self._next_due()
-            await self._throttle.wait()
-            if not entry.active:
-                continue
-            await self._slots.acquire()
-            task_group.start_soon(self._poll, entry, name=POLL_TASK_NAME)
+            await self._throttle.wait_unpaused()  # pacing happens per request, in the transport
+            if entry.active:
+                await self._due.put(entry)
+
+    async def _poll_worker(self) -> NoReturn:
+        while True:
+            await self._poll(await self._due.get())
 
     def _schedule(self, entry: _Entry, due: float) -> None:
         due = min(due, entry.deadline)
@@ -188,6 +198,7 @@ class Poller:
 
     async def _next_due(self) -> _Entry:
         heap = self._heap
+        loop = asyncio.get_running_loop()
         while True:
             while heap and not heap[0][2].active:
                 heapq.heappop(heap)
@@ -195,8 +206,13 @@ class Poller:
             if delay <= 0:
                 return heapq.heappop(heap)[2]
             self._wakeup.clear()
-            with anyio.move_on_after(delay):
+            # A plain loop timer, not a cancel scope: this runs once per wake-up.
+            timer = loop.call_later(delay, self._wakeup.set) if math.isfinite(delay) else None
+            try:
                 await self._wakeup.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
     async def _poll(self, entry: _Entry) -> None:
         handle = entry.handle
@@ -212,8 +228,6 @@ class Poller:
         else:
             if entry.active:
                 self._on_task(entry, task)
-        finally:
-            self._slots.release()
 
     def _on_task(self, entry: _Entry, task: ImageTask) -> None:
         handle = entry.handle

@@ -308,23 +308,24 @@ class Session:
         if limit < 1:
             raise InvalidRequestError(f"concurrency must be at least 1 (got {limit!r})")
         handles: list[TaskHandle | None] = [None] * len(items)
-        slots = anyio.Semaphore(limit)
+        work = iter(enumerate(items))
 
-        async def submit_one(index: int, item: RequestLike) -> None:
-            async with slots:
+        async def submit_worker() -> None:
+            # A fixed pool of `limit` workers: no task per request, whatever the count.
+            for index, item in work:
                 try:
                     request = converter.structure(item, ImageRequest)
                 except WorldRouterError as exc:
                     handles[index] = TaskHandle.failed(exc)
-                    return
+                    continue
                 try:
                     handles[index] = await self.submit_request(request, timeout=timeout)
                 except WorldRouterError as exc:
                     handles[index] = TaskHandle.failed(exc, request=request)
 
         async with anyio.create_task_group() as task_group:
-            for index, item in enumerate(items):
-                task_group.start_soon(submit_one, index, item)
+            for _ in range(min(limit, len(items))):
+                task_group.start_soon(submit_worker)
         return [handle for handle in handles if handle is not None]
 
     def track(self, task_id: str, *, timeout: float | None = None) -> TaskHandle:

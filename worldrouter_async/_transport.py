@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
@@ -43,6 +44,7 @@ logger: Final = logging.getLogger("worldrouter_async")
 
 USER_AGENT: Final = f"worldrouter-async/{__version__}"
 _SNIPPET: Final = 200
+_RATE_WINDOW: Final = 2.0  # seconds of accepted requests behind the adaptive rate estimate
 _T = TypeVar("_T")
 
 
@@ -68,21 +70,43 @@ class Throttle:
     """Holds every request of a session while a 429 pause lasts, and paces to a rate.
 
     One pause for everyone is what stops a thundering herd: after a 429 no request goes out
-    until its Retry-After has passed, whichever coroutine hit it.
+    until its Retry-After has passed, whichever coroutine hit it. Without a configured rate,
+    a 429 also turns on pacing at 90% of the rate the server was just granting, which then
+    grows by 10% for every second without a 429 (additive-increase, multiplicative-decrease
+    in spirit), so a saturated session settles just under the server's limit.
     """
 
-    __slots__ = ("_interval", "_next_slot", "paused_until")
+    __slots__ = (
+        "_configured",
+        "_interval",
+        "_last_raise",
+        "_next_slot",
+        "_successes",
+        "paused_until",
+    )
 
     def __init__(self, requests_per_second: float | None) -> None:
+        self._configured = requests_per_second
         self._interval = 1.0 / requests_per_second if requests_per_second else 0.0
         self._next_slot = 0.0
+        self._successes: deque[float] = deque()
+        self._last_raise = 0.0
         self.paused_until = 0.0
 
-    async def wait(self) -> None:
-        """Return when a request may be sent (at once when neither paused nor paced)."""
+    @property
+    def rate(self) -> float | None:
+        """The requests per second being paced to now, or None when not pacing."""
+        return 1.0 / self._interval if self._interval else None
+
+    async def wait_unpaused(self) -> None:
+        """Return once no 429 pause is in force."""
         # A loop, not an Event: a later 429 may extend the pause while we sleep.
         while (delay := self.paused_until - time.monotonic()) > 0:  # noqa: ASYNC110
             await anyio.sleep(delay)
+
+    async def wait(self) -> None:
+        """Return when a request may be sent (at once when neither paused nor paced)."""
+        await self.wait_unpaused()
         if self._interval:
             now = time.monotonic()
             slot = max(now, self._next_slot)
@@ -90,13 +114,37 @@ class Throttle:
             if slot > now:
                 await anyio.sleep(slot - now)
 
+    def record_success(self) -> None:
+        """Note a request the server accepted (the rate estimate behind adaptive pacing)."""
+        if self._configured is not None and self._interval == 1.0 / self._configured:
+            return
+        now = time.monotonic()
+        successes = self._successes
+        successes.append(now)
+        while successes[0] < now - _RATE_WINDOW:
+            successes.popleft()
+        if self._interval and now - self._last_raise >= 1.0:
+            self._last_raise = now
+            self._set_rate(1.1 / self._interval)
+
     def pause(self, seconds: float) -> bool:
-        """Hold all requests for `seconds`; True when this extends the current pause."""
-        until = time.monotonic() + seconds
+        """Hold all requests for `seconds`, slow down; True when this extends the pause."""
+        now = time.monotonic()
+        if len(self._successes) >= 2:
+            granted = len(self._successes) / max(now - self._successes[0], 1e-3)
+            if not self._interval or granted * 0.9 < 1.0 / self._interval:
+                self._set_rate(granted * 0.9)
+            self._last_raise = now
+        until = now + seconds
         if until <= self.paused_until:
             return False
         self.paused_until = until
         return True
+
+    def _set_rate(self, rate: float) -> None:
+        if self._configured is not None:
+            rate = min(rate, self._configured)
+        self._interval = 1.0 / max(rate, 1.0)
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -313,11 +361,15 @@ class Transport:
         self, attempt: Callable[[], Awaitable[_T]], retryable: Callable[[APIError], bool]
     ) -> _T:
         number = 1
+        patient_until = time.monotonic() + self._retry.rate_limit_patience
         while True:
             try:
                 return await attempt()
             except APIError as exc:
-                if number >= self._retry.attempts or not retryable(exc):
+                out_of_attempts = number >= self._retry.attempts and not (
+                    isinstance(exc, RateLimitError) and time.monotonic() < patient_until
+                )
+                if out_of_attempts or not retryable(exc):
                     raise
                 delay = self._retry_delay(exc, number)
                 self._counters.retries += 1
@@ -369,7 +421,10 @@ class Transport:
             error = _status_error(status, reason, response_headers, content)
             if isinstance(error, RateLimitError):
                 self._pause_for(error)
+            else:
+                self.throttle.record_success()
             raise error
+        self.throttle.record_success()
         return status, content
 
     def _pause_for(self, error: RateLimitError) -> None:

@@ -73,6 +73,9 @@ class EmulatorCounters:
     faults: Counter[str] = field(factory=Counter)
     storage_requests: int = 0
     storage_auth_headers: int = 0
+    rate_limited: int = 0  # requests answered 429 (counted in neither creates nor polls)
+    #: Accepted API requests per whole second of the monotonic clock (for rate benchmarks).
+    per_second: Counter[int] = field(factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
         """Counters as plain JSON-ready values."""
@@ -84,6 +87,8 @@ class EmulatorCounters:
             "faults": dict(self.faults),
             "storage_requests": self.storage_requests,
             "storage_auth_headers": self.storage_auth_headers,
+            "rate_limited": self.rate_limited,
+            "per_second": dict(self.per_second),
         }
 
 
@@ -448,6 +453,7 @@ class Emulator:
             self.requests.append((time.monotonic(), route, request.path))
         if self._bucket is not None and (wait := self._bucket.take()) > 0:
             return self._rate_limited(wait)
+        self.counters.per_second[int(time.monotonic())] += 1
         fault = self._take_fault(route) or self._random_fault()
         if fault is not None and not fault.kind.endswith("_after_create"):
             return await self._apply_fault(request, fault)
@@ -460,6 +466,7 @@ class Emulator:
 
     def _rate_limited(self, wait: float) -> web.Response:
         self.counters.faults["429"] += 1
+        self.counters.rate_limited += 1
         response = _error(429, "Rate limit reached for requests", "rate_limit_exceeded", "requests")
         response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
         response.headers["retry-after-ms"] = f"{wait * 1000:.0f}"
