@@ -51,16 +51,22 @@ async def worker_sdk(
         requests_per_second=options.get("requests_per_second"),
     )
     policy = wr.PollPolicy(initial_delay=2.0 * scale, max_interval=8.0 * scale)
+    window = options.get("window", 0.0)
+
+    def on_done(handle: wr.TaskHandle) -> None:
+        resolved[handle.task_id or ""] = time.monotonic()
+
     async with wr.Session("test-key", base_url, poll=policy, limits=limits) as session:
         baseline = _rss_kib()
-        handles = await session.submit_many(
-            ({"model": MODEL, "prompt": f"bench {i}"} for i in range(tasks)), concurrency=64
-        )
-        peak_pending_rss = _rss_kib() - baseline
-        for handle in handles:
-            handle.add_done_callback(
-                lambda h: resolved.__setitem__(h.task_id or "", time.monotonic())
+        if window:
+            handles = await _arriving(session, tasks, window, on_done)
+        else:
+            handles = await session.submit_many(
+                ({"model": MODEL, "prompt": f"bench {i}"} for i in range(tasks)), concurrency=64
             )
+            for handle in handles:  # a burst: nothing can have finished yet
+                handle.add_done_callback(on_done)
+        peak_pending_rss = _rss_kib() - baseline
         failed = 0
         for handle in handles:
             try:
@@ -76,9 +82,35 @@ async def worker_sdk(
     }
 
 
+async def _arrive(index: int, tasks: int, window: float, started: float) -> None:
+    """Sleep until task `index` of a stream spread evenly over `window` seconds arrives."""
+    delay = started + window * index / tasks - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def _arriving(
+    session: Any, tasks: int, window: float, on_done: Callable[[Any], object]
+) -> list[Any]:
+    """Submit `tasks` as a stream over `window` seconds through 64 submit workers."""
+    handles: list[Any] = [None] * tasks
+    indices = iter(range(tasks))
+    started = time.monotonic()
+
+    async def submitter() -> None:
+        for index in indices:
+            await _arrive(index, tasks, window, started)
+            handles[index] = await session.submit(MODEL, f"bench {index}")
+            handles[index].add_done_callback(on_done)
+
+    await asyncio.gather(*(submitter() for _ in range(64)))
+    return handles
+
+
 async def _fixed_interval_loop(
     tasks: int,
     interval: float,
+    window: float,
     create: Callable[[int], Awaitable[str]],
     status_of: Callable[[str], Awaitable[str]],
 ) -> dict[str, Any]:
@@ -86,9 +118,11 @@ async def _fixed_interval_loop(
     resolved: dict[str, float] = {}
     creates = asyncio.Semaphore(64)
     failed = 0
+    started = time.monotonic()
 
     async def job(index: int) -> None:
         nonlocal failed
+        await _arrive(index, tasks, window, started)
         async with creates:
             task_id = await create(index)
         while True:
@@ -119,7 +153,9 @@ async def worker_naive(
             async with http.get(f"{url}/{task_id}") as r:
                 return str((await r.json())["status"])
 
-        return await _fixed_interval_loop(tasks, options["interval"], create, status_of)
+        return await _fixed_interval_loop(
+            tasks, options["interval"], options.get("window", 0.0), create, status_of
+        )
 
 
 async def worker_openai(
@@ -143,7 +179,9 @@ async def worker_openai(
             body = await client.get(f"/images/generation_tasks/{task_id}", cast_to=object)
             return str(body["status"])  # type: ignore[index]
 
-        return await _fixed_interval_loop(tasks, options["interval"], create, status_of)
+        return await _fixed_interval_loop(
+            tasks, options["interval"], options.get("window", 0.0), create, status_of
+        )
 
 
 async def worker_raw(
@@ -163,7 +201,9 @@ async def worker_raw(
             async with http.get(f"{url}/{task_id}") as r:
                 return str(json.loads(await r.read())["status"])
 
-        return await _fixed_interval_loop(tasks, options["interval"], create, status_of)
+        return await _fixed_interval_loop(
+            tasks, options["interval"], options.get("window", 0.0), create, status_of
+        )
 
 
 async def worker_state(
@@ -356,6 +396,12 @@ def main() -> None:
     parser.add_argument("--sdk-only-tasks", type=int, nargs="*", default=[100_000])
     parser.add_argument("--clients", nargs="+", default=["sdk", "naive", "openai", "raw"])
     parser.add_argument("--time-scale", type=float, default=0.1)
+    parser.add_argument(
+        "--arrival-window",
+        type=float,
+        default=10.0,
+        help="seconds over which tasks arrive in the main comparison (a burst is also run)",
+    )
     parser.add_argument("--rate-limit", type=float, default=400.0)
     parser.add_argument("--rate-tasks", type=int, default=3000)
     parser.add_argument("--out", type=Path, help="write the Markdown report here")
@@ -370,15 +416,22 @@ def main() -> None:
     started = time.perf_counter()
     scale = args.time_scale
     rows: list[dict[str, Any]] = []
+    burst_rows: list[dict[str, Any]] = []
     for tasks in args.tasks:
-        sdk = measure("sdk", tasks, scale, {}, [])
-        rows.append(sdk)
-        # Equal detection latency: a fixed interval T has a mean latency of about T/2.
-        interval = 2 * sdk["latency_mean_ms"] / 1000
-        for client in args.clients:
-            if client != "sdk":
-                rows.append(measure(client, tasks, scale, {"interval": interval}, []))
-        print(table(rows, COMPARISON), file=sys.stderr)
+        for window, table_rows in ((args.arrival_window, rows), (0.0, burst_rows)):
+            sdk = measure("sdk", tasks, scale, {"window": window}, [])
+            sdk["arrivals"] = f"over {window:g} s" if window else "burst"
+            table_rows.append(sdk)
+            # Equal detection latency: a fixed interval T has a mean latency of about T/2.
+            interval = 2 * sdk["latency_mean_ms"] / 1000
+            for client in args.clients:
+                if client != "sdk":
+                    row = measure(
+                        client, tasks, scale, {"interval": interval, "window": window}, []
+                    )
+                    row["arrivals"] = sdk["arrivals"]
+                    table_rows.append(row)
+            print(table(table_rows, COMPARISON), file=sys.stderr)
     for tasks in args.sdk_only_tasks:
         rows.append(measure("sdk", tasks, scale, {}, []))
     state = [measure("state", n, scale, {}, []) for n in args.sdk_only_tasks or [10_000]]
@@ -404,7 +457,13 @@ def main() -> None:
         "",
         "### Throughput, CPU, requests and detection latency",
         "",
+        "Tasks arriving as a stream (as from a web app or pipeline), every client alike:",
+        "",
         table(rows, COMPARISON),
+        "",
+        "The same tasks created in one cold burst:",
+        "",
+        table(burst_rows, COMPARISON),
         "",
         "CPU per request relative to the raw aiohttp floor: "
         + ", ".join(
