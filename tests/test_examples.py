@@ -72,3 +72,51 @@ async def test_aiohttp_app_shares_one_session_across_handlers(emulator: Emulator
     )
     # The session closed with the app: its poller and polls are gone.
     assert not [t for t in asyncio.all_tasks() if t.get_name() == POLL_TASK_NAME]
+
+
+RUNNABLE = [
+    "quickstart",
+    "many_tasks",
+    "lifespan_app",
+    "bulk_jobs",
+    "track_elsewhere",
+    "errors",
+    "downloads",
+    "model_parameters",
+]
+
+
+@pytest.mark.parametrize("name", RUNNABLE)
+@pytest.mark.usefixtures("worldrouter_testing")
+async def test_docs_example_runs(
+    name: str,
+    emulator: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each docs example runs to the end against the emulator, as a user would run it."""
+    monkeypatch.setenv("WORLDROUTER_API_KEY", emulator.api_key)
+    monkeypatch.setenv("WORLDROUTER_BASE_URL", emulator.base_url)
+    monkeypatch.chdir(tmp_path)
+    await _load(name).main()
+    assert capsys.readouterr().out
+    assert emulator.counters.storage_auth_headers == 0
+
+
+async def test_docs_example_test_module_passes() -> None:
+    """The 'testing your own code' example is itself a passing pytest module."""
+    done = await anyio.run_process(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(EXAMPLES / "test_my_app.py"),
+        ],
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout.decode()[-2000:]
+    assert b"3 passed" in done.stdout

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Final
 
 from attrs import define, field, validators
 
@@ -114,3 +115,37 @@ class Limits:
     requests_per_second: float | None = field(
         default=None, validator=validators.optional(_positive)
     )
+
+
+FAST_POLL: Final = PollPolicy(initial_delay=0.005, factor=1.5, max_interval=0.02, jitter=0.0)
+"""Polls every few milliseconds: pair it with the emulator's default ``time_scale``."""
+
+FAST_RETRY: Final = RetryPolicy(attempts=4, base=0.001, cap=0.01)
+"""Retries after a millisecond or two, so fault tests stay fast."""
+
+_testing = False
+
+
+def set_testing(enabled: bool) -> None:
+    """Make sessions that use default policies poll and retry within milliseconds.
+
+    For users' own test suites (with the bundled emulator): explicit `poll=`/`retry=`
+    arguments still win.
+    """
+    global _testing
+    _testing = enabled
+
+
+def is_testing() -> bool:
+    """Whether `set_testing(True)` is in force."""
+    return _testing
+
+
+def default_poll_policy() -> PollPolicy:
+    """The poll policy a session uses when none is given."""
+    return FAST_POLL if _testing else PollPolicy()
+
+
+def default_retry_policy() -> RetryPolicy:
+    """The retry policy a session uses when none is given."""
+    return FAST_RETRY if _testing else RetryPolicy()

@@ -15,7 +15,14 @@ from typing import Any, Final, Self
 import anyio
 from yarl import URL
 
-from ._config import Limits, PollPolicy, RetryPolicy, Timeouts
+from ._config import (
+    Limits,
+    PollPolicy,
+    RetryPolicy,
+    Timeouts,
+    default_poll_policy,
+    default_retry_policy,
+)
 from ._download import Downloader, safe_name
 from ._errors import ConfigurationError, InvalidRequestError, WorldRouterError
 from ._handles import ImageResult, TaskHandle, as_completed
@@ -126,6 +133,8 @@ class Session:
     Args:
         api_key: defaults to the ``WORLDROUTER_API_KEY`` environment variable.
         base_url: defaults to ``WORLDROUTER_BASE_URL``, else the documented API URL.
+        retry, poll: default to `RetryPolicy()` and `PollPolicy()` (millisecond versions
+            under `worldrouter_async.testing.set_testing`).
         task_timeout: seconds a handle waits for its task before `TaskTimeoutError`
             (``math.inf`` waits forever); `submit` and `track` can override it.
         strict: raise `IgnoredParameterError` instead of warning when a model would
@@ -146,8 +155,8 @@ class Session:
         base_url: str | None = None,
         *,
         timeouts: Timeouts = Timeouts(),
-        retry: RetryPolicy = RetryPolicy(),
-        poll: PollPolicy = PollPolicy(),
+        retry: RetryPolicy | None = None,
+        poll: PollPolicy | None = None,
         limits: Limits = Limits(),
         task_timeout: float = 900.0,
         strict: bool = False,
@@ -156,6 +165,8 @@ class Session:
     ) -> None:
         if not task_timeout > 0:
             raise ConfigurationError(f"task_timeout must be positive (got {task_timeout!r})")
+        retry = retry or default_retry_policy()
+        poll = poll or default_poll_policy()
         self.base_url: Final = _resolve_base_url(base_url, allow_insecure=allow_insecure)
         self._counters = Counters()
         self.transport: Final = Transport(

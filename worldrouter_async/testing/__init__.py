@@ -11,16 +11,8 @@ The pytest fixtures live in ``worldrouter_async.testing.pytest_plugin``; enable 
 ``pytest_plugins = ["worldrouter_async.testing.pytest_plugin"]`` in your ``conftest.py``.
 """
 
-from typing import Final
-
-from .._config import PollPolicy, RetryPolicy
+from .._config import FAST_POLL, FAST_RETRY, is_testing, set_testing
 from ._emulator import EmulatedTask, Emulator, EmulatorCounters, Fault, FaultKind, Route
-
-FAST_POLL: Final = PollPolicy(initial_delay=0.005, factor=1.5, max_interval=0.02, jitter=0.0)
-"""Polls every few milliseconds: pair it with the emulator's default ``time_scale``."""
-
-FAST_RETRY: Final = RetryPolicy(attempts=4, base=0.001, cap=0.01)
-"""Retries after a millisecond or two, so fault tests stay fast."""
 
 __all__ = [
     "FAST_POLL",
@@ -31,4 +23,6 @@ __all__ = [
     "Fault",
     "FaultKind",
     "Route",
+    "is_testing",
+    "set_testing",
 ]

@@ -5,10 +5,11 @@ Enable with ``pytest_plugins = ["worldrouter_async.testing.pytest_plugin"]``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from .._config import is_testing, set_testing
 from .._session import Session
 from . import FAST_POLL, FAST_RETRY
 from ._emulator import Emulator
@@ -31,3 +32,14 @@ async def worldrouter_session(worldrouter_emulator: Emulator) -> AsyncIterator[S
         retry=FAST_RETRY,
     ) as session:
         yield session
+
+
+@pytest.fixture
+def worldrouter_testing() -> Iterator[None]:
+    """Sessions opened during the test use millisecond polls and retries."""
+    previous = is_testing()
+    set_testing(True)
+    try:
+        yield
+    finally:
+        set_testing(previous)
