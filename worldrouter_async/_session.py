@@ -133,8 +133,9 @@ class Session:
     Args:
         api_key: defaults to the ``WORLDROUTER_API_KEY`` environment variable.
         base_url: defaults to ``WORLDROUTER_BASE_URL``, else the documented API URL.
-        retry, poll: default to `RetryPolicy()` and `PollPolicy()` (millisecond versions
-            under `worldrouter_async.testing.set_testing`).
+        retry: how failed requests are retried (default `RetryPolicy()`).
+        poll: when pending tasks are polled (default `PollPolicy()`); both defaults become
+            millisecond versions under `worldrouter_async.testing.set_testing`.
         task_timeout: seconds a handle waits for its task before `TaskTimeoutError`
             (``math.inf`` waits forever); `submit` and `track` can override it.
         strict: raise `IgnoredParameterError` instead of warning when a model would

@@ -156,8 +156,9 @@ class Emulator:
         n_cap: the server's cap on ``n``.
         rate_limit: requests per second allowed (token bucket, `burst` deep); excess gets
             429 with Retry-After.
-        fail_rate, drop_rate, slow_rate: probabilities per API request of a 5xx, a dropped
-            connection, or an answer delayed by `slow_delay` seconds.
+        fail_rate: probability per API request of a 500, 502 or 503.
+        drop_rate: probability per API request of a dropped connection.
+        slow_rate: probability per API request of an answer delayed by `slow_delay` seconds.
 
     Example:
         >>> async def main():  # doctest: +SKIP
