@@ -120,6 +120,20 @@ async def test_create_retries_429_and_503_with_one_idempotency_key(
     assert emulator.counters.create_requests == 1  # 429/503 answered before the handler
     assert task.id in emulator.tasks
     assert session.stats.retries == 2
+    keys = emulator.idempotency_keys
+    assert len(keys) == 3
+    assert len(set(keys)) == 1
+    assert keys[0]
+
+
+async def test_each_logical_create_gets_its_own_key(session: Session, emulator: Emulator) -> None:
+    """Two creates carry two different generated keys; a caller's key is sent verbatim."""
+    await session.tasks.create("gpt-image-2", "a")
+    await session.tasks.create("gpt-image-2", "a")
+    await session.tasks.create("gpt-image-2", "a", idempotency_key="mine-1")
+    first, second, mine = emulator.idempotency_keys
+    assert first != second
+    assert mine == "mine-1"
 
 
 @pytest.mark.parametrize("kind", ["500", "drop_after_create", "500_after_create"])

@@ -215,6 +215,8 @@ class Poller:
                     timer.cancel()
 
     async def _poll(self, entry: _Entry) -> None:
+        if not entry.active:  # cancelled while waiting in the queue
+            return
         handle = entry.handle
         try:
             task = await self._fetch(handle.task_id or "")

@@ -196,6 +196,8 @@ class Emulator:
         self.counters = EmulatorCounters()
         #: (monotonic time, route, path) of every API request, when `record_requests`.
         self.requests: list[tuple[float, Route, str]] = []
+        #: The Idempotency-Key header of every create request, when `record_requests`.
+        self.idempotency_keys: list[str | None] = []
         self._record = record_requests
         self.tasks: dict[str, EmulatedTask] = {}
         self._bucket = _TokenBucket(rate_limit, burst) if rate_limit else None
@@ -452,6 +454,8 @@ class Emulator:
         route: Route = "create" if request.method == "POST" else "poll"
         if self._record:
             self.requests.append((time.monotonic(), route, request.path))
+            if route == "create":
+                self.idempotency_keys.append(request.headers.get("Idempotency-Key"))
         if self._bucket is not None and (wait := self._bucket.take()) > 0:
             return self._rate_limited(wait)
         self.counters.per_second[int(time.monotonic())] += 1
