@@ -167,12 +167,13 @@ async def _run_batch(
     concurrency: int,
     plain: bool,
 ) -> BatchSummary:
-    with make_reporter(len(items), plain=plain) as reporter:
+    reporter = make_reporter(len(items), plain=plain)
+    with reporter:
         async with BatchRunner(session, journal, out_dir=out, concurrency=concurrency) as runner:
             async for outcome in runner.run(items):
                 stats = session.stats
                 reporter.outcome(outcome, submitted=stats.creates, running=stats.pending)
-        reporter.summary(runner.summary, journal=str(journal))
+    reporter.summary(runner.summary, journal=str(journal))  # below the finished bar
     return runner.summary
 
 
