@@ -165,3 +165,19 @@ async def test_same_seed_same_durations() -> None:
             task = emulator.tasks[created["id"]]
             spans.append(round(task.finishes_at - task.started_at, 9))
     assert spans[0] == spans[1]
+
+
+async def test_slow_responses_and_random_faults_are_counted() -> None:
+    """slow_rate delays answers by slow_delay; fail_rate and drop_rate inject faults."""
+    async with Emulator(slow_rate=1.0, slow_delay=0.1) as emulator, aiohttp.ClientSession() as http:
+        started = anyio.current_time()
+        async with http.get(f"{emulator.base_url}/images/generation_tasks/x", headers=AUTH) as r:
+            assert r.status == 404
+        assert anyio.current_time() - started >= 0.1
+    async with Emulator(fail_rate=1.0, seed=3) as emulator, aiohttp.ClientSession() as http:
+        for _ in range(6):
+            async with http.get(
+                f"{emulator.base_url}/images/generation_tasks/x", headers=AUTH
+            ) as r:
+                assert r.status in (500, 502, 503)
+        assert sum(emulator.counters.faults.values()) == 6
