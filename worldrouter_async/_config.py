@@ -63,10 +63,13 @@ class PollPolicy:
     finished task is noticed at most `max_interval` late, and a task of any length costs a
     handful of polls instead of one a second.
 
-    With `adaptive` (the default), once a session has seen `min_samples` tasks of a model
-    complete, a new task of that model is first polled when the fastest tenth of recent
-    tasks had finished, instead of after `initial_delay`: tasks of one model take similar
-    times, so the polls that could not have succeeded are skipped.
+    With `adaptive` (the default) the session learns from its own tasks, grouped by shape
+    (model, size, quality, n): once `min_samples` of a shape have completed, a new task of
+    that shape is first polled just before the fastest tenth had finished. Before anything
+    of a shape has finished, only its first 8 tasks are polled on this schedule; the others
+    wait until one of those finishes (at most 4 `max_interval`s), then are first polled just
+    before their own expected finish. A burst of 1,000 similar tasks thus costs a few polls
+    each instead of one per interval.
 
     Example:
         >>> PollPolicy().interval(0, jitter=False), PollPolicy().interval(10, jitter=False)

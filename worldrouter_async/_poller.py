@@ -10,17 +10,16 @@ transport's `Throttle`.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import heapq
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Final, NoReturn
 
 from anyio.abc import TaskGroup
 
+from ._cadence import LEAD, PARK_LIMIT, PROBES, Cadence, Cohort
 from ._config import PollPolicy, RetryPolicy
 from ._errors import (
     APIError,
@@ -47,39 +46,34 @@ StatusCallback = Callable[[TaskHandle, "str | None", str], object]
 class _Entry:
     """Poller state of one pending task (slots keep 100,000 of them small)."""
 
-    __slots__ = ("active", "created", "deadline", "errors", "handle", "model", "polls")
+    __slots__ = (
+        "active",
+        "cohort",
+        "created",
+        "deadline",
+        "due",
+        "errors",
+        "handle",
+        "polls",
+        "probe",
+    )
 
     def __init__(
-        self, handle: TaskHandle, deadline: float, created: float | None, model: str | None
+        self,
+        handle: TaskHandle,
+        deadline: float,
+        created: float | None,
+        cohort: Cohort[_Entry] | None,
     ) -> None:
         self.handle = handle
         self.deadline = deadline
         self.created = created
-        self.model = model
+        self.cohort = cohort
+        self.due = math.inf
         self.polls = 0
         self.errors = 0
         self.active = True
-
-
-class _Durations:
-    """Recent task durations of one model, and the first-poll delay they suggest."""
-
-    __slots__ = ("_recent", "_sorted")
-
-    def __init__(self, size: int = 64) -> None:
-        self._recent: deque[float] = deque(maxlen=size)
-        self._sorted: list[float] = []
-
-    def add(self, seconds: float) -> None:
-        if len(self._recent) == self._recent.maxlen:
-            del self._sorted[bisect.bisect_left(self._sorted, self._recent[0])]
-        self._recent.append(seconds)
-        bisect.insort(self._sorted, seconds)
-
-    def fastest_tenth(self, min_samples: int) -> float | None:
-        if len(self._sorted) < min_samples:
-            return None
-        return self._sorted[len(self._sorted) // 10]
+        self.probe = False
 
 
 class Poller:
@@ -111,7 +105,7 @@ class Poller:
         self._seq = 0
         self._wakeup = asyncio.Event()
         self._entries: dict[TaskHandle, _Entry] = {}
-        self._durations: dict[str, _Durations] = {}
+        self._cadence: Cadence[_Entry] = Cadence()
         self._closed = False
 
     @property
@@ -122,39 +116,55 @@ class Poller:
     def track(self, handle: TaskHandle, *, timeout: float, fresh: bool) -> None:
         """Start polling `handle`'s task; `timeout` seconds from now it fails with a timeout.
 
-        `fresh` says the task was created just now, so its duration can teach the poller
-        when tasks of its model finish.
+        `fresh` says the task was created just now, so how long it takes can teach the
+        poller about tasks of the same shape (see `_cadence`).
         """
         if self._closed:
             handle.settle_error(_closed_error(handle))
             return
         now = time.monotonic()
-        model = handle.request.model if handle.request is not None else None
+        learns = fresh and self._policy.adaptive and handle.request is not None
+        cohort = self._cadence.cohort(handle.request) if learns and handle.request else None
         entry = _Entry(
             handle,
             now + timeout if math.isfinite(timeout) else math.inf,
             now if fresh else None,
-            model,
+            cohort,
         )
         self._entries[handle] = entry
         self._counters.pending += 1
-        self._schedule(entry, now + self._first_delay(model))
+        self._schedule(entry, now + self._first_delay(entry))
 
-    def _first_delay(self, model: str | None) -> float:
+    def _first_delay(self, entry: _Entry) -> float:
         delay = self._policy.interval(0)
-        if self._policy.adaptive and model is not None and model in self._durations:
-            learned = self._durations[model].fastest_tenth(self._policy.min_samples)
-            if learned is not None:
-                delay = max(delay, learned)
-        return delay
+        cohort = entry.cohort
+        if cohort is None:
+            return delay
+        learned = cohort.durations.fastest_tenth(self._policy.min_samples)
+        if learned is not None:
+            return max(delay, LEAD * learned)
+        if cohort.probes < PROBES:
+            cohort.probes += 1
+            entry.probe = True
+            return delay
+        cohort.parked.append(entry)
+        return PARK_LIMIT * self._policy.max_interval
 
-    def _learn(self, entry: _Entry) -> None:
-        if entry.created is None or entry.model is None:
+    def _learn(self, entry: _Entry, *, completed: bool) -> None:
+        """Feed a finished task's duration to its cohort and release the parked tasks."""
+        cohort, created = entry.cohort, entry.created
+        if cohort is None or created is None:
             return
-        durations = self._durations.get(entry.model)
-        if durations is None:
-            durations = self._durations[entry.model] = _Durations()
-        durations.add(time.monotonic() - entry.created)
+        now = time.monotonic()
+        if completed:
+            cohort.durations.add(now - created)
+        if not cohort.parked:
+            return
+        learned = cohort.durations.fastest_tenth(1) or now - created
+        parked, cohort.parked = cohort.parked, []
+        for waiting in parked:
+            if waiting.active and waiting.created is not None:
+                self._schedule(waiting, max(now, waiting.created + LEAD * learned))
 
     def untrack(self, handle: TaskHandle) -> None:
         """Stop polling `handle` (its heap slot is skipped lazily)."""
@@ -162,6 +172,8 @@ class Poller:
         if entry is not None:
             entry.active = False
             self._counters.pending -= 1
+            if entry.probe and entry.cohort is not None:
+                entry.cohort.probes -= 1
 
     def close(self) -> None:
         """End every outstanding handle with `SessionClosedError`; later tracks fail at once."""
@@ -196,7 +208,8 @@ class Poller:
             await self._poll(await self._due.get())
 
     def _schedule(self, entry: _Entry, due: float) -> None:
-        due = min(due, entry.deadline)
+        """Put `entry` in the heap at `due`; an earlier heap item of it becomes stale."""
+        due = entry.due = min(due, entry.deadline)
         self._seq += 1
         heap = self._heap
         if not heap or due < heap[0][0]:
@@ -207,8 +220,8 @@ class Poller:
         heap = self._heap
         loop = asyncio.get_running_loop()
         while True:
-            while heap and not heap[0][2].active:
-                heapq.heappop(heap)
+            while heap and (not heap[0][2].active or heap[0][0] != heap[0][2].due):
+                heapq.heappop(heap)  # cancelled, or rescheduled since it was pushed
             delay = heap[0][0] - time.monotonic() if heap else math.inf
             if delay <= self._slack:
                 return heapq.heappop(heap)[2]
@@ -244,8 +257,9 @@ class Poller:
         previous = handle.observe(task)
         if previous != task.status and self._on_status is not None:
             self._notify(handle, previous, task.status)
+        if task.is_terminal:
+            self._learn(entry, completed=task.status == TaskStatus.COMPLETED)
         if task.status == TaskStatus.COMPLETED:
-            self._learn(entry)
             self._counters.completed += 1
             self._counters.add_usage(task.usage)
             self._settle(entry, None, ImageResult.from_task(task))
