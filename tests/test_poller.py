@@ -342,3 +342,38 @@ async def test_adaptive_first_poll_skips_polls_that_cannot_succeed(
     fixed = await mean_polls_of_second_wave(adaptive=False)
     adaptive = await mean_polls_of_second_wave(adaptive=True)
     assert adaptive <= fixed - 0.5, (adaptive, fixed)
+
+
+async def test_a_cold_burst_polls_only_its_probes_until_one_finishes(
+    make_session: SessionFactory, emulator: Emulator
+) -> None:
+    """With nothing of a shape finished yet, 8 tasks are polled; the rest wait (bounded)."""
+    policy = PollPolicy(initial_delay=0.005, factor=1.5, max_interval=0.05, jitter=0.0)
+    async with make_session(poll=policy) as session:
+        handles = await session.submit_many(
+            [{"model": "gpt-image-2", "prompt": f"[never] {i}"} for i in range(30)]
+        )
+        await anyio.sleep(0.1)  # well before the park limit of 4 x 0.05 s
+        assert len(emulator.counters.polls_by_task) == 8
+        await anyio.sleep(0.25)  # past the park limit: every task has been polled
+        assert len(emulator.counters.polls_by_task) == 30
+        for handle in handles:
+            handle.cancel()
+
+
+async def test_parked_tasks_are_released_when_a_probe_finishes(
+    make_session: SessionFactory, emulator: Emulator
+) -> None:
+    """The first finished probe releases the parked tasks long before the park limit."""
+    policy = PollPolicy(initial_delay=0.005, factor=1.5, max_interval=0.25, jitter=0.0)
+    async with make_session(poll=policy) as session:
+        probes = [await session.submit("gpt-image-2", f"probe {i}") for i in range(8)]
+        parked = await session.submit_many(
+            [{"model": "gpt-image-2", "prompt": f"[never] {i}"} for i in range(12)]
+        )
+        for probe in probes:
+            await probe
+        await anyio.sleep(0.2)  # the park limit is 4 x 0.25 = 1 s
+        assert all(emulator.counters.polls_by_task[h.task_id or ""] for h in parked)
+        for handle in parked:
+            handle.cancel()
