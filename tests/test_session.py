@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import anyio
 import pytest
 
 from worldrouter_async import ConfigurationError, InvalidRequestError, Session
@@ -88,3 +91,13 @@ async def test_track_refuses_an_empty_task_id(session: Session) -> None:
     """A blank task ID is an InvalidRequestError, not a GET to the collection."""
     with pytest.raises(InvalidRequestError, match="task_id must be a non-empty string"):
         session.track("")
+
+
+@pytest.mark.anyio
+async def test_cancelled_open_leaves_nothing_running(emulator: Emulator) -> None:
+    """A timeout around opening a session cancels cleanly: no poller task is left behind."""
+    session = Session(emulator.api_key, emulator.base_url)
+    with anyio.move_on_after(0):
+        await session.__aenter__()
+    await anyio.sleep(0.01)
+    assert not [t for t in asyncio.all_tasks() if "worldrouter-async poller" in t.get_name()]

@@ -29,7 +29,7 @@ from ._handles import ImageResult, TaskHandle, as_completed
 from ._poller import Poller, StatusCallback
 from ._stats import Counters, SessionStats
 from ._support import check_support
-from ._transport import Secret, Transport
+from ._transport import Secret, Transport, logger
 from .models import ImageRequest, ImageTask, converter
 
 DEFAULT_BASE_URL: Final = "https://inference-api-pre-d80ca3.worldrouter.ai/v1"
@@ -206,9 +206,22 @@ class Session:
         self._runner = asyncio.get_running_loop().create_task(
             self._run_poller(started), name=f"worldrouter-async poller {self.base_url}"
         )
-        await started.wait()
+        self._runner.add_done_callback(self._on_poller_exit)
+        try:
+            await started.wait()
+        except BaseException:  # cancelled while opening: leave nothing running behind
+            await self.aclose()
+            raise
         self._state = "open"
         return self
+
+    def _on_poller_exit(self, runner: asyncio.Task[None]) -> None:
+        """If the poller ever stops by itself (a bug), end every handle rather than hang."""
+        if runner.cancelled():
+            return
+        error = runner.exception()
+        logger.error("the poller stopped unexpectedly; pending tasks end", exc_info=error)
+        self._poller.close()
 
     async def __aexit__(
         self,
