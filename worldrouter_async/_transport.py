@@ -45,6 +45,7 @@ logger: Final = logging.getLogger("worldrouter_async")
 USER_AGENT: Final = f"worldrouter-async/{__version__}"
 _SNIPPET: Final = 200
 _RATE_WINDOW: Final = 2.0  # seconds of accepted requests behind the adaptive rate estimate
+_BACK_OFF: Final = 0.95  # after a 429, pace at this fraction of the rate just granted
 _T = TypeVar("_T")
 
 
@@ -71,7 +72,7 @@ class Throttle:
 
     One pause for everyone is what stops a thundering herd: after a 429 no request goes out
     until its Retry-After has passed, whichever coroutine hit it. Without a configured rate,
-    a 429 also turns on pacing at 90% of the rate the server was just granting, which then
+    a 429 also turns on pacing at 95% of the rate the server was just granting, which then
     grows by 10% for every second without a 429 (additive-increase, multiplicative-decrease
     in spirit), so a saturated session settles just under the server's limit.
     """
@@ -132,8 +133,8 @@ class Throttle:
         now = time.monotonic()
         if len(self._successes) >= 2:
             granted = len(self._successes) / max(now - self._successes[0], 1e-3)
-            if not self._interval or granted * 0.9 < 1.0 / self._interval:
-                self._set_rate(granted * 0.9)
+            if not self._interval or granted * _BACK_OFF < 1.0 / self._interval:
+                self._set_rate(granted * _BACK_OFF)
             self._last_raise = now
         until = now + seconds
         if until <= self.paused_until:
