@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -216,3 +217,46 @@ async def test_kill_9_and_resume_never_loses_or_double_creates(
     assert len({r.task_id for r in rows}) == count
     assert emulator.counters.idempotent_replays >= 1  # the lost answer was resent by key
     assert "(resubmitted)" in final.stdout.decode() or emulator.counters.idempotent_replays > 1
+
+
+async def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """SIGINT mid-run exits 130 with a plain message; the rerun completes, nothing doubled."""
+    count = 16
+    emulator.time_scale = 0.03
+    prompts = tmp_path / "p.jsonl"
+    _write_prompts(prompts, count)
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "worldrouter_async",
+        "batch",
+        str(prompts),
+        "--out",
+        str(out),
+        "--model",
+        "gpt-image-2",
+        "--concurrency",
+        "4",
+        "--plain",
+        "--base-url",
+        emulator.base_url,
+        *FAST,
+    ]
+    env = _env(WORLDROUTER_API_KEY=emulator.api_key)
+    async with await anyio.open_process(command, env=env) as process:
+        with anyio.fail_after(30):
+            while emulator.counters.creates < 6:
+                await anyio.sleep(0.002)
+        process.send_signal(signal.SIGINT)
+        assert await process.wait() == 130
+        assert process.stderr is not None
+        stderr = (await process.stderr.receive()).decode()
+    assert "interrupted; rerun the same command to resume" in stderr
+    assert "Traceback" not in stderr
+    final = await anyio.run_process(command, env=env, check=False)
+    assert final.returncode == 0, final.stderr
+    assert emulator.counters.creates == count
+    assert [r.state for r in read_rows(out / "journal.sqlite3")] == [State.COMPLETED] * count

@@ -6,6 +6,7 @@ and a bounded pool finishes them (journal, download). Nothing here spawns a task
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -262,7 +263,13 @@ class BatchRunner:
         source: str,
         done: MemoryObjectSendStream[_Done],
     ) -> None:
-        handle.add_done_callback(lambda finished: done.send_nowait((row, finished, source)))
+        def on_done(finished: TaskHandle) -> None:
+            # After an interrupted run the stream is closed; the journal already holds the
+            # task ID, so the next run tracks the task again.
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                done.send_nowait((row, finished, source))
+
+        handle.add_done_callback(on_done)
 
     async def _create_worker(
         self, creates: deque[JournalRow], done: MemoryObjectSendStream[_Done]
