@@ -227,9 +227,115 @@ async def worker_state(
     return {"resolved": {}, "failed": 0, "state_bytes_per_task": allocated / tasks}
 
 
+# --- per-request cost at steady state: the same requests, the same schedule ---------------
+
+
+async def _never_ending(base_url: str, tasks: int) -> list[str]:
+    """Create `tasks` tasks that never finish (setup, before any clock starts)."""
+    url = f"{base_url}/images/generation_tasks"
+    limit = asyncio.Semaphore(64)
+    async with aiohttp.ClientSession(headers=HEADERS) as http:
+
+        async def create(index: int) -> str:
+            async with (
+                limit,
+                http.post(url, json={"model": MODEL, "prompt": f"[never] {index}"}) as r,
+            ):
+                return str((await r.json())["id"])
+
+        return list(await asyncio.gather(*(create(i) for i in range(tasks))))
+
+
+async def worker_sdk_polls(
+    base_url: str, tasks: int, scale: float, options: dict[str, Any]
+) -> dict[str, Any]:
+    """The SDK polling `tasks` pending tasks every `interval` seconds for `duration`."""
+    import worldrouter_async as wr
+
+    ids = await _never_ending(base_url, tasks)
+    interval = options["interval"]
+    policy = wr.PollPolicy(
+        initial_delay=interval, factor=1.0, max_interval=interval, jitter=0.0, adaptive=False
+    )
+    async with wr.Session("test-key", base_url, poll=policy) as session:
+        cpu = time.process_time()
+        handles = [session.track(task_id) for task_id in ids]
+        await asyncio.sleep(options["duration"])
+        phase_cpu = time.process_time() - cpu
+        for handle in handles:
+            handle.cancel()
+    return {"resolved": {}, "failed": 0, "phase_cpu": phase_cpu}
+
+
+async def worker_raw_polls(
+    base_url: str, tasks: int, scale: float, options: dict[str, Any]
+) -> dict[str, Any]:
+    """The raw floor on the same schedule: one loop per task, sleep, GET, json.loads."""
+    ids = await _never_ending(base_url, tasks)
+    url = f"{base_url}/images/generation_tasks"
+    interval = options["interval"]
+    async with aiohttp.ClientSession(headers=HEADERS) as http:
+
+        async def poll(task_id: str) -> None:
+            while True:
+                await asyncio.sleep(interval)
+                async with http.get(f"{url}/{task_id}") as r:
+                    json.loads(await r.read())
+
+        cpu = time.process_time()
+        loops = [asyncio.create_task(poll(task_id)) for task_id in ids]
+        await asyncio.sleep(options["duration"])
+        phase_cpu = time.process_time() - cpu
+        for loop in loops:
+            loop.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+    return {"resolved": {}, "failed": 0, "phase_cpu": phase_cpu}
+
+
+async def worker_sdk_creates(
+    base_url: str, tasks: int, scale: float, options: dict[str, Any]
+) -> dict[str, Any]:
+    """The SDK creating `tasks` tasks, 64 at a time (validation, idempotency key, handle)."""
+    import worldrouter_async as wr
+
+    policy = wr.PollPolicy(initial_delay=3600.0, max_interval=3600.0, adaptive=False)
+    limits = wr.Limits(max_concurrent_creates=64)
+    async with wr.Session("test-key", base_url, poll=policy, limits=limits) as session:
+        cpu = time.process_time()
+        handles = await session.submit_many(
+            ({"model": MODEL, "prompt": f"bench {i}"} for i in range(tasks)), concurrency=64
+        )
+        phase_cpu = time.process_time() - cpu
+        for handle in handles:
+            handle.cancel()
+    return {"resolved": {}, "failed": 0, "phase_cpu": phase_cpu}
+
+
+async def worker_raw_creates(
+    base_url: str, tasks: int, scale: float, options: dict[str, Any]
+) -> dict[str, Any]:
+    """The raw floor: `tasks` POSTs, 64 at a time, json.dumps and json.loads."""
+    url = f"{base_url}/images/generation_tasks"
+    limit = asyncio.Semaphore(64)
+    json_type = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(headers=HEADERS) as http:
+
+        async def create(index: int) -> str:
+            payload = json.dumps({"model": MODEL, "prompt": f"bench {index}"}).encode()
+            async with limit, http.post(url, data=payload, headers=json_type) as r:
+                return str(json.loads(await r.read())["id"])
+
+        cpu = time.process_time()
+        await asyncio.gather(*(create(i) for i in range(tasks)))
+        phase_cpu = time.process_time() - cpu
+    return {"resolved": {}, "failed": 0, "phase_cpu": phase_cpu}
+
+
 WORKER_IMPORTS: dict[str, tuple[str, ...]] = {
     "sdk": ("worldrouter_async",),
     "state": ("worldrouter_async",),
+    "sdk_polls": ("worldrouter_async",),
+    "sdk_creates": ("worldrouter_async",),
     "openai": ("openai",),
 }
 
@@ -239,12 +345,30 @@ WORKERS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
     "openai": worker_openai,
     "raw": worker_raw,
     "state": worker_state,
+    "sdk_polls": worker_sdk_polls,
+    "raw_polls": worker_raw_polls,
+    "sdk_creates": worker_sdk_creates,
+    "raw_creates": worker_raw_creates,
 }
+
+
+def _settle_allocator() -> None:
+    """Start every client from the same allocator state.
+
+    asyncio reads each socket into a fresh 256 KiB buffer. Until a process frees a block
+    above glibc's dynamic mmap threshold (128 KiB at start), every such buffer is mmap'ed,
+    page-faulted, shrunk and unmapped, which makes each read several times dearer. Whether
+    a client happened to free one early (a big list or dict resize) decided up to a fifth of
+    its CPU time, so each worker frees one block before the clocks start.
+    """
+    block = bytearray(1 << 20)
+    del block
 
 
 def run_worker(args: argparse.Namespace) -> None:
     """Entry point of a worker process: measure one client and print JSON."""
     options = json.loads(args.options)
+    _settle_allocator()
     # Import the client's library before the clocks start: import time is paid once per
     # process, not per request, and is reported on its own.
     cpu = time.process_time()
@@ -361,9 +485,37 @@ def measure(
             "latency_max_ms": 1000 * latencies[-1],
             "latency_mean_ms": 1000 * statistics.fmean(latencies),
         }
+    if "phase_cpu" in result:
+        # Steady-state workers time one phase only: the polls, or the creates.
+        phase_requests = server["polls"] if worker.endswith("_polls") else server["create_requests"]
+        row["phase_requests"] = phase_requests
+        row["cpu_us_per_request"] = result["phase_cpu"] / phase_requests * 1e6
     if "state_bytes_per_task" in result:
         row["state_bytes_per_task"] = result["state_bytes_per_task"]
     return row
+
+
+STEADY_INTERVAL = 0.5
+STEADY_DURATION = 5.0
+STEADY_CREATES = 10_000
+
+
+def steady_state(scale: float, repeats: int) -> list[dict[str, Any]]:
+    """Per-request CPU of polls and of creates alone, SDK against raw, median of repeats."""
+    plan = [
+        ("polls", 1000, {"interval": STEADY_INTERVAL, "duration": STEADY_DURATION}),
+        ("creates", STEADY_CREATES, {}),
+    ]
+    rows = []
+    for kind, tasks, options in plan:
+        medians = {}
+        for client in ("sdk", "raw"):
+            runs = [measure(f"{client}_{kind}", tasks, scale, options, []) for _ in range(repeats)]
+            row = sorted(runs, key=lambda r: r["cpu_us_per_request"])[repeats // 2]
+            medians[client] = row["cpu_us_per_request"]
+            rows.append(row | {"client": client, "requests": kind})
+        rows[-2]["vs_raw"] = f"{medians['sdk'] / medians['raw']:.2f}x"
+    return rows
 
 
 def _fmt(value: Any) -> str:
@@ -421,6 +573,7 @@ def main() -> None:
     )
     parser.add_argument("--rate-limit", type=float, default=400.0)
     parser.add_argument("--rate-tasks", type=int, default=3000)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per steady-state row")
     parser.add_argument("--out", type=Path, help="write the Markdown report here")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
@@ -460,6 +613,7 @@ def main() -> None:
             row = measure("sdk", tasks, scale, {"window": window}, [])
             row["arrivals"] = f"over {window:g} s" if window else "burst"
             table_rows.append(row)
+    steady = steady_state(scale, args.repeats)
     state = [measure("state", n, scale, {}, []) for n in args.sdk_only_tasks or [10_000]]
     limited = [
         measure("sdk", args.rate_tasks, scale, {}, ["--rate-limit", str(args.rate_limit)]),
@@ -472,7 +626,11 @@ def main() -> None:
         ),
     ]
     limited[1]["client"] = "sdk + requests_per_second"
-    raw_floor = {r["tasks"]: r["cpu_us_per_request"] for r in rows if r["client"] == "raw"}
+    raw_floor = {
+        (r["tasks"], r["arrivals"]): r["cpu_us_per_request"]
+        for r in rows + burst_rows
+        if r["client"] == "raw"
+    }
     report = [
         f"Command: `python benchmarks/run.py {' '.join(sys.argv[1:])}`  ",
         f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
@@ -493,11 +651,19 @@ def main() -> None:
         "",
         "CPU per request relative to the raw aiohttp floor: "
         + ", ".join(
-            f"{r['client']} at {r['tasks']:,} tasks "
-            f"{r['cpu_us_per_request'] / raw_floor[r['tasks']]:.2f}x"
-            for r in rows
-            if r["tasks"] in raw_floor and r["client"] != "raw"
+            f"{r['client']} {r['tasks']:,} {r['arrivals']} "
+            f"{r['cpu_us_per_request'] / raw_floor[r['tasks'], r['arrivals']]:.2f}x"
+            for r in rows + burst_rows
+            if (r["tasks"], r["arrivals"]) in raw_floor and r["client"] != "raw"
         ),
+        "",
+        "### CPU per request at steady state: the same requests on the same schedule",
+        "",
+        f"Median of {args.repeats} runs each. Polls: 1,000 pending tasks polled every "
+        f"{STEADY_INTERVAL:g} s for {STEADY_DURATION:g} s. Creates: {STEADY_CREATES:,} "
+        "creates, 64 at a time.",
+        "",
+        table(steady, ["client", "requests", "phase_requests", "cpu_us_per_request", "vs_raw"]),
         "",
         "### Poller state per pending task",
         "",

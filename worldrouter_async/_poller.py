@@ -195,7 +195,8 @@ class Poller:
             task_group.start_soon(self._poll_worker, name=POLL_TASK_NAME)
         while True:
             entry = await self._next_due()
-            await self._throttle.wait_unpaused()  # pacing happens per request, in the transport
+            if self._throttle.holding:  # pacing happens per request, in the transport
+                await self._throttle.wait_unpaused()
             if not entry.active:
                 continue
             if self._due.full():

@@ -99,6 +99,11 @@ class Throttle:
         """The requests per second being paced to now, or None when not pacing."""
         return 1.0 / self._interval if self._interval else None
 
+    @property
+    def holding(self) -> bool:
+        """True while requests must wait (a 429 pause or pacing); checked before `wait`."""
+        return bool(self._interval) or self.paused_until > time.monotonic()
+
     async def wait_unpaused(self) -> None:
         """Return once no 429 pause is in force."""
         # A loop, not an Event: a later 429 may extend the pause while we sleep.
@@ -392,7 +397,8 @@ class Transport:
         client = self._client
         if client is None:
             raise RuntimeError("the transport is not open; use 'async with Session(...)'")
-        await self.throttle.wait()
+        if self.throttle.holding:  # a coroutine per request only when it may have to wait
+            await self.throttle.wait()
         try:
             async with client.request(
                 method, url, data=body, headers=headers, allow_redirects=False
