@@ -331,11 +331,14 @@ async def worker_raw_creates(
     return {"resolved": {}, "failed": 0, "phase_cpu": phase_cpu}
 
 
+# anyio imports its asyncio backend on first use: a one-time cost per process, like an
+# import, so it is loaded (and reported) with the SDK's imports.
+_SDK_IMPORTS = ("worldrouter_async", "anyio._backends._asyncio")
 WORKER_IMPORTS: dict[str, tuple[str, ...]] = {
-    "sdk": ("worldrouter_async",),
-    "state": ("worldrouter_async",),
-    "sdk_polls": ("worldrouter_async",),
-    "sdk_creates": ("worldrouter_async",),
+    "sdk": _SDK_IMPORTS,
+    "state": _SDK_IMPORTS,
+    "sdk_polls": _SDK_IMPORTS,
+    "sdk_creates": _SDK_IMPORTS,
     "openai": ("openai",),
 }
 
