@@ -187,6 +187,7 @@ class Session:
             counters=self._counters,
             on_status=on_status,
         )
+        self._untrack = self._poller.untrack  # one bound method shared by every handle
         self._downloader = Downloader(timeouts=timeouts, limits=limits, retry=retry)
         self._limits = limits
         self._task_timeout = task_timeout
@@ -373,7 +374,7 @@ class Session:
         deadline = self._task_timeout if timeout is None else timeout
         if not deadline > 0 or math.isnan(deadline):
             raise InvalidRequestError(f"timeout must be positive seconds (got {timeout!r})")
-        handle = TaskHandle(task_id, request=request, task=task, on_cancel=self._poller.untrack)
+        handle = TaskHandle(task_id, request=request, task=task, on_cancel=self._untrack)
         self._poller.track(handle, timeout=deadline, fresh=task is not None)
         return handle
 

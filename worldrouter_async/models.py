@@ -96,9 +96,12 @@ def _check_compression(instance: object, attribute: attrs.Attribute[Any], value:
         )
 
 
+_NO_EXTRA: Final[Mapping[str, Any]] = MappingProxyType({})
+
+
 def _freeze_extra(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    if value is None:
-        return MappingProxyType({})
+    if not value and (value is None or isinstance(value, Mapping)):
+        return _NO_EXTRA  # shared: most requests have no extra, and each one is kept
     if not isinstance(value, Mapping):
         raise InvalidRequestError(f"extra must be a mapping of parameter names (got {value!r})")
     return MappingProxyType(dict(value))
@@ -239,11 +242,11 @@ def _structure_request(value: object, _: type) -> ImageRequest:
         return value
     if not isinstance(value, Mapping):
         raise InvalidRequestError(f"a request must be a mapping or ImageRequest (got {value!r})")
-    unknown = sorted(str(key) for key in value if key not in _REQUEST_FIELDS)
-    if unknown:
+    if unknown := value.keys() - _REQUEST_FIELDS:
+        names = ", ".join(sorted(map(repr, unknown)))
         raise InvalidRequestError(
-            f"unknown request parameter(s) {', '.join(map(repr, unknown))}; known parameters "
-            f"are {', '.join(sorted(_REQUEST_FIELDS))}; put parameters this SDK does not know "
+            f"unknown request parameter(s) {names}; known parameters are "
+            f"{', '.join(sorted(_REQUEST_FIELDS))}; put parameters this SDK does not know "
             "yet in extra={...}"
         )
     for required in ("model", "prompt"):
