@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -246,6 +246,17 @@ async def _never_ending(base_url: str, tasks: int) -> list[str]:
         return list(await asyncio.gather(*(create(i) for i in range(tasks))))
 
 
+async def _sdk_phase(session: Any, phase: Callable[[Any], Awaitable[list[Any]]]) -> dict[str, Any]:
+    """Time `phase` inside `session`, then cancel the handles it returns."""
+    async with session:
+        cpu = time.process_time()
+        handles = await phase(session)
+        phase_cpu = time.process_time() - cpu
+        for handle in handles:
+            handle.cancel()
+    return {"resolved": {}, "failed": 0, "phase_cpu": phase_cpu}
+
+
 async def worker_sdk_polls(
     base_url: str, tasks: int, scale: float, options: dict[str, Any]
 ) -> dict[str, Any]:
@@ -257,14 +268,13 @@ async def worker_sdk_polls(
     policy = wr.PollPolicy(
         initial_delay=interval, factor=1.0, max_interval=interval, jitter=0.0, adaptive=False
     )
-    async with wr.Session("test-key", base_url, poll=policy) as session:
-        cpu = time.process_time()
+
+    async def track(session: wr.Session) -> list[wr.TaskHandle]:
         handles = [session.track(task_id) for task_id in ids]
         await asyncio.sleep(options["duration"])
-        phase_cpu = time.process_time() - cpu
-        for handle in handles:
-            handle.cancel()
-    return {"resolved": {}, "failed": 0, "phase_cpu": phase_cpu}
+        return handles
+
+    return await _sdk_phase(wr.Session("test-key", base_url, poll=policy), track)
 
 
 async def worker_raw_polls(
@@ -300,15 +310,13 @@ async def worker_sdk_creates(
 
     policy = wr.PollPolicy(initial_delay=3600.0, max_interval=3600.0, adaptive=False)
     limits = wr.Limits(max_concurrent_creates=64)
-    async with wr.Session("test-key", base_url, poll=policy, limits=limits) as session:
-        cpu = time.process_time()
-        handles = await session.submit_many(
-            ({"model": MODEL, "prompt": f"bench {i}"} for i in range(tasks)), concurrency=64
-        )
-        phase_cpu = time.process_time() - cpu
-        for handle in handles:
-            handle.cancel()
-    return {"resolved": {}, "failed": 0, "phase_cpu": phase_cpu}
+
+    async def create(session: wr.Session) -> list[wr.TaskHandle]:
+        requests = ({"model": MODEL, "prompt": f"bench {i}"} for i in range(tasks))
+        return await session.submit_many(requests, concurrency=64)
+
+    session = wr.Session("test-key", base_url, poll=policy, limits=limits)
+    return await _sdk_phase(session, create)
 
 
 async def worker_raw_creates(
@@ -342,7 +350,7 @@ WORKER_IMPORTS: dict[str, tuple[str, ...]] = {
     "openai": ("openai",),
 }
 
-WORKERS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
+WORKERS: dict[str, Callable[..., Coroutine[Any, Any, dict[str, Any]]]] = {
     "sdk": worker_sdk,
     "naive": worker_naive,
     "openai": worker_openai,
@@ -562,6 +570,11 @@ RATE = [
 ]
 
 
+def _runs(repeats: int) -> str:
+    """How the steady-state rows were aggregated, in words."""
+    return "One run each" if repeats == 1 else f"Median of {repeats} runs each"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, nargs="*", default=[1000, 10_000])
@@ -662,7 +675,7 @@ def main() -> None:
         "",
         "### CPU per request at steady state: the same requests on the same schedule",
         "",
-        f"Median of {args.repeats} runs each. Polls: 1,000 pending tasks polled every "
+        f"{_runs(args.repeats)}. Polls: 1,000 pending tasks polled every "
         f"{STEADY_INTERVAL:g} s for {STEADY_DURATION:g} s. Creates: {STEADY_CREATES:,} "
         "creates, 64 at a time.",
         "",
