@@ -35,8 +35,8 @@ IGNORED_PARAMETERS: Final[dict[str, frozenset[str]]] = {
 
 def ignored_parameters(request: ImageRequest) -> tuple[str, ...]:
     """The parameters `request` sets that its model will silently ignore, sorted."""
-    ignored = IGNORED_PARAMETERS.get(request.model, frozenset())
-    return tuple(sorted(request.set_parameters() & ignored))
+    ignored = IGNORED_PARAMETERS.get(request.model)
+    return tuple(sorted(request.set_parameters() & ignored)) if ignored else ()
 
 
 def _caller_stacklevel() -> int:
