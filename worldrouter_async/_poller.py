@@ -195,7 +195,7 @@ class Poller:
             task_group.start_soon(self._poll_worker, name=POLL_TASK_NAME)
         while True:
             entry = await self._next_due()
-            if self._throttle.holding:  # pacing happens per request, in the transport
+            if self._throttle.paused:  # pacing happens per request, in the transport
                 await self._throttle.wait_unpaused()
             if not entry.active:
                 continue
@@ -287,7 +287,7 @@ class Poller:
         if self._past_deadline(entry):
             return
         entry.errors += 1
-        if isinstance(exc, RateLimitError) and self._throttle.paused_until > time.monotonic():
+        if isinstance(exc, RateLimitError) and self._throttle.paused:
             due = self._throttle.paused_until
         else:
             due = time.monotonic() + max(

@@ -100,9 +100,14 @@ class Throttle:
         return 1.0 / self._interval if self._interval else None
 
     @property
+    def paused(self) -> bool:
+        """True while a 429 pause is in force."""
+        return self.paused_until > time.monotonic()
+
+    @property
     def holding(self) -> bool:
         """True while requests must wait (a 429 pause or pacing); checked before `wait`."""
-        return bool(self._interval) or self.paused_until > time.monotonic()
+        return bool(self._interval) or self.paused
 
     async def wait_unpaused(self) -> None:
         """Return once no 429 pause is in force."""

@@ -100,11 +100,12 @@ _NO_EXTRA: Final[Mapping[str, Any]] = MappingProxyType({})
 
 
 def _freeze_extra(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    if not value and (value is None or isinstance(value, Mapping)):
-        return _NO_EXTRA  # shared: most requests have no extra, and each one is kept
+    if value is None:
+        return _NO_EXTRA
     if not isinstance(value, Mapping):
         raise InvalidRequestError(f"extra must be a mapping of parameter names (got {value!r})")
-    return MappingProxyType(dict(value))
+    # Shared when empty: most requests have no extra, and each one is kept until it ends.
+    return MappingProxyType(dict(value)) if value else _NO_EXTRA
 
 
 def _check_extra(
