@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib
 import json
 import platform
@@ -185,6 +186,22 @@ async def worker_openai(
         )
 
 
+_JSON_TYPE = {"Content-Type": "application/json"}
+
+
+async def _raw_create(http: aiohttp.ClientSession, url: str, prompt: str) -> str:
+    """The raw floor's create: json.dumps, POST, json.loads; returns the task ID."""
+    payload = json.dumps({"model": MODEL, "prompt": prompt}).encode()
+    async with http.post(url, data=payload, headers=_JSON_TYPE) as r:
+        return str(json.loads(await r.read())["id"])
+
+
+async def _raw_status(http: aiohttp.ClientSession, url: str, task_id: str) -> str:
+    """The raw floor's poll: GET and json.loads; returns the status."""
+    async with http.get(f"{url}/{task_id}") as r:
+        return str(json.loads(await r.read())["status"])
+
+
 async def worker_raw(
     base_url: str, tasks: int, scale: float, options: dict[str, Any]
 ) -> dict[str, Any]:
@@ -192,18 +209,15 @@ async def worker_raw(
     url = f"{base_url}/images/generation_tasks"
     async with aiohttp.ClientSession(headers=HEADERS) as http:
 
-        async def create(index: int) -> str:
-            payload = json.dumps({"model": MODEL, "prompt": f"bench {index}"}).encode()
-            json_type = {"Content-Type": "application/json"}
-            async with http.post(url, data=payload, headers=json_type) as r:
-                return str(json.loads(await r.read())["id"])
-
-        async def status_of(task_id: str) -> str:
-            async with http.get(f"{url}/{task_id}") as r:
-                return str(json.loads(await r.read())["status"])
+        def create(index: int) -> Awaitable[str]:
+            return _raw_create(http, url, f"bench {index}")
 
         return await _fixed_interval_loop(
-            tasks, options["interval"], options.get("window", 0.0), create, status_of
+            tasks,
+            options["interval"],
+            options.get("window", 0.0),
+            create,
+            functools.partial(_raw_status, http, url),
         )
 
 
@@ -237,11 +251,8 @@ async def _never_ending(base_url: str, tasks: int) -> list[str]:
     async with aiohttp.ClientSession(headers=HEADERS) as http:
 
         async def create(index: int) -> str:
-            async with (
-                limit,
-                http.post(url, json={"model": MODEL, "prompt": f"[never] {index}"}) as r,
-            ):
-                return str((await r.json())["id"])
+            async with limit:
+                return await _raw_create(http, url, f"[never] {index}")
 
         return list(await asyncio.gather(*(create(i) for i in range(tasks))))
 
@@ -289,8 +300,7 @@ async def worker_raw_polls(
         async def poll(task_id: str) -> None:
             while True:
                 await asyncio.sleep(interval)
-                async with http.get(f"{url}/{task_id}") as r:
-                    json.loads(await r.read())
+                await _raw_status(http, url, task_id)
 
         cpu = time.process_time()
         loops = [asyncio.create_task(poll(task_id)) for task_id in ids]
@@ -325,13 +335,11 @@ async def worker_raw_creates(
     """The raw floor: `tasks` POSTs, 64 at a time, json.dumps and json.loads."""
     url = f"{base_url}/images/generation_tasks"
     limit = asyncio.Semaphore(64)
-    json_type = {"Content-Type": "application/json"}
     async with aiohttp.ClientSession(headers=HEADERS) as http:
 
         async def create(index: int) -> str:
-            payload = json.dumps({"model": MODEL, "prompt": f"bench {index}"}).encode()
-            async with limit, http.post(url, data=payload, headers=json_type) as r:
-                return str(json.loads(await r.read())["id"])
+            async with limit:
+                return await _raw_create(http, url, f"bench {index}")
 
         cpu = time.process_time()
         await asyncio.gather(*(create(i) for i in range(tasks)))
