@@ -244,17 +244,23 @@ async def worker_state(
 # --- per-request cost at steady state: the same requests, the same schedule ---------------
 
 
+async def _raw_create_many(
+    http: aiohttp.ClientSession, url: str, prefix: str, tasks: int
+) -> list[str]:
+    """Create `tasks` tasks, 64 at a time, prompted `prefix 0`, `prefix 1`...; their IDs."""
+    limit = asyncio.Semaphore(64)
+
+    async def create(index: int) -> str:
+        async with limit:
+            return await _raw_create(http, url, f"{prefix} {index}")
+
+    return list(await asyncio.gather(*(create(i) for i in range(tasks))))
+
+
 async def _never_ending(base_url: str, tasks: int) -> list[str]:
     """Create `tasks` tasks that never finish (setup, before any clock starts)."""
-    url = f"{base_url}/images/generation_tasks"
-    limit = asyncio.Semaphore(64)
     async with aiohttp.ClientSession(headers=HEADERS) as http:
-
-        async def create(index: int) -> str:
-            async with limit:
-                return await _raw_create(http, url, f"[never] {index}")
-
-        return list(await asyncio.gather(*(create(i) for i in range(tasks))))
+        return await _raw_create_many(http, f"{base_url}/images/generation_tasks", "[never]", tasks)
 
 
 async def _sdk_phase(session: Any, phase: Callable[[Any], Awaitable[list[Any]]]) -> dict[str, Any]:
@@ -334,15 +340,9 @@ async def worker_raw_creates(
 ) -> dict[str, Any]:
     """The raw floor: `tasks` POSTs, 64 at a time, json.dumps and json.loads."""
     url = f"{base_url}/images/generation_tasks"
-    limit = asyncio.Semaphore(64)
     async with aiohttp.ClientSession(headers=HEADERS) as http:
-
-        async def create(index: int) -> str:
-            async with limit:
-                return await _raw_create(http, url, f"bench {index}")
-
         cpu = time.process_time()
-        await asyncio.gather(*(create(i) for i in range(tasks)))
+        await _raw_create_many(http, url, "bench", tasks)
         phase_cpu = time.process_time() - cpu
     return {"resolved": {}, "failed": 0, "phase_cpu": phase_cpu}
 
