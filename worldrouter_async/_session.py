@@ -142,6 +142,10 @@ class Session:
             ignore a parameter.
         allow_insecure: allow a plain ``http://`` base URL to a non-loopback host.
         on_status: called as ``on_status(handle, old, new)`` on every status change.
+        retry_ambiguous_creates: resend a create that may have reached the server with the
+            same ``Idempotency-Key``. Turn it on only if your deployment deduplicates creates
+            by that key: the API documentation does not promise it, so the default is off
+            and an ambiguous create raises `AmbiguousCreateError`.
 
     Example:
         >>> async def main():  # doctest: +SKIP
@@ -163,6 +167,7 @@ class Session:
         strict: bool = False,
         allow_insecure: bool = False,
         on_status: StatusCallback | None = None,
+        retry_ambiguous_creates: bool = False,
     ) -> None:
         if not task_timeout > 0:
             raise ConfigurationError(f"task_timeout must be positive (got {task_timeout!r})")
@@ -192,6 +197,7 @@ class Session:
         self._limits = limits
         self._task_timeout = task_timeout
         self._strict = strict
+        self._retry_ambiguous_creates = retry_ambiguous_creates
         self._runner: asyncio.Task[None] | None = None
         self._state = "new"
         self.tasks: Final = Tasks(self)
@@ -256,6 +262,11 @@ class Session:
         async with anyio.create_task_group() as task_group:
             started.set()
             await self._poller.run(task_group)
+
+    @property
+    def retry_ambiguous_creates(self) -> bool:
+        """Whether creates that may have reached the server are resent with the same key."""
+        return self._retry_ambiguous_creates
 
     @property
     def stats(self) -> SessionStats:
