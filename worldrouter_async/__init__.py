@@ -34,6 +34,7 @@ from ._errors import (
     TaskTimeoutError,
     WorldRouterError,
 )
+from ._events import LocalStatus, StatusChange, StatusListener, StatusStream
 from ._handles import ImageResult, TaskHandle, as_completed
 from ._session import Session, Tasks
 from ._stats import SessionStats
@@ -61,6 +62,7 @@ __all__ = [
     "ImageTask",
     "InvalidRequestError",
     "Limits",
+    "LocalStatus",
     "NotFoundError",
     "PermissionDeniedError",
     "PollPolicy",
@@ -70,6 +72,9 @@ __all__ = [
     "Session",
     "SessionClosedError",
     "SessionStats",
+    "StatusChange",
+    "StatusListener",
+    "StatusStream",
     "TaskCancelledError",
     "TaskError",
     "TaskFailedError",

@@ -137,8 +137,7 @@ class TaskHandle:
         """Stop tracking this task; waiters get `TaskCancelledError`. False if already done."""
         if self.done():
             return False
-        if self._on_cancel is not None:
-            self._on_cancel(self)
+        on_cancel = self._on_cancel
         self.settle_error(
             TaskCancelledError(
                 f"tracking of task {self._task_id} was cancelled; the task may still run "
@@ -146,6 +145,8 @@ class TaskHandle:
                 task_id=self._task_id or "",
             )
         )
+        if on_cancel is not None:  # after settling, so it sees the handle done
+            on_cancel(self)
         return True
 
     def add_done_callback(self, callback: Callable[[TaskHandle], object]) -> None:

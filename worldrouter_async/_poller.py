@@ -30,6 +30,7 @@ from ._errors import (
     TaskNotFoundError,
     TaskTimeoutError,
 )
+from ._events import StatusFeed
 from ._handles import ImageResult, TaskHandle
 from ._stats import Counters
 from ._transport import Throttle
@@ -38,9 +39,6 @@ from .models import ImageTask, TaskStatus
 logger: Final = logging.getLogger("worldrouter_async")
 
 POLL_TASK_NAME: Final = "worldrouter-async poll"
-
-StatusCallback = Callable[[TaskHandle, "str | None", str], object]
-"""``on_status(handle, old_status, new_status)``, called on every status change."""
 
 
 class _Entry:
@@ -88,7 +86,7 @@ class Poller:
         throttle: Throttle,
         max_inflight: int,
         counters: Counters,
-        on_status: StatusCallback | None = None,
+        events: StatusFeed,
     ) -> None:
         self._fetch = fetch
         self._policy = policy
@@ -100,7 +98,7 @@ class Poller:
         self._slack = min(policy.initial_delay / 10, policy.max_interval / 100, 0.05)
         self._due: asyncio.Queue[_Entry] = asyncio.Queue(maxsize=max_inflight)
         self._counters = counters
-        self._on_status = on_status
+        self._events = events
         self._heap: list[tuple[float, int, _Entry]] = []
         self._seq = 0
         self._wakeup = asyncio.Event()
@@ -121,6 +119,7 @@ class Poller:
         """
         if self._closed:
             handle.settle_error(_closed_error(handle))
+            self._events.ended(handle)
             return
         now = time.monotonic()
         learns = fresh and self._policy.adaptive and handle.request is not None
@@ -184,6 +183,7 @@ class Poller:
             entry.active = False
             self._counters.pending -= 1
             entry.handle.settle_error(_closed_error(entry.handle))
+            self._events.ended(entry.handle)
 
     async def run(self, task_group: TaskGroup) -> NoReturn:
         """The poller loop: hand each task to a poll worker when due, forever.
@@ -256,8 +256,6 @@ class Poller:
         handle = entry.handle
         entry.errors = 0
         previous = handle.observe(task)
-        if previous != task.status and self._on_status is not None:
-            self._notify(handle, previous, task.status)
         if task.is_terminal:
             self._learn(entry, completed=task.status == TaskStatus.COMPLETED)
         if task.status == TaskStatus.COMPLETED:
@@ -275,7 +273,10 @@ class Poller:
                     message=error.message if error else "the server gave no reason",
                 ),
             )
-        elif not self._past_deadline(entry):
+        # Published after a final status settles the handle, before a deadline can end it.
+        if previous != task.status:
+            self._events.changed(handle, previous, task.status)
+        if not task.is_terminal and not self._past_deadline(entry):
             entry.polls += 1
             self._schedule(entry, time.monotonic() + self._policy.interval(entry.polls))
 
@@ -324,13 +325,7 @@ class Poller:
             entry.handle.settle_result(result)
         elif error is not None:
             entry.handle.settle_error(error)
-
-    def _notify(self, handle: TaskHandle, old: str | None, new: str) -> None:
-        assert self._on_status is not None
-        try:
-            self._on_status(handle, old, new)
-        except Exception:
-            logger.exception("on_status callback raised for task %s", handle.task_id)
+            self._events.ended(entry.handle)
 
 
 def _is_transient(exc: APIError) -> bool:

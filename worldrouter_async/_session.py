@@ -25,8 +25,9 @@ from ._config import (
 )
 from ._download import Downloader, safe_name
 from ._errors import ConfigurationError, InvalidRequestError, WorldRouterError
+from ._events import DEFAULT_BUFFER, StatusFeed, StatusListener, StatusStream
 from ._handles import ImageResult, TaskHandle, as_completed
-from ._poller import Poller, StatusCallback
+from ._poller import Poller
 from ._stats import Counters, SessionStats
 from ._support import check_support
 from ._transport import Secret, Transport, logger
@@ -141,7 +142,9 @@ class Session:
         strict: raise `IgnoredParameterError` instead of warning when a model would
             ignore a parameter.
         allow_insecure: allow a plain ``http://`` base URL to a non-loopback host.
-        on_status: called as ``on_status(handle, old, new)`` on every status change.
+        on_status: a plain function called as ``on_status(change)`` with a `StatusChange`
+            on every status change, including local endings (timeout, cancel, close); an
+            ``async def`` function is refused with `TypeError` (see `status_changes`).
         retry_ambiguous_creates: resend a create that may have reached the server with the
             same ``Idempotency-Key``. Turn it on only if your deployment deduplicates creates
             by that key: the API documentation does not promise it, so the default is off
@@ -166,11 +169,12 @@ class Session:
         task_timeout: float = 900.0,
         strict: bool = False,
         allow_insecure: bool = False,
-        on_status: StatusCallback | None = None,
+        on_status: StatusListener | None = None,
         retry_ambiguous_creates: bool = False,
     ) -> None:
         if not task_timeout > 0:
             raise ConfigurationError(f"task_timeout must be positive (got {task_timeout!r})")
+        self._feed = StatusFeed(on_status)  # first: refuses an async on_status at once
         retry = retry or default_retry_policy()
         poll = poll or default_poll_policy()
         self.base_url: Final = _resolve_base_url(base_url, allow_insecure=allow_insecure)
@@ -190,9 +194,9 @@ class Session:
             throttle=self.transport.throttle,
             max_inflight=limits.max_inflight_polls,
             counters=self._counters,
-            on_status=on_status,
+            events=self._feed,
         )
-        self._untrack = self._poller.untrack  # one bound method shared by every handle
+        self._untrack = self._cancelled  # one bound method shared by every handle
         self._downloader = Downloader(timeouts=timeouts, limits=limits, retry=retry)
         self._limits = limits
         self._task_timeout = task_timeout
@@ -247,6 +251,7 @@ class Session:
             return
         self._state = "closed"
         self._poller.close()
+        self._feed.close()
         runner, self._runner = self._runner, None
         try:
             if runner is not None:
@@ -262,6 +267,28 @@ class Session:
         async with anyio.create_task_group() as task_group:
             started.set()
             await self._poller.run(task_group)
+
+    def _cancelled(self, handle: TaskHandle) -> None:
+        """A handle's tracking was cancelled: stop polling it and report the ending."""
+        self._poller.untrack(handle)
+        self._feed.ended(handle)
+
+    def status_changes(self, *, buffer: int = DEFAULT_BUFFER) -> StatusStream:
+        """An async iterator of every `StatusChange` of this session from now on.
+
+        Each stream buffers up to `buffer` changes; when its reader falls that far behind,
+        the oldest change is dropped and counted in `StatusStream.dropped`, so the poller
+        never waits for a reader. Iteration ends when the session closes, after the
+        ``closed`` endings of the tasks still pending. Open it before submitting to see
+        every change of those tasks.
+
+        Example:
+            >>> async def main(session):  # doctest: +SKIP
+            ...     async with session.status_changes() as changes:
+            ...         async for change in changes:
+            ...             print(change.task_id, change.new, change.final)
+        """
+        return self._feed.subscribe(buffer)
 
     @property
     def retry_ambiguous_creates(self) -> bool:

@@ -30,3 +30,24 @@ async def usage() -> None:
             async for outcome in runner.run([wr.ImageRequest(model="m", prompt="p")]):
                 assert_type(outcome, Outcome)
         assert_type(runner.summary, BatchSummary)
+        async with session.status_changes(buffer=64) as changes:
+            async for change in changes:
+                assert_type(change, wr.StatusChange)
+                assert_type(change.new, str)
+                assert_type(change.old, str | None)
+                assert_type(change.final, bool)
+        assert_type(changes.dropped, int)
+
+
+def on_status(change: wr.StatusChange) -> None:
+    """A plain function is an `on_status` listener."""
+
+
+async def on_status_async(change: wr.StatusChange) -> None:
+    """An async function is not: nothing would await it."""
+
+
+def listeners() -> None:
+    wr.Session(on_status=on_status)
+    wr.Session(on_status=print)
+    wr.Session(on_status=on_status_async)  # type: ignore[arg-type]
