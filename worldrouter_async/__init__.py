@@ -36,6 +36,7 @@ from ._errors import (
 )
 from ._events import LocalStatus, StatusChange, StatusListener, StatusStream
 from ._handles import ImageResult, TaskHandle, as_completed
+from ._pipeline import Pipeline
 from ._session import Session, Tasks
 from ._stats import SessionStats
 from ._support import SUPPORTED_MODELS, ignored_parameters
@@ -65,6 +66,7 @@ __all__ = [
     "LocalStatus",
     "NotFoundError",
     "PermissionDeniedError",
+    "Pipeline",
     "PollPolicy",
     "RateLimitError",
     "RetryPolicy",

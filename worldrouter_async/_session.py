@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import math
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
@@ -27,6 +28,7 @@ from ._download import Downloader, safe_name
 from ._errors import ConfigurationError, InvalidRequestError, WorldRouterError
 from ._events import DEFAULT_BUFFER, StatusFeed, StatusListener, StatusStream
 from ._handles import ImageResult, TaskHandle, as_completed
+from ._pipeline import Pipeline, RequestLike
 from ._poller import Poller
 from ._stats import Counters, SessionStats
 from ._support import check_support
@@ -36,9 +38,6 @@ from .models import ImageRequest, ImageTask, converter
 DEFAULT_BASE_URL: Final = "https://inference-api-pre-d80ca3.worldrouter.ai/v1"
 API_KEY_ENV: Final = "WORLDROUTER_API_KEY"
 BASE_URL_ENV: Final = "WORLDROUTER_BASE_URL"
-
-RequestLike = ImageRequest | Mapping[str, Any]
-"""What `Session.submit_many` accepts: an `ImageRequest`, or a mapping of its fields."""
 
 
 def _resolve_api_key(api_key: str | None) -> Secret:
@@ -377,20 +376,64 @@ class Session:
         async def submit_worker() -> None:
             # A fixed pool of `limit` workers: no task per request, whatever the count.
             for index, item in work:
-                try:
-                    request = converter.structure(item, ImageRequest)
-                except WorldRouterError as exc:
-                    handles[index] = TaskHandle.failed(exc)
-                    continue
-                try:
-                    handles[index] = await self.submit_request(request, timeout=timeout)
-                except WorldRouterError as exc:
-                    handles[index] = TaskHandle.failed(exc, request=request)
+                handles[index] = await self._submit_item(item, timeout=timeout)
 
         async with anyio.create_task_group() as task_group:
             for _ in range(min(limit, len(items))):
                 task_group.start_soon(submit_worker)
         return [handle for handle in handles if handle is not None]
+
+    def pipeline(
+        self,
+        requests: Iterable[RequestLike] | AsyncIterable[RequestLike],
+        *,
+        max_pending: int = 64,
+        ordered: bool = False,
+        timeout: float | None = None,
+    ) -> Pipeline:
+        """Run a stream of requests through a window of at most `max_pending` tasks.
+
+        `requests` may be endless (a generator, or an async generator fed by a queue): a
+        request is taken only when the window has room, and a finished handle holds its
+        place until you take it, so a reader that stops reading stops new creates. Yields
+        done handles, first finished first (``ordered=True``: in input order); a failed
+        request yields a handle that raises its error. Leaving the block stops creating
+        and stops tracking unfinished tasks.
+
+        Args:
+            max_pending: requests being created, tasks pending, and finished handles not
+                yet taken, together.
+            ordered: yield in input order; one slow task then holds back the others.
+            timeout: seconds each task may take (default: the session's task_timeout).
+
+        Example:
+            >>> async def main(session, prompts):  # doctest: +SKIP
+            ...     requests = ({"model": "gpt-image-2", "prompt": p} for p in prompts)
+            ...     async with session.pipeline(requests, max_pending=16) as handles:
+            ...         async for handle in handles:
+            ...             print(handle.task_id, handle.exception() or handle.result().urls)
+        """
+        self._check_open()
+        if max_pending < 1:
+            raise InvalidRequestError(f"max_pending must be at least 1 (got {max_pending!r})")
+        return Pipeline(
+            functools.partial(self._submit_item, timeout=timeout),
+            requests,
+            max_pending=max_pending,
+            ordered=ordered,
+            workers=self._limits.max_concurrent_creates,
+        )
+
+    async def _submit_item(self, item: RequestLike, *, timeout: float | None) -> TaskHandle:
+        """Submit one request; a validation or create error becomes a failed handle."""
+        try:
+            request = converter.structure(item, ImageRequest)
+        except WorldRouterError as exc:
+            return TaskHandle.failed(exc)
+        try:
+            return await self.submit_request(request, timeout=timeout)
+        except WorldRouterError as exc:
+            return TaskHandle.failed(exc, request=request)
 
     def track(self, task_id: str, *, timeout: float | None = None) -> TaskHandle:
         """Attach to a task created earlier (by another process, or before a restart).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import assert_type
 
@@ -37,6 +38,22 @@ async def usage() -> None:
                 assert_type(change.old, str | None)
                 assert_type(change.final, bool)
         assert_type(changes.dropped, int)
+        requests = ({"model": "m", "prompt": p} for p in ("a", "b"))
+        async with session.pipeline(requests, max_pending=8, ordered=True) as finished:
+            async for done in finished:
+                assert_type(done, wr.TaskHandle)
+        assert_type(finished, wr.Pipeline)
+
+
+async def request_stream() -> AsyncIterator[wr.ImageRequest]:
+    """An async generator of requests is a pipeline input too."""
+    yield wr.ImageRequest(model="m", prompt="p")
+
+
+async def pipelines(session: wr.Session) -> None:
+    async with session.pipeline(request_stream()) as finished:
+        assert_type(finished.pending, int)
+        assert_type(await anext(finished), wr.TaskHandle)
 
 
 def on_status(change: wr.StatusChange) -> None:
