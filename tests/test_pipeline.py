@@ -139,9 +139,10 @@ async def test_break_cancels_outstanding_work_and_closes_the_input(
     async with session.pipeline(requests(), max_pending=6) as handles:
         async for handle in handles:
             assert handle.result().urls
-            await _until(lambda: emulator.counters.creates == 7)
+            await _until(lambda: session.stats.pending == 6)  # all six created and tracked
             break
     assert closed.is_set()
+    assert emulator.counters.creates == 7
     assert not _workers_left()
     assert session.stats.pending == 0
     await session.aclose()
@@ -200,5 +201,7 @@ async def test_a_pipeline_is_used_inside_async_with(session: Session) -> None:
         session.pipeline([], max_pending=0)
     async with pipeline as handles:
         assert [h async for h in handles] == []
+    with pytest.raises(RuntimeError, match="pipeline is closed"):
+        await anext(pipeline)
     with pytest.raises(RuntimeError, match="entered once"):
         await pipeline.__aenter__()

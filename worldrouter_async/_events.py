@@ -97,7 +97,7 @@ class StatusListener(Protocol):
         """Handle one status change."""
 
 
-def check_listener(listener: StatusListener) -> None:
+def _check_listener(listener: StatusListener) -> None:
     """Refuse a coroutine function as ``on_status``: nothing would ever await its result."""
     if inspect.iscoroutinefunction(listener) or inspect.iscoroutinefunction(
         getattr(listener, "__call__", None)  # noqa: B004 (an object with an async __call__)
@@ -141,7 +141,7 @@ class StatusStream:
         """How many changes were dropped because the buffer was full."""
         return self._dropped
 
-    def push(self, change: StatusChange) -> None:
+    def _push(self, change: StatusChange) -> None:
         """Buffer `change` (feed side), dropping the oldest one if the buffer is full."""
         if self._closed:
             return
@@ -150,14 +150,14 @@ class StatusStream:
         self._buffer.append(change)
         self._wakeup.set()
 
-    def end(self) -> None:
+    def _end(self) -> None:
         """Stop accepting changes; iteration ends once the buffer is drained (feed side)."""
         self._closed = True
         self._wakeup.set()
 
     async def aclose(self) -> None:
         """Stop the stream now, discarding buffered changes."""
-        self.end()
+        self._end()
         self._buffer.clear()
 
     def __aiter__(self) -> Self:
@@ -191,7 +191,7 @@ class StatusFeed:
 
     def __init__(self, listener: StatusListener | None) -> None:
         if listener is not None:
-            check_listener(listener)
+            _check_listener(listener)
         self._listener = listener
         self._streams: weakref.WeakSet[StatusStream] = weakref.WeakSet()
         self._closed = False
@@ -213,7 +213,7 @@ class StatusFeed:
             raise InvalidRequestError(f"buffer must be at least 1 change (got {buffer!r})")
         stream = StatusStream(buffer)
         if self._closed:
-            stream.end()
+            stream._end()
         else:
             self._streams.add(stream)
         return stream
@@ -224,11 +224,11 @@ class StatusFeed:
         streams = list(self._streams)
         self._streams.clear()
         for stream in streams:
-            stream.end()
+            stream._end()
 
     def _publish(self, change: StatusChange) -> None:
         for stream in list(self._streams):
-            stream.push(change)
+            stream._push(change)
         if self._listener is None:
             return
         try:

@@ -134,14 +134,11 @@ class Pipeline:
         return False
 
     def __aiter__(self) -> Self:
-        if self._state != "running":
-            raise RuntimeError(
-                "iterate a pipeline inside its block: "
-                "'async with session.pipeline(requests) as handles: async for handle in handles'"
-            )
+        self._check_running()
         return self
 
     async def __anext__(self) -> TaskHandle:
+        self._check_running()
         while True:
             handle = self._take()
             if handle is not None:
@@ -155,6 +152,13 @@ class Pipeline:
                 raise StopAsyncIteration
             self._wakeup.clear()
             await self._wakeup.wait()
+
+    def _check_running(self) -> None:
+        if self._state != "running":
+            raise RuntimeError(
+                f"this pipeline is {self._state}; iterate it inside its block: "
+                "'async with session.pipeline(requests) as handles: async for handle in handles'"
+            )
 
     def _take(self) -> TaskHandle | None:
         if not self._ordered:
