@@ -103,9 +103,9 @@ def _check_listener(listener: StatusListener) -> None:
         getattr(listener, "__call__", None)  # noqa: B004 (an object with an async __call__)
     ):
         raise TypeError(
-            f"on_status must be a plain (synchronous) function, got the coroutine function "
-            f"{listener!r}; iterate 'async for change in session.status_changes()' to handle "
-            "changes asynchronously"
+            f"on_status must be a plain (synchronous) function, but {listener!r} is async and "
+            "nothing would await it; to handle changes asynchronously, iterate "
+            "'async for change in session.status_changes()' instead"
         )
 
 
