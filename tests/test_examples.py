@@ -83,6 +83,7 @@ RUNNABLE = [
     "errors",
     "downloads",
     "model_parameters",
+    "emulator",
 ]
 
 

@@ -89,7 +89,7 @@ class TaskHandle:
     def failed(cls, error: BaseException, *, request: ImageRequest | None = None) -> TaskHandle:
         """A handle for a request whose create failed: awaiting it raises `error`."""
         handle = cls(getattr(error, "task_id", None), request=request)
-        handle.settle_error(error)
+        handle._settle_error(error)
         return handle
 
     def __repr__(self) -> str:
@@ -139,7 +139,7 @@ class TaskHandle:
             return False
         if self._on_cancel is not None:
             self._on_cancel(self)
-        self.settle_error(
+        self._settle_error(
             TaskCancelledError(
                 f"tracking of task {self._task_id} was cancelled; the task may still run "
                 "on the server: Session.track it again to get its result",
@@ -179,19 +179,19 @@ class TaskHandle:
     def __await__(self) -> Generator[Any, None, ImageResult]:
         return self.wait().__await__()
 
-    def observe(self, task: ImageTask) -> str | None:
+    def _observe(self, task: ImageTask) -> str | None:
         """Record a fresh server view of the task; returns the previous status."""
         previous = self._status
         self._task = task
         self._status = task.status
         return previous
 
-    def settle_result(self, result: ImageResult) -> None:
+    def _settle_result(self, result: ImageResult) -> None:
         """Resolve the handle with a result (poller side)."""
         self._result = result
         self._finish()
 
-    def settle_error(self, error: BaseException) -> None:
+    def _settle_error(self, error: BaseException) -> None:
         """Resolve the handle with an error (poller side)."""
         self._error = error
         self._finish()

@@ -120,7 +120,7 @@ class Poller:
         poller about tasks of the same shape (see `_cadence`).
         """
         if self._closed:
-            handle.settle_error(_closed_error(handle))
+            handle._settle_error(_closed_error(handle))
             return
         now = time.monotonic()
         learns = fresh and self._policy.adaptive and handle.request is not None
@@ -183,7 +183,7 @@ class Poller:
         for entry in entries.values():
             entry.active = False
             self._counters.pending -= 1
-            entry.handle.settle_error(_closed_error(entry.handle))
+            entry.handle._settle_error(_closed_error(entry.handle))
 
     async def run(self, task_group: TaskGroup) -> NoReturn:
         """The poller loop: hand each task to a poll worker when due, forever.
@@ -255,7 +255,7 @@ class Poller:
     def _on_task(self, entry: _Entry, task: ImageTask) -> None:
         handle = entry.handle
         entry.errors = 0
-        previous = handle.observe(task)
+        previous = handle._observe(task)
         if previous != task.status and self._on_status is not None:
             self._notify(handle, previous, task.status)
         if task.is_terminal:
@@ -321,9 +321,9 @@ class Poller:
     ) -> None:
         self.untrack(entry.handle)
         if result is not None:
-            entry.handle.settle_result(result)
+            entry.handle._settle_result(result)
         elif error is not None:
-            entry.handle.settle_error(error)
+            entry.handle._settle_error(error)
 
     def _notify(self, handle: TaskHandle, old: str | None, new: str) -> None:
         assert self._on_status is not None
