@@ -37,6 +37,11 @@ class ImageResult:
             task=task,
         )
 
+    @property
+    def request_id(self) -> str | None:
+        """The ``x-request-id`` of the answer that reported the task completed, if sent."""
+        return self.task.request_id
+
 
 class TaskHandle:
     """One submitted or tracked task; ``await handle`` gives its `ImageResult`.

@@ -6,7 +6,16 @@ from pathlib import Path
 from typing import assert_type
 
 import worldrouter_async as wr
-from worldrouter_async.batch import BatchRunner, BatchSummary, Outcome
+from worldrouter_async.batch import (
+    BatchItem,
+    BatchRunner,
+    BatchSummary,
+    JournalRow,
+    LineError,
+    Outcome,
+    read_jsonl,
+    read_rows,
+)
 
 
 async def usage() -> None:
@@ -19,6 +28,7 @@ async def usage() -> None:
         result = await handle
         assert_type(result, wr.ImageResult)
         assert_type(result.urls, tuple[str, ...])
+        assert_type(result.request_id, str | None)
         handles = await session.submit_many([wr.ImageRequest(model="m", prompt="p")])
         assert_type(handles, list[wr.TaskHandle])
         async for done in session.as_completed(handles):
@@ -30,3 +40,11 @@ async def usage() -> None:
             async for outcome in runner.run([wr.ImageRequest(model="m", prompt="p")]):
                 assert_type(outcome, Outcome)
         assert_type(runner.summary, BatchSummary)
+        async with BatchRunner(session, Path("job.sqlite3"), out_dir="images"):
+            pass
+    assert_type(read_jsonl("prompts.jsonl"), tuple[list[BatchItem], list[LineError]])
+    assert_type(read_rows(Path("job.sqlite3")), list[JournalRow])
+    try:
+        pass
+    except wr.APIStatusError as exc:
+        assert_type(exc.status_code, int)
