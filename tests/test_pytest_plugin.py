@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,9 @@ import pytest
 EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
 
 pytestmark = pytest.mark.slow
+needs_pytest_asyncio = pytest.mark.skipif(
+    find_spec("pytest_asyncio") is None, reason="pytest-asyncio (the test extra) is not installed"
+)
 
 
 def _run(pytester: pytest.Pytester, example: str, *ini_lines: str) -> pytest.RunResult:
@@ -18,6 +22,7 @@ def _run(pytester: pytest.Pytester, example: str, *ini_lines: str) -> pytest.Run
     return pytester.runpytest_subprocess("-W", "error", "-p", "no:cacheprovider")
 
 
+@needs_pytest_asyncio
 @pytest.mark.parametrize("mode", ["strict", "auto"])
 def test_fixtures_run_on_the_pytest_asyncio_loop(pytester: pytest.Pytester, mode: str) -> None:
     """Under pytest-asyncio, in strict and auto mode, the fixtures share the test's loop."""
@@ -30,6 +35,7 @@ def test_fixtures_run_on_the_pytest_asyncio_loop(pytester: pytest.Pytester, mode
     result.assert_outcomes(passed=2)
 
 
+@needs_pytest_asyncio
 def test_fixtures_run_on_the_anyio_loop_beside_pytest_asyncio(pytester: pytest.Pytester) -> None:
     """Anyio tests get the fixtures on anyio's loop while pytest-asyncio is loaded too."""
     result = _run(
