@@ -11,7 +11,7 @@ import pytest
 from worldrouter_async import Session
 from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator
 
-pytest_plugins = ["worldrouter_async.testing.pytest_plugin"]
+pytest_plugins = ["pytester", "worldrouter_async.testing.pytest_plugin"]
 
 SessionFactory = Callable[..., AbstractAsyncContextManager[Session]]
 

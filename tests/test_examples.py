@@ -161,6 +161,7 @@ RUNNABLE = [
     "downloads",
     "model_parameters",
     "pipelines",
+    "emulator",
 ]
 
 

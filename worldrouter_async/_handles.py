@@ -37,6 +37,11 @@ class ImageResult:
             task=task,
         )
 
+    @property
+    def request_id(self) -> str | None:
+        """The ``x-request-id`` of the answer that reported the task completed, if sent."""
+        return self.task.request_id
+
 
 class TaskHandle:
     """One submitted or tracked task; ``await handle`` gives its `ImageResult`.
@@ -89,7 +94,7 @@ class TaskHandle:
     def failed(cls, error: BaseException, *, request: ImageRequest | None = None) -> TaskHandle:
         """A handle for a request whose create failed: awaiting it raises `error`."""
         handle = cls(getattr(error, "task_id", None), request=request)
-        handle.settle_error(error)
+        handle._settle_error(error)
         return handle
 
     def __repr__(self) -> str:
@@ -138,7 +143,7 @@ class TaskHandle:
         if self.done():
             return False
         on_cancel = self._on_cancel
-        self.settle_error(
+        self._settle_error(
             TaskCancelledError(
                 f"tracking of task {self._task_id} was cancelled; the task may still run "
                 "on the server: Session.track it again to get its result",
@@ -180,19 +185,19 @@ class TaskHandle:
     def __await__(self) -> Generator[Any, None, ImageResult]:
         return self.wait().__await__()
 
-    def observe(self, task: ImageTask) -> str | None:
+    def _observe(self, task: ImageTask) -> str | None:
         """Record a fresh server view of the task; returns the previous status."""
         previous = self._status
         self._task = task
         self._status = task.status
         return previous
 
-    def settle_result(self, result: ImageResult) -> None:
+    def _settle_result(self, result: ImageResult) -> None:
         """Resolve the handle with a result (poller side)."""
         self._result = result
         self._finish()
 
-    def settle_error(self, error: BaseException) -> None:
+    def _settle_error(self, error: BaseException) -> None:
         """Resolve the handle with an error (poller side)."""
         self._error = error
         self._finish()

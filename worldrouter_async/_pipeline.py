@@ -114,7 +114,7 @@ class Pipeline:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        """Stop creating, stop tracking unfinished tasks, and wait for the workers to end."""
+        # Stop creating, stop tracking unfinished tasks, and wait for the workers to end.
         self._state = "closed"
         assert self._task_group is not None
         self._task_group.cancel_scope.cancel()

@@ -118,7 +118,7 @@ class Poller:
         poller about tasks of the same shape (see `_cadence`).
         """
         if self._closed:
-            handle.settle_error(_closed_error(handle))
+            handle._settle_error(_closed_error(handle))
             self._events.ended(handle)
             return
         now = time.monotonic()
@@ -182,7 +182,7 @@ class Poller:
         for entry in entries.values():
             entry.active = False
             self._counters.pending -= 1
-            entry.handle.settle_error(_closed_error(entry.handle))
+            entry.handle._settle_error(_closed_error(entry.handle))
             self._events.ended(entry.handle)
 
     async def run(self, task_group: TaskGroup) -> NoReturn:
@@ -255,7 +255,7 @@ class Poller:
     def _on_task(self, entry: _Entry, task: ImageTask) -> None:
         handle = entry.handle
         entry.errors = 0
-        previous = handle.observe(task)
+        previous = handle._observe(task)
         if task.is_terminal:
             self._learn(entry, completed=task.status == TaskStatus.COMPLETED)
         if task.status == TaskStatus.COMPLETED:
@@ -322,9 +322,9 @@ class Poller:
     ) -> None:
         self.untrack(entry.handle)
         if result is not None:
-            entry.handle.settle_result(result)
+            entry.handle._settle_result(result)
         elif error is not None:
-            entry.handle.settle_error(error)
+            entry.handle._settle_error(error)
             self._events.ended(entry.handle)
 
 

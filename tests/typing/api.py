@@ -7,7 +7,16 @@ from pathlib import Path
 from typing import assert_type
 
 import worldrouter_async as wr
-from worldrouter_async.batch import BatchRunner, BatchSummary, Outcome
+from worldrouter_async.batch import (
+    BatchItem,
+    BatchRunner,
+    BatchSummary,
+    JournalRow,
+    LineError,
+    Outcome,
+    read_jsonl,
+    read_rows,
+)
 
 
 async def usage() -> None:
@@ -20,6 +29,7 @@ async def usage() -> None:
         result = await handle
         assert_type(result, wr.ImageResult)
         assert_type(result.urls, tuple[str, ...])
+        assert_type(result.request_id, str | None)
         handles = await session.submit_many([wr.ImageRequest(model="m", prompt="p")])
         assert_type(handles, list[wr.TaskHandle])
         async for done in session.as_completed(handles):
@@ -43,6 +53,14 @@ async def usage() -> None:
             async for done in finished:
                 assert_type(done, wr.TaskHandle)
         assert_type(finished, wr.Pipeline)
+        async with BatchRunner(session, Path("job.sqlite3"), out_dir="images"):
+            pass
+    assert_type(read_jsonl("prompts.jsonl"), tuple[list[BatchItem], list[LineError]])
+    assert_type(read_rows(Path("job.sqlite3")), list[JournalRow])
+    try:
+        pass
+    except wr.APIStatusError as exc:
+        assert_type(exc.status_code, int)
 
 
 async def request_stream() -> AsyncIterator[wr.ImageRequest]:

@@ -8,6 +8,7 @@ resume without losing a task or paying for one twice.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
@@ -208,11 +209,12 @@ class AsyncJournal:
         await anyio.to_thread.run_sync(self._journal.count_sends, key, limiter=self._limiter)
 
 
-def read_rows(path: Path) -> list[JournalRow]:
+def read_rows(path: str | os.PathLike[str]) -> list[JournalRow]:
     """Read a journal without writing to it (for `worldrouter-async status`)."""
-    if not path.exists():
-        raise FileNotFoundError(f"no journal at {path}")
-    journal = Journal(path)
+    journal_file = Path(path)
+    if not journal_file.exists():
+        raise FileNotFoundError(f"no journal at {journal_file}")
+    journal = Journal(journal_file)
     try:
         return journal.rows()
     finally:

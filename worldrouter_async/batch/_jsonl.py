@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ def parse_line(
 
 
 def read_jsonl(
-    path: Path, *, defaults: Mapping[str, Any] | None = None
+    path: str | os.PathLike[str], *, defaults: Mapping[str, Any] | None = None
 ) -> tuple[list[BatchItem], list[LineError]]:
     """Every request in `path` plus the lines that failed, each with its line number.
 
@@ -65,7 +66,7 @@ def read_jsonl(
     items: list[BatchItem] = []
     errors: list[LineError] = []
     seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as file:
+    with Path(path).open(encoding="utf-8") as file:
         for number, text in enumerate(file, start=1):
             parsed = parse_line(text, line=number, defaults=defaults or {})
             if isinstance(parsed, BatchItem) and parsed.key in seen:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 import uuid
 from collections import Counter, deque
@@ -120,9 +121,9 @@ class BatchRunner:
     def __init__(
         self,
         session: Session,
-        journal: str | Path,
+        journal: str | os.PathLike[str],
         *,
-        out_dir: str | Path | None = None,
+        out_dir: str | os.PathLike[str] | None = None,
         concurrency: int = 16,
         timeout: float | None = None,
     ) -> None:

@@ -141,8 +141,12 @@ def _error(status: int, message: str, code: str, kind: str) -> web.Response:
     return web.json_response(
         {"error": {"message": message, "type": kind, "code": code, "param": None}},
         status=status,
-        headers={"x-request-id": f"req_{uuid.uuid4().hex[:12]}"},
+        headers={"x-request-id": _request_id()},
     )
+
+
+def _request_id() -> str:
+    return f"req_{uuid.uuid4().hex[:12]}"
 
 
 class Emulator:
@@ -228,7 +232,7 @@ class Emulator:
 
     async def start(self) -> None:
         """Serve the API and the storage origin on their ports (0 picks free ones)."""
-        api = web.Application(middlewares=[self._faults_middleware])
+        api = web.Application(middlewares=[self._request_id_middleware, self._faults_middleware])
         api.router.add_post("/v1/images/generation_tasks", self._create)
         api.router.add_get("/v1/images/generation_tasks/{task_id}", self._retrieve)
         api.router.add_get("/_emulator/stats", self._stats)
@@ -446,6 +450,15 @@ class Emulator:
         if roll < self.fail_rate + self.drop_rate:
             return Fault("drop")
         return None
+
+    @web.middleware
+    async def _request_id_middleware(
+        self, request: web.Request, handler: Any
+    ) -> web.StreamResponse:
+        """Tag every API answer, success or error, with an ``x-request-id``."""
+        response: web.StreamResponse = await handler(request)
+        response.headers.setdefault("x-request-id", _request_id())
+        return response
 
     @web.middleware
     async def _faults_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
