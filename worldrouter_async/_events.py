@@ -93,8 +93,7 @@ class StatusListener(Protocol):
     function is refused (use `Session.status_changes` to consume changes asynchronously).
     """
 
-    def __call__(self, change: StatusChange, /) -> None:
-        """Handle one status change."""
+    def __call__(self, change: StatusChange, /) -> None: ...
 
 
 def _check_listener(listener: StatusListener) -> None:
