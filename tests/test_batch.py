@@ -19,8 +19,10 @@ from worldrouter_async.batch import (
     read_jsonl,
     read_rows,
 )
-from worldrouter_async.batch._journal import Journal
+from worldrouter_async.batch._journal import SqliteFile
 from worldrouter_async.testing import Emulator
+
+from .conftest import SessionFactory
 
 pytestmark = pytest.mark.anyio
 
@@ -86,10 +88,7 @@ async def test_created_tasks_are_tracked_not_recreated(
     """A journal row with a task ID is tracked by ID on resume."""
     items = _requests(3)
     task = await session.tasks.create("gpt-image-2", items[0].request.prompt)
-    journal = Journal(tmp_path / "j.db")
-    journal.add([_row(items[0], State.CREATED)])
-    journal.update("r0", {"task_id": task.id})
-    journal.close()
+    _journal_with(tmp_path / "j.db", _row(items[0], State.CREATED), task_id=task.id)
     outcomes, _ = await _run(session, tmp_path / "j.db", items)
     by_key = {o.key: o for o in outcomes}
     assert by_key["r0"].source == Source.TRACKED
@@ -97,19 +96,35 @@ async def test_created_tasks_are_tracked_not_recreated(
     assert emulator.counters.creates == 3  # the manual one plus r1 and r2
 
 
-async def test_in_flight_create_is_resent_with_the_same_key(
+async def test_in_flight_create_is_not_resent_by_default(
     session: Session, emulator: Emulator, tmp_path: Path
 ) -> None:
-    """A row left 'submitting' by a crash is resent with its key; the server dedupes it."""
+    """A row left 'submitting' is reported ambiguous, not resent, unless the session allows it."""
     items = _requests(1)
     row = _row(items[0], State.SUBMITTING)
-    landed = await session.tasks.create(
+    await session.tasks.create(
         "gpt-image-2", items[0].request.prompt, idempotency_key=row.idempotency_key
     )
-    journal = Journal(tmp_path / "j.db")
-    journal.add([row])
-    journal.close()
+    _journal_with(tmp_path / "j.db", row)
     (outcome,), _ = await _run(session, tmp_path / "j.db", items)
+    assert (outcome.kind, outcome.source) == (OutcomeKind.AMBIGUOUS, Source.JOURNAL)
+    assert "retry_ambiguous_creates=True" in (outcome.error or "")
+    assert emulator.counters.create_requests == 1  # only the one made above
+    assert read_rows(tmp_path / "j.db")[0].state == State.SUBMITTING
+
+
+async def test_in_flight_create_is_resent_with_the_same_key_when_allowed(
+    make_session: SessionFactory, emulator: Emulator, tmp_path: Path
+) -> None:
+    """With retry_ambiguous_creates, a 'submitting' row is resent with its key and deduplicated."""
+    items = _requests(1)
+    row = _row(items[0], State.SUBMITTING)
+    async with make_session(retry_ambiguous_creates=True) as session:
+        landed = await session.tasks.create(
+            "gpt-image-2", items[0].request.prompt, idempotency_key=row.idempotency_key
+        )
+        _journal_with(tmp_path / "j.db", row)
+        (outcome,), _ = await _run(session, tmp_path / "j.db", items)
     assert outcome.source == Source.RESUBMITTED
     assert outcome.task_id == landed.id
     assert emulator.counters.creates == 1
@@ -121,10 +136,7 @@ async def test_expired_task_is_marked_not_resubmitted(
 ) -> None:
     """A tracked task that answers 404 is 'expired' in the journal; nothing is re-created."""
     items = _requests(1)
-    journal = Journal(tmp_path / "j.db")
-    journal.add([_row(items[0], State.CREATED)])
-    journal.update("r0", {"task_id": "imgtask_gone"})
-    journal.close()
+    _journal_with(tmp_path / "j.db", _row(items[0], State.CREATED), task_id="imgtask_gone")
     (outcome,), runner = await _run(session, tmp_path / "j.db", items)
     assert outcome.kind == OutcomeKind.EXPIRED
     assert read_rows(tmp_path / "j.db")[0].state == State.EXPIRED
@@ -133,9 +145,9 @@ async def test_expired_task_is_marked_not_resubmitted(
 
 
 async def test_failed_and_ambiguous_outcomes(
-    session: Session, emulator: Emulator, tmp_path: Path
+    session: Session, make_session: SessionFactory, emulator: Emulator, tmp_path: Path
 ) -> None:
-    """A failed task is final; an ambiguous create stays 'submitting' and a rerun settles it."""
+    """A failed task is final; an ambiguous create stays 'submitting'; a retrying rerun ends it."""
     items = [*_requests(1, marker="[fail] "), *_requests(2)[1:]]
     emulator.inject("drop_after_create", route="create")
     outcomes, _ = await _run(session, tmp_path / "j.db", items)
@@ -146,7 +158,8 @@ async def test_failed_and_ambiguous_outcomes(
     ]
     states = {r.key: r.state for r in read_rows(tmp_path / "j.db")}
     assert State.SUBMITTING in states.values()
-    again, _ = await _run(session, tmp_path / "j.db", items)
+    async with make_session(retry_ambiguous_creates=True) as retrying:
+        again, _ = await _run(retrying, tmp_path / "j.db", items)
     assert {o.key: o.kind for o in again} == {"r0": "failed", "r1": "completed"}
     assert emulator.counters.creates == 2
 
@@ -189,7 +202,15 @@ def test_jsonl_reports_bad_lines_and_keeps_the_rest(tmp_path: Path) -> None:
     assert "repeats line 1" in errors[2].message
 
 
-def _row(item: BatchItem, state: str) -> JournalRow:
+def _journal_with(path: Path, row: JournalRow, **fields: str) -> None:
+    journal = SqliteFile(path)
+    journal.add([row])
+    if fields:
+        journal.set(row.key, **fields)
+    journal.close()
+
+
+def _row(item: BatchItem, state: State) -> JournalRow:
     return JournalRow(
         key=item.key,
         position=0,
