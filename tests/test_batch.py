@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -11,16 +15,21 @@ from worldrouter_async import ImageRequest, Session
 from worldrouter_async.batch import (
     BatchItem,
     BatchRunner,
+    JournalError,
+    JournalInUseError,
     JournalRow,
     Outcome,
     OutcomeKind,
     Source,
     State,
+    file_stem,
+    kind_of,
     read_jsonl,
     read_rows,
 )
 from worldrouter_async.batch._journal import SqliteFile
-from worldrouter_async.testing import Emulator
+from worldrouter_async.batch._runner import CONNECTION_FAILURES_TO_STOP
+from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator
 
 from .conftest import SessionFactory
 
@@ -202,6 +211,10 @@ def test_jsonl_reports_bad_lines_and_keeps_the_rest(tmp_path: Path) -> None:
     assert "repeats line 1" in errors[2].message
 
 
+def _fast_session(api_key: str, base_url: str) -> Session:
+    return Session(api_key, base_url, poll=FAST_POLL, retry=FAST_RETRY)
+
+
 def _journal_with(path: Path, row: JournalRow, **fields: str) -> None:
     journal = SqliteFile(path)
     journal.add([row])
@@ -218,3 +231,187 @@ def _row(item: BatchItem, state: State) -> JournalRow:
         idempotency_key=f"key-{item.key}",
         state=state,
     )
+
+
+def test_jsonl_invalid_utf8_is_one_bad_line(tmp_path: Path) -> None:
+    """A line that is not UTF-8 is reported by number; the lines around it still run."""
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b'{"prompt": "one"}\n{"prompt": "caf\xe9"}\n{"prompt": "three"}\n')
+    items, errors = read_jsonl(path, defaults={"model": "gpt-image-2"})
+    assert [i.request.prompt for i in items] == ["one", "three"]
+    assert [(e.line, "not valid UTF-8" in e.message) for e in errors] == [(2, True)]
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        ["a/b", "a_b", "a b", "A_B", "a_b--0123456789"],
+        ["名前", "日本", "ß", "ss", "SS"],
+        ["con", "con.png", "x.", "x", "..", ".hidden", "", "-"],
+        ["é", "e\u0301", "x" * 200, "x" * 201],
+    ],
+)
+def test_file_stems_are_distinct_and_safe(keys: list[str]) -> None:
+    """Distinct keys give distinct stems, even ignoring case; stems are plain file names."""
+    stems = [file_stem(key) for key in keys]
+    assert len({stem.casefold() for stem in stems}) == len(keys)
+    assert all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", stem) for stem in stems)
+    assert all(len(stem) <= 80 for stem in stems)
+
+
+def test_readable_keys_keep_their_names() -> None:
+    """Plain lower-case keys are used as is; others stay recognisable before their hash."""
+    assert file_stem("kite-7") == "kite-7"
+    assert file_stem("Photo 1").startswith("Photo_1--")
+
+
+async def test_colliding_ids_keep_every_image(
+    session: Session, emulator: Emulator, tmp_path: Path
+) -> None:
+    """Ids that used to share a file name each keep their own image."""
+    keys = ["a/b", "a_b", "a b", "名前", "日本"]
+    items = [
+        BatchItem(key, ImageRequest(model="gpt-image-2", prompt=f"prompt {key}")) for key in keys
+    ]
+    outcomes, runner = await _run(session, tmp_path / "j.db", items, tmp_path / "out")
+    assert runner.summary.counts == {"completed": 5}
+    files = {f for o in outcomes for f in o.files}
+    assert len(files) == 5
+    assert len(list((tmp_path / "out").glob("*.png"))) == 5
+
+
+async def test_resume_replaces_a_file_that_is_not_its_rows(
+    session: Session, emulator: Emulator, tmp_path: Path
+) -> None:
+    """A file overwritten by other bytes is noticed by its digest and downloaded again."""
+    outcomes, _ = await _run(session, tmp_path / "j.db", _requests(2), tmp_path / "out")
+    by_key = {o.key: Path(o.files[0]) for o in outcomes}
+    by_key["r0"].write_bytes(by_key["r1"].read_bytes())
+    again, _ = await _run(session, tmp_path / "j.db", _requests(2), tmp_path / "out")
+    assert emulator.counters.storage_requests == 3
+    assert by_key["r0"].read_bytes() != by_key["r1"].read_bytes()
+    assert {o.key: o.kind for o in again} == {"r0": "completed", "r1": "completed"}
+
+
+async def test_resume_from_another_directory_finds_the_files(
+    session: Session, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files are journaled relative to the output directory, not the working directory."""
+    (tmp_path / "job").mkdir()
+    monkeypatch.chdir(tmp_path / "job")
+    await _run(session, Path("out/j.db"), _requests(3), Path("out"))
+    assert all(not Path(f).is_absolute() for r in read_rows("out/j.db") for f in r.files)
+    monkeypatch.chdir(tmp_path)
+    again, _ = await _run(session, Path("job/out/j.db"), _requests(3), Path("job/out"))
+    assert {o.source for o in again} == {Source.JOURNAL}
+    assert emulator.counters.storage_requests == 3
+
+
+async def test_second_runner_on_a_journal_is_refused(session: Session, tmp_path: Path) -> None:
+    """Two runners cannot hold one journal: the second fails at once, naming the pid."""
+    async with BatchRunner(session, tmp_path / "j.db"):
+        with pytest.raises(JournalInUseError, match=f"in use by pid {os.getpid()}"):
+            async with BatchRunner(session, tmp_path / "j.db"):
+                pass
+
+
+async def test_images_without_their_journal_are_not_recreated(
+    session: Session, emulator: Emulator, tmp_path: Path
+) -> None:
+    """A lost journal beside existing images refuses to start, unless asked to start over."""
+    await _run(session, tmp_path / "out" / "j.db", _requests(2), tmp_path / "out")
+    (tmp_path / "out" / "j.db").unlink()
+    with pytest.raises(JournalError, match="already holds images"):
+        await _run(session, tmp_path / "out" / "j.db", _requests(2), tmp_path / "out")
+    assert emulator.counters.creates == 2
+    async with BatchRunner(
+        session, tmp_path / "out" / "j.db", out_dir=tmp_path / "out", new_journal=True
+    ) as runner:
+        assert len([o async for o in runner.run(_requests(2))]) == 2
+    assert emulator.counters.creates == 4
+
+
+async def test_journal_deleted_mid_run_stops_the_run(
+    session: Session, emulator: Emulator, tmp_path: Path
+) -> None:
+    """Deleting the journal during a run stops it with JournalError before more creates."""
+
+    async def run_and_delete_after_the_first_outcome() -> None:
+        runner = BatchRunner(session, tmp_path / "j.db", concurrency=1, max_pending=1)
+        async with runner:
+            async for _ in runner.run(_requests(20)):
+                (tmp_path / "j.db").unlink(missing_ok=True)
+
+    with pytest.raises(JournalError, match="was deleted"):
+        await run_and_delete_after_the_first_outcome()
+    assert emulator.counters.creates <= 3  # the one reported, and at most two in flight
+
+
+async def test_leftover_part_files_are_removed(session: Session, tmp_path: Path) -> None:
+    """Half-written downloads of a killed run are cleaned when the next run starts."""
+    (tmp_path / "out").mkdir()
+    part = tmp_path / "out" / ".r0-0.png.x1y2.part"
+    part.write_bytes(b"half")
+    await _run(session, tmp_path / "j.db", _requests(1), tmp_path / "out")
+    assert not part.exists()
+
+
+async def test_run_twice_is_a_clear_error(session: Session, tmp_path: Path) -> None:
+    """A runner runs one job; a second run() says how to run again."""
+    async with BatchRunner(session, tmp_path / "j.db") as runner:
+        assert len([o async for o in runner.run(_requests(1))]) == 1
+        with pytest.raises(RuntimeError, match="already run"):
+            [o async for o in runner.run(_requests(1))]
+
+
+async def test_async_iterable_input_and_repeated_keys(
+    session: Session, emulator: Emulator, tmp_path: Path
+) -> None:
+    """An async iterable feeds the run; a key repeated within the run is reported invalid."""
+
+    async def produce() -> AsyncIterator[BatchItem]:
+        for item in [*_requests(300), *_requests(1)]:
+            yield item
+
+    async with BatchRunner(session, tmp_path / "j.db", concurrency=8) as runner:
+        outcomes = [o async for o in runner.run(produce())]
+    assert runner.summary.counts == {"completed": 300, "invalid": 1}
+    assert "repeats an earlier request" in next(o.error or "" for o in outcomes if not o.ok)
+    assert emulator.counters.creates == 300
+
+
+async def test_413_and_400_are_final(session: Session, emulator: Emulator, tmp_path: Path) -> None:
+    """A create refused with 413 or 400 is failed for good; a rerun sends nothing for it."""
+    emulator.inject("413", route="create")
+    items = [*_requests(1), BatchItem("bad", ImageRequest(model="no-such-model", prompt="x"))]
+    outcomes, _ = await _run(session, tmp_path / "j.db", items)
+    assert {o.key: o.kind for o in outcomes} == {"r0": "failed", "bad": "failed"}
+    requests_before = emulator.counters.create_requests
+    again, _ = await _run(session, tmp_path / "j.db", items)
+    assert {o.source for o in again} == {Source.JOURNAL}
+    assert emulator.counters.create_requests == requests_before
+
+
+async def test_a_refused_key_stops_creates_and_status_agrees(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """401 stops new creates at once; the summary counts what the journal says."""
+    wrong = _fast_session("wrong-key", emulator.base_url)
+    async with wrong, BatchRunner(wrong, tmp_path / "j.db", concurrency=2) as runner:
+        outcomes = [o async for o in runner.run(_requests(40))]
+    assert "refused the API key (HTTP 401" in (runner.stop_reason or "")
+    assert emulator.counters.create_requests <= 2 + 1
+    assert runner.summary.counts == {"pending": 40}
+    assert {o.kind for o in outcomes} == {OutcomeKind.PENDING}
+    assert Counter(kind_of(r) for r in read_rows(tmp_path / "j.db")) == runner.summary.counts
+
+
+async def test_connection_failures_stop_creates(tmp_path: Path, free_tcp_port: int) -> None:
+    """A run of creates that cannot connect stops the rest instead of trying every line."""
+    offline = _fast_session("k", f"http://127.0.0.1:{free_tcp_port}/v1")
+    async with offline, BatchRunner(offline, tmp_path / "j.db", concurrency=2) as runner:
+        outcomes = [o async for o in runner.run(_requests(50))]
+    assert "could not reach the server" in (runner.stop_reason or "")
+    assert {o.kind for o in outcomes} == {OutcomeKind.PENDING}
+    sent = [r for r in read_rows(tmp_path / "j.db") if r.sends]
+    assert len(sent) <= CONNECTION_FAILURES_TO_STOP + 2

@@ -246,7 +246,7 @@ async def test_kill_9_and_resume_never_double_creates(
 
 
 async def _interrupt_mid_run(
-    emulator: Emulator, command: list[str], signum: int, *, count: int
+    emulator: Emulator, command: list[str], signum: int
 ) -> tuple[int, str]:
     async with await anyio.open_process(
         command, env=_env(WORLDROUTER_API_KEY=emulator.api_key)
@@ -281,7 +281,7 @@ async def test_signal_stops_cleanly_and_the_rerun_finishes(
     _write_prompts(prompts, count)
     out = tmp_path / "out"
     command = _batch_command(emulator, prompts, out)
-    returncode, stderr = await _interrupt_mid_run(emulator, command, signum, count=count)
+    returncode, stderr = await _interrupt_mid_run(emulator, command, signum)
     assert returncode == code
     assert message in stderr
     assert "Traceback" not in stderr
@@ -299,7 +299,7 @@ async def test_signal_stops_cleanly_and_the_rerun_finishes(
     reason="needs root and unshare to run the CLI as PID 1",
 )
 async def test_sigterm_is_honoured_as_pid_1(emulator: Emulator, tmp_path: Path) -> None:
-    """As PID 1 (a container's init) SIGTERM still stops the batch gracefully."""
+    """As PID 1 of a PID namespace (a container's init), SIGTERM still stops the batch."""
     probe = await anyio.run_process(["unshare", "--pid", "--fork", "true"], check=False)
     if probe.returncode != 0:
         pytest.skip("unshare --pid is not permitted here")
@@ -307,8 +307,14 @@ async def test_sigterm_is_honoured_as_pid_1(emulator: Emulator, tmp_path: Path) 
     prompts = tmp_path / "p.jsonl"
     _write_prompts(prompts, 16)
     command = ["unshare", "--pid", "--fork", *_batch_command(emulator, prompts, tmp_path / "o")]
-    returncode, stderr = await _interrupt_mid_run(emulator, command, signal.SIGTERM, count=16)
-    # unshare forwards nothing: the signal reaches unshare, which is not PID 1; so signal
-    # PID 1 of the namespace through unshare's child instead.
-    assert returncode == 143, stderr
+    env = _env(WORLDROUTER_API_KEY=emulator.api_key)
+    async with await anyio.open_process(command, env=env) as process:
+        with anyio.fail_after(30):
+            while emulator.counters.creates < 6:
+                await anyio.sleep(0.002)
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        os.kill(int(children[0]), signal.SIGTERM)  # the CLI: PID 1 inside the namespace
+        assert await process.wait() == 143
+        assert process.stderr is not None
+        stderr = (await process.stderr.receive()).decode()
     assert "terminated; rerun the same command to resume" in stderr

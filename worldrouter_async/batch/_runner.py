@@ -175,11 +175,17 @@ class BatchRunner:
         for shield in self._in_flight:  # creates answering after an interrupt: bounded
             shield.deadline = anyio.current_time() + STOP_GRACE
         try:
-            return await self._task_group.__aexit__(exc_type, exc, tb)
+            # The body's own exception (or cancellation) propagates as it is, never wrapped
+            # in an ExceptionGroup; a failure of the runner's task surfaces alone likewise.
+            await self._task_group.__aexit__(None, None, None)
+        except BaseExceptionGroup as group:
+            if exc is None:
+                raise (group.exceptions[0] if len(group.exceptions) == 1 else group) from None
         finally:
             with anyio.CancelScope(shield=True):
                 await self._store.aclose()
             self._lock.release()
+        return None
 
     def _prepare(self) -> None:
         """Lock the journal, then check the output directory (releasing the lock on error)."""
@@ -280,14 +286,13 @@ class BatchRunner:
                     with creates_receive:
                         for _ in range(self._concurrency):
                             task_group.start_soon(self._create_worker, creates_receive.clone())
-                    with creates_send:
+                    # Workers only go away when the run fails; that failure is reported.
+                    with creates_send, contextlib.suppress(anyio.BrokenResourceError):
                         await self._feed(requests, creates_send, send)
                     self._input_done = True
                     self._close_done_when_all_delivered()
             except* JournalError as group:
-                first = group.exceptions[0]
-                assert isinstance(first, JournalError)
-                self._fatal = first
+                self._fatal = _first_leaf(group)
 
     async def _feed(
         self,
@@ -601,6 +606,11 @@ def _is_final(error: WorldRouterError) -> bool:
 
 def _invalid(key: str, message: str, *, task_id: str | None = None) -> Outcome:
     return Outcome(key, OutcomeKind.INVALID, Source.JOURNAL, task_id=task_id, error=message)
+
+
+def _first_leaf(group: BaseExceptionGroup[JournalError]) -> JournalError:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _holds_images(directory: Path) -> bool:

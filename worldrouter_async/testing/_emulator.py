@@ -26,6 +26,7 @@ from ._png import colour_for, solid_png
 
 Route = Literal["create", "poll", "any", "storage"]
 FaultKind = Literal[
+    "413",
     "429",
     "500",
     "502_html",
@@ -500,6 +501,10 @@ class Emulator:
                 "The server had an error processing your request.",
                 "server_error",
                 "server_error",
+            )
+        if kind == "413":  # what a proxy in front of the API says to an oversized body
+            return _error(
+                413, "Request body too large", "payload_too_large", "invalid_request_error"
             )
         if kind == "502_html":
             return web.Response(
