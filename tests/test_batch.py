@@ -31,7 +31,7 @@ from worldrouter_async.batch._journal import SqliteFile
 from worldrouter_async.batch._runner import CONNECTION_FAILURES_TO_STOP
 from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator
 
-from .conftest import SessionFactory
+from .conftest import SessionFactory, fill_disk
 
 pytestmark = pytest.mark.anyio
 
@@ -415,3 +415,51 @@ async def test_connection_failures_stop_creates(tmp_path: Path, free_tcp_port: i
     assert {o.kind for o in outcomes} == {OutcomeKind.PENDING}
     sent = [r for r in read_rows(tmp_path / "j.db") if r.sends]
     assert len(sent) <= CONNECTION_FAILURES_TO_STOP + 2
+
+
+async def test_full_disk_fails_downloads_per_row_and_stops_creates(
+    session: Session, emulator: Emulator, tmp_path: Path, small_tmpfs: Path
+) -> None:
+    """ENOSPC ends rows as download_failed and stops new creates; a rerun only downloads."""
+    filler = fill_disk(small_tmpfs)
+    out = small_tmpfs / "out"
+    out.mkdir(exist_ok=True)
+    runner = BatchRunner(session, tmp_path / "j.db", out_dir=out, concurrency=1, max_pending=1)
+    async with runner:
+        outcomes = [o async for o in runner.run(_requests(6))]
+    assert "is full" in (runner.stop_reason or "")
+    kinds = Counter(o.kind for o in outcomes)
+    assert kinds[OutcomeKind.DOWNLOAD_FAILED] >= 1
+    assert set(kinds) <= {OutcomeKind.DOWNLOAD_FAILED, OutcomeKind.PENDING}
+    created = emulator.counters.creates
+    assert created < 6
+    filler.unlink()
+    again, _ = await _run(session, tmp_path / "j.db", _requests(6), out)
+    assert {o.kind for o in again} == {OutcomeKind.COMPLETED}
+    assert emulator.counters.creates == 6  # the download_failed rows were not created again
+
+
+async def test_journal_write_failure_stops_the_run_and_loses_nothing(
+    make_session: SessionFactory, emulator: Emulator, tmp_path: Path, small_tmpfs: Path
+) -> None:
+    """A journal that cannot be written stops the run with JournalError; the rerun finishes."""
+    emulator.ignore_idempotency = True  # any resent create would show as a duplicate
+    journal = small_tmpfs / "j.db"
+
+    async def run_and_fill_the_disk() -> None:
+        runner = BatchRunner(session, journal, concurrency=1, max_pending=1)
+        async with runner:
+            async for _ in runner.run(_requests(30)):
+                if not (small_tmpfs / "filler").exists():
+                    fill_disk(small_tmpfs)
+
+    async with make_session() as session:
+        with pytest.raises(JournalError, match="cannot write journal"):
+            await run_and_fill_the_disk()
+    (small_tmpfs / "filler").unlink()
+    async with make_session(retry_ambiguous_creates=False) as session:
+        again, _ = await _run(session, journal, _requests(30))
+    assert emulator.counters.duplicate_creates == 0
+    kinds = Counter(o.kind for o in again)
+    assert set(kinds) <= {OutcomeKind.COMPLETED, OutcomeKind.AMBIGUOUS}
+    assert kinds[OutcomeKind.AMBIGUOUS] <= 1

@@ -292,7 +292,9 @@ class BatchRunner:
                     self._input_done = True
                     self._close_done_when_all_delivered()
             except* JournalError as group:
-                self._fatal = _first_leaf(group)
+                fatal = _first_leaf(group)
+                assert isinstance(fatal, JournalError)
+                self._fatal = fatal
 
     async def _feed(
         self,
@@ -570,7 +572,10 @@ class BatchRunner:
             try:
                 paths = await self._session.download_urls(urls, out, stem=file_stem(key))
                 digests = await anyio.to_thread.run_sync(lambda: [file_digest(p) for p in paths])
-            except (DownloadError, OSError) as exc:
+            except (DownloadError, OSError, ExceptionGroup) as caught:
+                exc = _first_leaf(caught)  # concurrent downloads report in a group
+                if not isinstance(exc, DownloadError | OSError):
+                    raise
                 if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     self._stop(f"the disk holding {out} is full ({exc.strerror})")
                 message = f"saving the images of {key!r} in {out} failed: {exc}"
@@ -608,9 +613,11 @@ def _invalid(key: str, message: str, *, task_id: str | None = None) -> Outcome:
     return Outcome(key, OutcomeKind.INVALID, Source.JOURNAL, task_id=task_id, error=message)
 
 
-def _first_leaf(group: BaseExceptionGroup[JournalError]) -> JournalError:
-    first = group.exceptions[0]
-    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+def _first_leaf(error: BaseException) -> BaseException:
+    """The first exception that is not a group, found depth first."""
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 def _holds_images(directory: Path) -> bool:
