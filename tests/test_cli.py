@@ -318,3 +318,108 @@ async def test_sigterm_is_honoured_as_pid_1(emulator: Emulator, tmp_path: Path) 
         assert process.stderr is not None
         stderr = (await process.stderr.receive()).decode()
     assert "terminated; rerun the same command to resume" in stderr
+
+
+async def test_second_batch_on_a_journal_exits_2_naming_the_pid(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """A second run on a journal in use (an overlapping cron job) exits 2 at once."""
+    emulator.time_scale = 1.0  # the first run is still waiting for its tasks when killed
+    prompts = tmp_path / "p.jsonl"
+    _write_prompts(prompts, 16)
+    command = _batch_command(emulator, prompts, tmp_path / "out")
+    env = _env(WORLDROUTER_API_KEY=emulator.api_key)
+    async with await anyio.open_process(command, env=env) as first:
+        with anyio.fail_after(30):
+            while emulator.counters.creates < 1:
+                await anyio.sleep(0.002)
+        second = await anyio.run_process(command, env=env, check=False)
+        first.kill()
+        await first.wait()
+    assert second.returncode == 2
+    journal = tmp_path / "out" / "journal.sqlite3"
+    assert f"journal {journal} is in use by pid {first.pid}" in second.stderr.decode()
+    assert b"Traceback" not in second.stderr
+
+
+async def test_batch_refuses_an_empty_journal(emulator: Emulator, tmp_path: Path) -> None:
+    """A 0-byte journal is an error with one line, not a new job that pays for everything."""
+    prompts = tmp_path / "p.jsonl"
+    _write_prompts(prompts, 3)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "journal.sqlite3").touch()
+    done = await anyio.run_process(
+        _batch_command(emulator, prompts, tmp_path / "out"),
+        env=_env(WORLDROUTER_API_KEY=emulator.api_key),
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "is empty (0 bytes)" in done.stderr.decode()
+    assert b"Traceback" not in done.stderr
+    assert emulator.counters.create_requests == 0
+
+
+async def test_batch_with_a_refused_key_stops_with_one_line(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """A wrong key stops creates after the first 401; summary and status count the same."""
+    prompts = tmp_path / "p.jsonl"
+    _write_prompts(prompts, 30)
+    out = tmp_path / "out"
+    done = await anyio.run_process(
+        _batch_command(emulator, prompts, out),
+        env=_env(WORLDROUTER_API_KEY="wrong-key"),
+        check=False,
+    )
+    assert done.returncode == 1
+    stderr = done.stderr.decode().splitlines()
+    assert len([line for line in stderr if "stopped sending creates" in line]) == 1
+    assert any("refused the API key (HTTP 401" in line for line in stderr)
+    assert emulator.counters.create_requests <= 4 + 1  # --concurrency 4
+    assert "done: 30 requests" in done.stdout.decode()
+    assert "pending 30" in done.stdout.decode()
+    status = await _cli("status", str(out / "journal.sqlite3"))
+    assert "pending     30" in status.stdout.decode()
+
+
+async def test_batch_reports_a_non_utf8_line_and_runs_the_rest(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """One undecodable line is reported with its number; the others complete."""
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_bytes(
+        b'{"id": "a", "prompt": "one"}\n{"prompt": "\xff"}\n{"id": "c", "prompt": "x"}\n'
+    )
+    done = await anyio.run_process(
+        _batch_command(emulator, prompts, tmp_path / "out"),
+        env=_env(WORLDROUTER_API_KEY=emulator.api_key),
+        check=False,
+    )
+    assert done.returncode == 1
+    assert f"{prompts}: line 2: not valid UTF-8" in done.stderr.decode()
+    assert b"Traceback" not in done.stderr
+    assert "completed 2" in done.stdout.decode()
+
+
+async def test_emulator_command_can_ignore_idempotency_keys() -> None:
+    """`emulator --ignore-idempotency` makes a resent create a second task."""
+    async with await anyio.open_process(
+        [
+            sys.executable,
+            "-m",
+            "worldrouter_async",
+            "emulator",
+            "--port",
+            "0",
+            "--ignore-idempotency",
+        ],
+        env=_env(),
+    ) as process:
+        assert process.stdout is not None
+        first = (await process.stdout.receive()).decode().split()
+        base_url = next(word for word in first if word.startswith("http"))
+        async with Session("test-key", base_url) as session:
+            one = await session.tasks.create("gpt-image-2", "a star", idempotency_key="k1")
+            two = await session.tasks.create("gpt-image-2", "a star", idempotency_key="k1")
+        process.kill()
+    assert one.id != two.id

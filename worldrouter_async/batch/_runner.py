@@ -69,6 +69,7 @@ NOT_RESENT: Final = (
     "would pay for the image twice. Resend it with retry_ambiguous_creates=True only if "
     "your server deduplicates creates by Idempotency-Key"
 )
+NOT_SENT: Final = "not sent: the run had stopped sending creates (see stop_reason)"
 _IMAGE_FILE: Final = re.compile(r".+-[0-9]+\.(png|jpg|jpeg|webp|gif|bin)")
 _T = TypeVar("_T")
 
@@ -405,7 +406,7 @@ class BatchRunner:
         with creates:
             async for row in creates:
                 if self._stop_reason is not None:
-                    self._deliver(_Finished(row, Source.JOURNAL, note=self._stop_reason))
+                    self._deliver(_Finished(row, Source.JOURNAL, note=NOT_SENT))
                 else:
                     await self._create(row)
 
