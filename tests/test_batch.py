@@ -6,12 +6,14 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 
-from worldrouter_async import ImageRequest, Session
+from worldrouter_async import ImageRequest, Session, Usage
 from worldrouter_async.batch import (
     BatchItem,
     BatchRunner,
@@ -463,3 +465,73 @@ async def test_journal_write_failure_stops_the_run_and_loses_nothing(
     kinds = Counter(o.kind for o in again)
     assert set(kinds) <= {OutcomeKind.COMPLETED, OutcomeKind.AMBIGUOUS}
     assert kinds[OutcomeKind.AMBIGUOUS] <= 1
+
+
+class MemoryJournal:
+    """A second JournalStore, in a dict: the runner works with any store."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, JournalRow] = {}
+        self.path = Path("memory")
+
+    def _set(self, key: str, **fields: Any) -> None:
+        self.rows[key] = attrs.evolve(self.rows[key], **fields)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+    async def lookup(self, keys: Sequence[str]) -> dict[str, JournalRow]:
+        return {key: self.rows[key] for key in keys if key in self.rows}
+
+    async def add(self, rows: Sequence[JournalRow]) -> None:
+        self.rows.update((row.key, row) for row in rows)
+
+    async def mark_seen(self, keys: Sequence[str], run: str) -> None:
+        for key in keys:
+            self._set(key, run=run)
+
+    async def mark_submitting(self, key: str) -> None:
+        self._set(key, state=State.SUBMITTING, sends=self.rows[key].sends + 1)
+
+    async def mark_created(self, key: str, task_id: str | None, status: str | None) -> None:
+        self._set(key, state=State.CREATED, task_id=task_id, status=status)
+
+    async def mark_pending(self, key: str, error: str) -> None:
+        self._set(key, state=State.PENDING, error=error)
+
+    async def mark_ambiguous(self, key: str, error: str) -> None:
+        self._set(key, error=error)
+
+    async def mark_failed(self, key: str, error: str) -> None:
+        self._set(key, state=State.FAILED, error=error)
+
+    async def mark_expired(self, key: str, error: str) -> None:
+        self._set(key, state=State.EXPIRED, error=error)
+
+    async def mark_unfinished(self, key: str, status: str | None, error: str) -> None:
+        self._set(key, status=status, error=error)
+
+    async def mark_completed(
+        self, key: str, status: str, urls: Sequence[str], usage: Usage | None
+    ) -> None:
+        self._set(key, state=State.COMPLETED, status=status, urls=tuple(urls), usage=usage)
+
+    async def mark_files(self, key: str, files: Sequence[str], digests: Sequence[str]) -> None:
+        self._set(key, files=tuple(files), digests=tuple(digests), error=None)
+
+    async def mark_download_failed(self, key: str, error: str) -> None:
+        self._set(key, files=(), digests=(), error=error)
+
+
+async def test_the_runner_runs_on_any_journal_store(
+    session: Session, emulator: Emulator, tmp_path: Path
+) -> None:
+    """Another JournalStore plugs in without touching the runner; resume works through it."""
+    store = MemoryJournal()
+    async with BatchRunner(session, store, out_dir=tmp_path / "out") as runner:
+        assert len([o async for o in runner.run(_requests(5))]) == 5
+    assert {row.state for row in store.rows.values()} == {State.COMPLETED}
+    async with BatchRunner(session, store, out_dir=tmp_path / "out") as runner:
+        again = [o async for o in runner.run(_requests(5))]
+    assert {o.source for o in again} == {Source.JOURNAL}
+    assert emulator.counters.creates == 5

@@ -423,3 +423,21 @@ async def test_emulator_command_can_ignore_idempotency_keys() -> None:
             two = await session.tasks.create("gpt-image-2", "a star", idempotency_key="k1")
         process.kill()
     assert one.id != two.id
+
+
+async def test_batch_out_that_is_a_file_is_one_line(emulator: Emulator, tmp_path: Path) -> None:
+    """--out naming a file fails with one plain line and sends nothing."""
+    prompts = tmp_path / "p.jsonl"
+    _write_prompts(prompts, 2)
+    (tmp_path / "afile").write_text("x")
+    done = await anyio.run_process(
+        _batch_command(emulator, prompts, tmp_path / "afile"),
+        env=_env(WORLDROUTER_API_KEY=emulator.api_key),
+        check=False,
+    )
+    assert done.returncode == 1
+    assert f"cannot open a journal at {tmp_path / 'afile' / 'journal.sqlite3'}" in (
+        done.stderr.decode()
+    )
+    assert b"Traceback" not in done.stderr
+    assert emulator.counters.create_requests == 0

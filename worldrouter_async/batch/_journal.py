@@ -201,7 +201,10 @@ class SqliteFile:
         if not path.exists():
             if not create:
                 raise FileNotFoundError(f"no journal at {path}")
-            _create(path)
+            try:
+                _create(path)
+            except (sqlite3.Error, OSError) as exc:
+                raise JournalError(f"cannot create a journal at {path} ({exc})") from exc
         _check_header(path)
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)

@@ -94,7 +94,8 @@ class BatchRunner:
 
     Args:
         session: the open session that sends the creates.
-        journal: the journal file; created when missing.
+        journal: the journal file (created when missing), or any other `JournalStore`,
+            which the caller opens, locks and closes.
         out_dir: where images are saved (``KEY-INDEX.EXT``); None keeps URLs only.
         concurrency: creates (and finishing downloads) in flight at once.
         max_pending: requests between their journal entry and their outcome at once; bounds
@@ -114,7 +115,7 @@ class BatchRunner:
     def __init__(
         self,
         session: Session,
-        journal: str | os.PathLike[str],
+        journal: str | os.PathLike[str] | JournalStore,
         *,
         out_dir: str | os.PathLike[str] | None = None,
         concurrency: int = 16,
@@ -129,12 +130,18 @@ class BatchRunner:
                 f"max_pending must be at least concurrency={concurrency} (got {max_pending!r})"
             )
         self._session = session
-        self._journal_path = Path(journal)
+        if isinstance(journal, str | os.PathLike):
+            self._given_store: JournalStore | None = None
+            self._journal_path = Path(journal)
+            self._lock: JournalLock | None = JournalLock(self._journal_path)
+        else:
+            self._given_store = journal
+            self._journal_path = journal.path
+            self._lock = None
         self._out_dir = Path(out_dir) if out_dir is not None else None
         self._concurrency = concurrency
         self._timeout = timeout
         self._new_journal = new_journal
-        self._lock = JournalLock(self._journal_path)
         self._store: JournalStore | None = None
         self._task_group: TaskGroup | None = None
         self._scope = anyio.CancelScope()
@@ -154,12 +161,16 @@ class BatchRunner:
         self._started = self._ended = 0.0
 
     async def __aenter__(self) -> Self:
-        await anyio.to_thread.run_sync(self._prepare)
-        try:
-            self._store = await SqliteJournal.open(self._journal_path)
-        except BaseException:
-            self._lock.release()
-            raise
+        if self._lock is None:  # a store given by the caller locks (or not) on its own
+            self._store = self._given_store
+        else:
+            await anyio.to_thread.run_sync(self._prepare)
+            try:
+                self._store = await SqliteJournal.open(self._journal_path)
+            except BaseException:
+                self._lock.release()
+                raise
+        await anyio.to_thread.run_sync(self._remove_partial_downloads)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         return self
@@ -183,35 +194,50 @@ class BatchRunner:
             if exc is None:
                 raise (group.exceptions[0] if len(group.exceptions) == 1 else group) from None
         finally:
-            with anyio.CancelScope(shield=True):
-                await self._store.aclose()
-            self._lock.release()
+            if self._lock is not None:  # the runner opened the journal, so it closes it
+                with anyio.CancelScope(shield=True):
+                    await self._store.aclose()
+                self._lock.release()
         return None
 
     def _prepare(self) -> None:
-        """Lock the journal, then check the output directory (releasing the lock on error)."""
-        self._journal_path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock.acquire()
+        """Lock the journal file, then refuse a silent fresh start (unlocking on error)."""
+        assert self._lock is not None
         try:
-            self._check_out_dir()
+            self._journal_path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire()
+        except OSError as exc:
+            raise JournalError(
+                f"cannot open a journal at {self._journal_path} ({exc.strerror or exc}); "
+                "choose an output directory (or journal path) that can be written"
+            ) from exc
+        try:
+            self._refuse_fresh_start_over_images()
         except BaseException:
             self._lock.release()
             raise
 
-    def _check_out_dir(self) -> None:
-        """Refuse a silent fresh start over earlier images; clear half-written downloads."""
+    def _refuse_fresh_start_over_images(self) -> None:
         out = self._out_dir
-        if out is None or not out.is_dir():
-            return
-        if not self._journal_path.exists() and not self._new_journal and _holds_images(out):
+        if (
+            out is not None
+            and out.is_dir()
+            and not self._journal_path.exists()
+            and not self._new_journal
+            and _holds_images(out)
+        ):
             raise JournalError(
                 f"{out} already holds images but there is no journal at "
                 f"{self._journal_path}: starting a new journal would create (and pay "
                 "for) every request again. Point the journal at the old one, or start "
                 "over on purpose with new_journal=True (CLI: --new-journal)"
             )
-        for part in out.glob(".*.part"):  # left by a run killed mid-download
-            part.unlink(missing_ok=True)
+
+    def _remove_partial_downloads(self) -> None:
+        """Delete the ``.*.part`` files a run killed mid-download left behind."""
+        if self._out_dir is not None and self._out_dir.is_dir():
+            for part in self._out_dir.glob(".*.part"):
+                part.unlink(missing_ok=True)
 
     @property
     def summary(self) -> BatchSummary:
