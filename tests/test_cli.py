@@ -314,7 +314,8 @@ async def test_sigterm_is_honoured_as_pid_1(emulator: Emulator, tmp_path: Path) 
                 await anyio.sleep(0.002)
         children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
         os.kill(int(children[0]), signal.SIGTERM)  # the CLI: PID 1 inside the namespace
-        assert await process.wait() == 143
+        with anyio.fail_after(30):
+            assert await process.wait() == 143
         assert process.stderr is not None
         stderr = (await process.stderr.receive()).decode()
     assert "terminated; rerun the same command to resume" in stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shlex
 import signal
@@ -260,7 +261,8 @@ async def _batch(args: argparse.Namespace) -> int:
         task.cancel()
 
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    with contextlib.suppress(NotImplementedError):  # Windows: no loop signal handlers
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     try:
         async with _session(args, retry_ambiguous_creates=args.retry_ambiguous) as session:
             runner = await _run_batch(
@@ -285,7 +287,8 @@ async def _batch(args: argparse.Namespace) -> int:
         print("terminated; rerun the same command to resume", file=sys.stderr)
         return EXIT_TERMINATED
     finally:
-        loop.remove_signal_handler(signal.SIGTERM)
+        with contextlib.suppress(NotImplementedError):
+            loop.remove_signal_handler(signal.SIGTERM)
     _report_stops(runner, args)
     return EXIT_OK if runner.summary.ok and not bad_lines else EXIT_FAILED
 
