@@ -38,11 +38,8 @@ from .._errors import (
     DownloadError,
     InvalidRequestError,
     PermissionDeniedError,
-    SessionClosedError,
-    TaskCancelledError,
     TaskFailedError,
     TaskNotFoundError,
-    TaskTimeoutError,
     WorldRouterError,
 )
 from .._handles import TaskHandle
@@ -535,14 +532,9 @@ class BatchRunner:
         elif isinstance(error, TaskNotFoundError):
             await self._store.mark_expired(row.key, str(error))
             kind = OutcomeKind.EXPIRED
-        else:
+        else:  # deadline, shutdown, or tracking failed: the task lives on; a rerun tracks it
             await self._store.mark_unfinished(row.key, handle.status, str(error))
-            unfinished = isinstance(error, TaskTimeoutError | SessionClosedError)
-            kind = (
-                OutcomeKind.UNFINISHED
-                if unfinished or isinstance(error, TaskCancelledError)
-                else OutcomeKind.FAILED
-            )
+            kind = OutcomeKind.UNFINISHED
         return Outcome(row.key, kind, source, task_id=task_id, error=str(error))
 
     async def _from_journal(self, row: JournalRow, note: str | None) -> Outcome:
