@@ -219,17 +219,16 @@ def _count_lines(path: Path) -> int:
         return sum(1 for line in file if line.strip())
 
 
-def _report_stops(runner: BatchRunner, args: argparse.Namespace) -> None:
+def _report_stops(runner: BatchRunner, *, resend_command: str | None) -> None:
     """One line for a stopped run, and the command that resends ambiguous creates."""
     if runner.stop_reason is not None:
         print(f"worldrouter-async: {runner.stop_reason}; rerun to resume", file=sys.stderr)
     ambiguous = runner.summary.counts.get(OutcomeKind.AMBIGUOUS, 0)
-    if ambiguous and not args.retry_ambiguous:
-        command = shlex.join(["worldrouter-async", *getattr(args, "argv", []), "--retry-ambiguous"])
+    if ambiguous and resend_command is not None:
         print(
             f"worldrouter-async: {ambiguous} request(s) may already have been created (their "
             "create got no answer) and were not resent. Only if your server deduplicates "
-            f"creates by Idempotency-Key, resend them with:\n  {command}",
+            f"creates by Idempotency-Key, resend them with:\n  {resend_command}",
             file=sys.stderr,
         )
 
@@ -289,7 +288,8 @@ async def _batch(args: argparse.Namespace) -> int:
     finally:
         with contextlib.suppress(NotImplementedError):
             loop.remove_signal_handler(signal.SIGTERM)
-    _report_stops(runner, args)
+    resend = shlex.join(["worldrouter-async", *args.argv, "--retry-ambiguous"])
+    _report_stops(runner, resend_command=None if args.retry_ambiguous else resend)
     return EXIT_OK if runner.summary.ok and not bad_lines else EXIT_FAILED
 
 
@@ -345,7 +345,6 @@ async def _demo(args: argparse.Namespace) -> int:
             record = {"id": f"demo-{i:04d}", "model": models[i % 2], "prompt": f"{subject}, #{i}"}
             file.write(json.dumps(record) + "\n")
     items, _ = read_jsonl(prompts)
-    args.retry_ambiguous = False
     # 1/50 of real time: a 25 s generation takes half a second, so the bar has time to move.
     async with Emulator(time_scale=0.02, record_requests=False) as emulator:
         print(f"emulator at {emulator.base_url}; {args.count} prompts in {prompts}")
@@ -364,7 +363,7 @@ async def _demo(args: argparse.Namespace) -> int:
                 concurrency=32,
                 plain=args.plain,
             )
-    _report_stops(runner, args)
+    _report_stops(runner, resend_command=None)
     print(f"images in {args.out / 'images'}")
     return EXIT_OK if runner.summary.ok else EXIT_FAILED
 
