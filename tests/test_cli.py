@@ -442,3 +442,26 @@ async def test_batch_out_that_is_a_file_is_one_line(emulator: Emulator, tmp_path
     )
     assert b"Traceback" not in done.stderr
     assert emulator.counters.create_requests == 0
+
+
+async def test_deleting_out_mid_run_stops_with_one_line(emulator: Emulator, tmp_path: Path) -> None:
+    """Removing --out (and the journal in it) mid-run stops the run; it never exits 0."""
+    emulator.time_scale = 0.03
+    prompts = tmp_path / "p.jsonl"
+    _write_prompts(prompts, 40)
+    out = tmp_path / "out"
+    command = _batch_command(emulator, prompts, out)
+    async with await anyio.open_process(
+        command, env=_env(WORLDROUTER_API_KEY=emulator.api_key)
+    ) as process:
+        with anyio.fail_after(30):
+            while emulator.counters.creates < 2:
+                await anyio.sleep(0.002)
+        shutil.rmtree(out)
+        with anyio.fail_after(30):
+            code = await process.wait()
+        assert process.stderr is not None
+        stderr = (await process.stderr.receive()).decode()
+    assert code == 1
+    assert f"journal {out / 'journal.sqlite3'} was deleted" in stderr
+    assert "Traceback" not in stderr
