@@ -269,14 +269,20 @@ async def _interrupt_mid_run(
     ],
     ids=["SIGINT", "SIGTERM"],
 )
+@pytest.mark.parametrize("ignore_idempotency", [False, True], ids=["dedup", "no-dedup"])
 async def test_signal_stops_cleanly_and_the_rerun_finishes(
-    emulator: Emulator, tmp_path: Path, signum: int, code: int, message: str
+    emulator: Emulator,
+    tmp_path: Path,
+    signum: int,
+    code: int,
+    message: str,
+    ignore_idempotency: bool,
 ) -> None:
     """SIGINT and SIGTERM mid-run stop with a plain message; creates in flight are journaled,
-    so the rerun finishes every prompt without resending any."""
+    so the rerun finishes every prompt without resending any, whatever the server does."""
     count = 16
     emulator.time_scale = 0.03
-    emulator.ignore_idempotency = True  # a resent create would show as a duplicate
+    emulator.ignore_idempotency = ignore_idempotency
     prompts = tmp_path / "p.jsonl"
     _write_prompts(prompts, count)
     out = tmp_path / "out"
