@@ -454,7 +454,7 @@ class BatchRunner:
             )
         except AmbiguousCreateError as exc:  # stays SUBMITTING: see retry_ambiguous_creates
             await self._store.mark_ambiguous(row.key, str(exc))
-            self._connection_failed(exc)
+            self._count_unanswered(exc)
             self._deliver(_Finished(row, source, error=exc))
             return
         except WorldRouterError as exc:
@@ -466,15 +466,20 @@ class BatchRunner:
                 await self._store.mark_pending(row.key, str(exc))
             if isinstance(exc, AuthenticationError | PermissionDeniedError):
                 self._stop(f"the server refused the API key (HTTP {exc.status}: {exc})")
-            elif isinstance(exc, APIConnectionError):
-                self._connection_failed(exc)
+            self._count_unanswered(exc)
             self._deliver(_Finished(row, source, error=exc))
             return
-        self._connection_failures = 0
+        self._count_unanswered(None)
         await self._store.mark_created(row.key, handle.task_id, handle.status)
         self._watch(row, handle, source)
 
-    def _connection_failed(self, exc: WorldRouterError) -> None:
+    def _count_unanswered(self, exc: WorldRouterError | None) -> None:
+        """Count creates in a row that got no answer at all; any answer resets the count."""
+        if not isinstance(exc, APIConnectionError) and not isinstance(
+            getattr(exc, "__cause__", None), APIConnectionError
+        ):
+            self._connection_failures = 0
+            return
         self._connection_failures += 1
         if self._connection_failures >= CONNECTION_FAILURES_TO_STOP:
             self._stop(
