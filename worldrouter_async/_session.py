@@ -182,6 +182,7 @@ class Session:
             retry=retry,
             limits=limits,
             counters=self._counters,
+            retry_ambiguous_creates=retry_ambiguous_creates,
         )
         self._poller = Poller(
             lambda task_id: self.transport.retrieve(task_id, retry=False),
@@ -301,7 +302,9 @@ class Session:
 
         Args:
             timeout: seconds to wait for the result (default: the session's task_timeout).
-            idempotency_key: reuse one to retry a create that may have reached the server.
+            idempotency_key: sent as the ``Idempotency-Key`` header (default: a new UUID).
+                Reusing the key of a create that may have reached the server avoids a
+                second paid task only if your deployment deduplicates creates by that key.
             params: any `ImageRequest` field: n, size, quality, output_format, user, extra...
 
         Example:

@@ -283,6 +283,7 @@ class Transport:
         retry: RetryPolicy,
         limits: Limits,
         counters: Counters,
+        retry_ambiguous_creates: bool = False,
     ) -> None:
         self._tasks_url = base_url.rstrip("/") + "/images/generation_tasks"
         # Built per request, never as a session default: aiohttp would merge a default
@@ -292,6 +293,7 @@ class Transport:
         self._retry = retry
         self._limits = limits
         self._counters = counters
+        self._retry_ambiguous = retry_ambiguous_creates
         self.throttle = Throttle(limits.requests_per_second)
         self._client: aiohttp.ClientSession | None = None
 
@@ -319,7 +321,9 @@ class Transport:
         """Create a task, retrying only where no task can have been created.
 
         A failure after the request may have reached the server becomes
-        `AmbiguousCreateError`, never a silent second (paid) create.
+        `AmbiguousCreateError`, never a silent second (paid) create; with
+        ``retry_ambiguous_creates`` such a create is first resent with the same key, which
+        is safe only on a deployment that deduplicates creates by Idempotency-Key.
         """
         body = json.dumps(payload).encode()
         headers = {
@@ -335,13 +339,21 @@ class Transport:
             return task
 
         try:
-            return await self._with_retries(attempt, _is_retryable_create)
+            retryable = _is_retryable_read if self._retry_ambiguous else _is_retryable_create
+            return await self._with_retries(attempt, retryable)
         except APIError as exc:
             if _is_definite(exc) or _is_retryable_create(exc):
                 raise
             raise AmbiguousCreateError(
                 f"the create may have reached the server before it failed ({exc}); "
-                f"retry with idempotency_key={idempotency_key!r} so it is not billed twice",
+                + (
+                    "it was resent with the same key as often as the retry policy allows. "
+                    if self._retry_ambiguous
+                    else ""
+                )
+                + f"Resending it with idempotency_key={idempotency_key!r} is safe only if your "
+                "deployment deduplicates creates by Idempotency-Key; otherwise check whether "
+                "the task exists before creating it again",
                 idempotency_key=idempotency_key,
             ) from exc
 
