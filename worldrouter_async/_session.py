@@ -15,6 +15,7 @@ from typing import Any, Final, Self
 import anyio
 from yarl import URL
 
+from ._clock import SYSTEM_CLOCK
 from ._config import (
     Limits,
     PollPolicy,
@@ -182,6 +183,7 @@ class Session:
             retry=retry,
             limits=limits,
             counters=self._counters,
+            clock=SYSTEM_CLOCK,
             retry_ambiguous_creates=retry_ambiguous_creates,
         )
         self._poller = Poller(

@@ -25,6 +25,7 @@ from .._support import GEMINI_MODELS, SUPPORTED_MODELS
 from ._png import colour_for, solid_png
 
 Route = Literal["create", "poll", "any", "storage"]
+OutageKind = Literal["refuse", "502", "503", "504"]
 FaultKind = Literal[
     "429",
     "500",
@@ -74,6 +75,8 @@ class EmulatorCounters:
     storage_requests: int = 0
     storage_auth_headers: int = 0
     rate_limited: int = 0  # requests answered 429 (counted in neither creates nor polls)
+    outages: int = 0  # outages begun (see `Emulator.outage`)
+    outage_answers: int = 0  # requests answered 502/503/504 by an outage, never handled
     #: Accepted API requests per whole second of the monotonic clock (for rate benchmarks).
     per_second: Counter[int] = field(factory=Counter)
 
@@ -88,6 +91,8 @@ class EmulatorCounters:
             "storage_requests": self.storage_requests,
             "storage_auth_headers": self.storage_auth_headers,
             "rate_limited": self.rate_limited,
+            "outages": self.outages,
+            "outage_answers": self.outage_answers,
             "per_second": dict(self.per_second),
         }
 
@@ -159,6 +164,8 @@ class Emulator:
         fail_rate: probability per API request of a 500, 502 or 503.
         drop_rate: probability per API request of a dropped connection.
         slow_rate: probability per API request of an answer delayed by `slow_delay` seconds.
+        keepalive_timeout: seconds the servers keep an idle connection open before it
+            closes it (like nginx ``keepalive_timeout``), for stale keep-alive tests.
 
     Example:
         >>> async def main():  # doctest: +SKIP
@@ -180,6 +187,7 @@ class Emulator:
         drop_rate: float = 0.0,
         slow_rate: float = 0.0,
         slow_delay: float = 0.5,
+        keepalive_timeout: float = 75.0,
         record_requests: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -193,6 +201,7 @@ class Emulator:
         self.drop_rate = drop_rate
         self.slow_rate = slow_rate
         self.slow_delay = slow_delay
+        self.keepalive_timeout = keepalive_timeout
         self.counters = EmulatorCounters()
         #: (monotonic time, route, path) of every API request, when `record_requests`.
         self.requests: list[tuple[float, Route, str]] = []
@@ -207,6 +216,11 @@ class Emulator:
         self._host = host
         self._ports = (port, storage_port)
         self._runners: list[web.AppRunner] = []
+        self._api_site: web.TCPSite | None = None
+        self._api_port = 0
+        self._outage: OutageKind | None = None
+        self._planned_outage: tuple[OutageKind, float, int] | None = None
+        self._outage_end: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.base_url = ""
         self.storage_url = ""
@@ -236,20 +250,30 @@ class Emulator:
         storage.router.add_get("/images/{task_id}/{name}", self._image)
         api_port = await self._serve(api, self._ports[0])
         storage_port = await self._serve(storage, self._ports[1])
+        self._api_port = api_port
         self.base_url = f"http://{self._host}:{api_port}/v1"
         self.storage_url = f"http://{self._host}:{storage_port}"
 
     async def _serve(self, app: web.Application, port: int) -> int:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=0.5,
+            keepalive_timeout=self.keepalive_timeout,
+        )
         await runner.setup()
         self._runners.append(runner)
         site = web.TCPSite(runner, self._host, port)
         await site.start()
+        self._api_site = self._api_site or site
         return int(runner.addresses[0][1])
 
     async def stop(self) -> None:
         """Stop both servers, releasing any request held by a ``hang`` fault."""
         self._stopping.set()
+        if self._outage_end is not None:
+            await self._outage_end
         runners, self._runners = self._runners, []
         for runner in runners:
             await runner.cleanup()
@@ -265,6 +289,42 @@ class Emulator:
         """Answer the next `count` requests on `route` with fault `kind`, in order."""
         for _ in range(count):
             self._faults.append(Fault(kind, route, retry_after))
+
+    async def outage(
+        self, kind: OutageKind = "refuse", *, seconds: float, after_creates: int = 0
+    ) -> None:
+        """Take the API down for `seconds`, once `after_creates` more creates have arrived.
+
+        ``"refuse"`` closes the listening socket and aborts every open connection (requests
+        in flight are lost, as when a server dies); ``"502"``, ``"503"`` and ``"504"``
+        answer every API request as a gateway whose backend is down (nothing is created).
+        The storage origin stays up.
+        """
+        self._planned_outage = (kind, seconds, self.counters.create_requests + after_creates)
+        if after_creates <= 0:
+            await self._begin_outage()
+
+    async def _begin_outage(self) -> None:
+        if self._planned_outage is None:
+            return
+        kind, seconds, _ = self._planned_outage
+        self._planned_outage = None
+        self._outage = kind
+        self.counters.outages += 1
+        server = self._runners[0].server
+        if kind == "refuse" and self._api_site is not None and server is not None:
+            await self._api_site.stop()
+            for handler in server.connections:
+                if handler.transport is not None:
+                    handler.transport.abort()
+        self._outage_end = asyncio.get_running_loop().create_task(self._end_outage(seconds))
+
+    async def _end_outage(self, seconds: float) -> None:
+        await self._sleep(seconds)
+        if self._outage == "refuse" and not self._stopping.is_set():
+            self._api_site = web.TCPSite(self._runners[0], self._host, self._api_port)
+            await self._api_site.start()
+        self._outage = None
 
     def force_status(self, task_id: str, status: str | None) -> None:
         """Report `status` for the task from now on (None returns it to its timeline)."""
@@ -452,6 +512,15 @@ class Emulator:
         if request.path.startswith("/_emulator/"):
             return await handler(request)  # type: ignore[no-any-return]
         route: Route = "create" if request.method == "POST" else "poll"
+        planned = self._planned_outage
+        if (
+            planned is not None
+            and route == "create"
+            and self.counters.create_requests >= planned[2]
+        ):
+            await self._begin_outage()
+        if self._outage is not None:
+            return self._gateway_error(request)
         if self._record:
             self.requests.append((time.monotonic(), route, request.path))
             if route == "create":
@@ -468,6 +537,19 @@ class Emulator:
         if fault is not None:  # the task was created; now lose or garble the answer
             return await self._apply_fault(request, fault)
         return response
+
+    def _gateway_error(self, request: web.Request) -> web.StreamResponse:
+        if self._outage == "refuse":  # the request that began it: lost with the server
+            if request.transport is not None:
+                request.transport.abort()
+            raise web.HTTPException()
+        self.counters.outage_answers += 1
+        status = int(self._outage or 502)
+        return web.Response(
+            status=status,
+            text=f"<html><body><h1>{status} from the gateway</h1></body></html>",
+            content_type="text/html",
+        )
 
     def _rate_limited(self, wait: float) -> web.Response:
         self.counters.faults["429"] += 1
