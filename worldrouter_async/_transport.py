@@ -48,9 +48,6 @@ USER_AGENT: Final = f"worldrouter-async/{__version__}"
 _SNIPPET: Final = 200
 _RATE_WINDOW: Final = 2.0  # seconds of accepted requests behind the adaptive rate estimate
 _BACK_OFF: Final = 0.95  # after a 429, pace at this fraction of the rate just granted
-#: Creates reuse a pooled connection only if it was last used this recently: well under any
-#: server's keep-alive timeout, so a create never races the server closing an idle connection.
-CREATE_KEEPALIVE: Final = 0.5
 #: A task id no server will have: the breaker's probe GETs it and a 404 means "answering".
 _PROBE_TASK_ID: Final = "imgtask_worldrouter_async_breaker_probe"
 _T = TypeVar("_T")
@@ -319,11 +316,13 @@ class Transport:
     async def open(self) -> None:
         """Create the pooled clients; call once, from the event loop."""
         self._client = self._new_client(aiohttp.TCPConnector(limit=self._limits.max_connections))
-        # Creates get their own pool that drops connections idle for over CREATE_KEEPALIVE
-        # (aiohttp checks the idle time when it hands a pooled connection out).
+        # Creates get their own pool, which hands out only connections idle for less than
+        # `create_keepalive` (aiohttp checks the idle time when it reuses a connection):
+        # a create must never race the server closing an idle keep-alive connection.
         self._create_client = self._new_client(
             aiohttp.TCPConnector(
-                limit=self._limits.max_connections, keepalive_timeout=CREATE_KEEPALIVE
+                limit=self._limits.max_connections,
+                keepalive_timeout=self._timeouts.create_keepalive,
             )
         )
 

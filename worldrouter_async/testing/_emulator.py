@@ -13,6 +13,7 @@ import random
 import re
 import time
 import uuid
+import weakref
 from collections import Counter, deque
 from datetime import UTC, datetime
 from types import TracebackType
@@ -75,6 +76,7 @@ class EmulatorCounters:
     storage_requests: int = 0
     storage_auth_headers: int = 0
     rate_limited: int = 0  # requests answered 429 (counted in neither creates nor polls)
+    connections: int = 0  # API connections that carried at least one request
     outages: int = 0  # outages begun (see `Emulator.outage`)
     outage_answers: int = 0  # requests answered 502/503/504 by an outage, never handled
     #: Accepted API requests per whole second of the monotonic clock (for rate benchmarks).
@@ -91,6 +93,7 @@ class EmulatorCounters:
             "storage_requests": self.storage_requests,
             "storage_auth_headers": self.storage_auth_headers,
             "rate_limited": self.rate_limited,
+            "connections": self.connections,
             "outages": self.outages,
             "outage_answers": self.outage_answers,
             "per_second": dict(self.per_second),
@@ -219,6 +222,7 @@ class Emulator:
         self._api_site: web.TCPSite | None = None
         self._api_port = 0
         self._outage: OutageKind | None = None
+        self._transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
         self._planned_outage: tuple[OutageKind, float, int] | None = None
         self._outage_end: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -512,6 +516,9 @@ class Emulator:
         if request.path.startswith("/_emulator/"):
             return await handler(request)  # type: ignore[no-any-return]
         route: Route = "create" if request.method == "POST" else "poll"
+        if request.transport is not None and request.transport not in self._transports:
+            self._transports.add(request.transport)
+            self.counters.connections += 1
         planned = self._planned_outage
         if (
             planned is not None
