@@ -11,7 +11,13 @@ import anyio
 import pytest
 
 from tests.conftest import SessionFactory
-from worldrouter_async import AmbiguousCreateError, Session, TaskHandle, WorldRouterError
+from worldrouter_async import (
+    AmbiguousCreateError,
+    RetryPolicy,
+    Session,
+    TaskHandle,
+    WorldRouterError,
+)
 from worldrouter_async._breaker import DEFAULT_THRESHOLD, Breaker
 from worldrouter_async._stats import Counters
 from worldrouter_async.testing import Emulator
@@ -264,4 +270,25 @@ async def test_polls_wait_out_an_outage(session: Session, emulator: Emulator) ->
     results = [await handle for handle in handles]
     assert len(results) == 20
     assert session.stats.breaker_opens == 1
-    assert emulator.counters.outage_answers >= DEFAULT_THRESHOLD
+    # Held polls: the ones in flight (one per task), those before the breaker opened, probes.
+    held = len(handles) + DEFAULT_THRESHOLD - 1 + session.stats.breaker_probes
+    assert DEFAULT_THRESHOLD <= emulator.counters.outage_answers <= held
+
+
+async def test_closing_the_session_releases_requests_held_by_an_outage(
+    make_session: SessionFactory, emulator: Emulator
+) -> None:
+    """A create waiting out an outage ends when the session closes, not after the patience."""
+    await emulator.outage("503", seconds=3600)
+    retry = RetryPolicy(attempts=DEFAULT_THRESHOLD + 1, base=0.001, cap=0.01)
+    async with make_session(retry=retry) as session, anyio.create_task_group() as task_group:
+
+        async def create() -> None:
+            with pytest.raises(RuntimeError, match=r"not open|closed"):
+                await session.tasks.create("gpt-image-2", "a star")
+
+        task_group.start_soon(create)
+        while not session.transport.breaker.is_open:
+            await anyio.sleep(0.001)
+        await session.aclose()
+    assert emulator.counters.creates == 0

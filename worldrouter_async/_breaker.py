@@ -46,6 +46,7 @@ class Breaker:
         "_backoff",
         "_changed",
         "_clock",
+        "_closed",
         "_counters",
         "_next_probe",
         "_opened_at",
@@ -81,6 +82,7 @@ class Breaker:
         self._next_probe = 0.0
         self._probes = 0
         self._probing = False
+        self._closed = False
         #: Consecutive outage failures seen since the last answer that came through.
         self.failures = 0
         #: True while requests must wait for a probe to succeed.
@@ -126,7 +128,7 @@ class Breaker:
         its result, so only one probe is ever in flight.
         """
         give_up = self._clock.now() + self._patience
-        while self.is_open:
+        while self.is_open and not self._closed:
             now = self._clock.now()
             if now >= give_up:
                 return
@@ -134,6 +136,14 @@ class Breaker:
                 await self._run_probe()
                 continue
             await self._changed.wait()
+
+    def close(self) -> None:
+        """Release every waiter and stop probing: the session is closing."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._notify()
 
     async def _run_probe(self) -> None:
         self._probing = True

@@ -337,7 +337,8 @@ class Transport:
         )
 
     async def aclose(self) -> None:
-        """Close the pools; idempotent."""
+        """Close the pools and release requests waiting out an outage; idempotent."""
+        self.breaker.close()
         clients = (self._client, self._create_client)
         self._client = self._create_client = None
         for client in clients:
