@@ -1,4 +1,4 @@
-"""HTTP to the WorldRouter API: auth, retries, rate-limit pauses and error mapping.
+"""HTTP to the WorldRouter API: auth, retries, rate-limit and outage pauses, error mapping.
 
 This is the only module that talks to the API through aiohttp, and the one place where
 aiohttp's exceptions become ours (always ``raise ... from exc``).
@@ -374,16 +374,12 @@ class Transport:
         except APIError as exc:
             if _is_definite(exc) or _is_retryable_create(exc):
                 raise
+            resent = "; it was resent with the same key" if self._retry_ambiguous else ""
             raise AmbiguousCreateError(
-                f"the create may have reached the server before it failed ({exc}); "
-                + (
-                    "it was resent with the same key as often as the retry policy allows. "
-                    if self._retry_ambiguous
-                    else ""
-                )
-                + f"Resending it with idempotency_key={idempotency_key!r} is safe only if your "
-                "deployment deduplicates creates by Idempotency-Key; otherwise check whether "
-                "the task exists before creating it again",
+                f"the create may have reached the server before it failed ({exc}){resent}. "
+                f"Resending it with idempotency_key={idempotency_key!r} is safe only if your "
+                "deployment deduplicates creates by Idempotency-Key; otherwise a resend may "
+                "create and bill a second task",
                 idempotency_key=idempotency_key,
             ) from exc
 

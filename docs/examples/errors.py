@@ -13,7 +13,7 @@ async def create_once(session: wr.Session, prompt: str) -> wr.ImageTask | None:
     except wr.AmbiguousCreateError as exc:
         # Resending with this key is safe only if your deployment deduplicates creates by
         # Idempotency-Key; if it does, open the session with retry_ambiguous_creates=True.
-        print("may have been created; check before resending key", exc.idempotency_key)
+        print("may have been created; not resent automatically:", exc.idempotency_key)
         return None
 
 

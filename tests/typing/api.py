@@ -26,7 +26,12 @@ async def usage() -> None:
         paths = await session.download(result, Path("out"))
         assert_type(paths, tuple[Path, ...])
         assert_type(session.stats, wr.SessionStats)
+        assert_type(session.stats.breaker_opens, int)
         async with BatchRunner(session, "job.sqlite3") as runner:
             async for outcome in runner.run([wr.ImageRequest(model="m", prompt="p")]):
                 assert_type(outcome, Outcome)
         assert_type(runner.summary, BatchSummary)
+    async with wr.Session(
+        "key", retry_ambiguous_creates=True, timeouts=wr.Timeouts(create_keepalive=0.5)
+    ) as deduplicating:
+        assert_type(deduplicating.retry_ambiguous_creates, bool)
