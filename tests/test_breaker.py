@@ -118,6 +118,19 @@ def test_opens_only_after_threshold_failures_in_a_row() -> None:
     assert counters.breaker_opens == 1  # failures while open do not reopen it
 
 
+def test_a_late_answer_to_an_older_request_does_not_reset_the_count() -> None:
+    """Only a request sent after the latest failure proves the server answers now."""
+    breaker = _breaker(StepClock(), Probe(), Counters())
+    sent_before = breaker.epoch
+    for _ in range(DEFAULT_THRESHOLD - 1):
+        breaker.record_failure()
+    breaker.record_success(sent_before)
+    assert breaker.failures == DEFAULT_THRESHOLD - 1
+    sent_after = breaker.epoch
+    breaker.record_success(sent_after)
+    assert breaker.failures == 0
+
+
 async def test_waiters_are_held_and_one_probe_at_a_time_tests_recovery() -> None:
     """Many waiters, one probe in flight; a failed probe backs off; a good one frees all."""
     clock, probe, counters = StepClock(), Probe(), Counters()

@@ -30,8 +30,11 @@ DEFAULT_THRESHOLD: Final = 5
 class Breaker:
     """Counts consecutive outage failures; while open, holds requests and probes for recovery.
 
-    The hot path reads two plain attributes: `is_open` before a request (wait only when
-    true) and `failures` after a success (reset only when non-zero).
+    The hot path reads plain attributes: `is_open` and `epoch` before a request (wait only
+    when open) and `failures` after a success (reset only when non-zero). "In a row" is in
+    the order requests were sent: the late answer to a request sent before a failure proves
+    nothing about the server now, so only a request sent after the latest failure resets
+    the count. Otherwise stale answers arriving during an outage would keep it closed.
 
     Args:
         clock: decides when probes are due and how long requests wait.
@@ -56,6 +59,7 @@ class Breaker:
         "_probing",
         "_threshold",
         "_timer",
+        "epoch",
         "failures",
         "is_open",
     )
@@ -85,6 +89,8 @@ class Breaker:
         self._closed = False
         #: Consecutive outage failures seen since the last answer that came through.
         self.failures = 0
+        #: Outage failures ever seen; read when a request is sent, passed to `record_success`.
+        self.epoch = 0
         #: True while requests must wait for a probe to succeed.
         self.is_open = False
 
@@ -95,6 +101,7 @@ class Breaker:
     def record_failure(self) -> None:
         """Note a connection failure or a 502/503/504; open after `threshold` in a row."""
         self.failures += 1
+        self.epoch += 1
         if not self.is_open and self.failures >= self._threshold:
             self.is_open = True
             self._opened_at = self._clock.now()
@@ -107,8 +114,14 @@ class Breaker:
             )
             self._schedule_probe()
 
-    def record_success(self) -> None:
-        """Note an answer that came through; closes the breaker if it was open."""
+    def record_success(self, epoch: int | None = None) -> None:
+        """Note an answer that came through; closes the breaker if it was open.
+
+        `epoch` is the value of `epoch` when that request was sent: an answer to a request
+        sent before the latest failure is ignored. Probes pass None (always news).
+        """
+        if epoch is not None and epoch != self.epoch:
+            return
         self.failures = 0
         if self.is_open:
             self.is_open = False

@@ -463,6 +463,7 @@ class Transport:
         breaker = self.breaker
         if breaker.is_open:  # an outage: wait for a probe to get through
             await breaker.wait()
+        epoch = breaker.epoch
         if self.throttle.holding:  # a coroutine per request only when it may have to wait
             await self.throttle.wait()
         try:
@@ -497,7 +498,7 @@ class Transport:
         if status in OUTAGE_STATUSES:
             breaker.record_failure()
         elif breaker.failures:
-            breaker.record_success()
+            breaker.record_success(epoch)
         if status >= 300:
             error = _status_error(status, reason, response_headers, content)
             if isinstance(error, RateLimitError):
