@@ -11,6 +11,7 @@ import asyncio
 import math
 import random
 import re
+import socket
 import time
 import uuid
 import weakref
@@ -167,8 +168,9 @@ class Emulator:
         fail_rate: probability per API request of a 500, 502 or 503.
         drop_rate: probability per API request of a dropped connection.
         slow_rate: probability per API request of an answer delayed by `slow_delay` seconds.
-        keepalive_timeout: seconds the servers keep an idle connection open before it
-            closes it (like nginx ``keepalive_timeout``), for stale keep-alive tests.
+        keepalive_timeout: seconds the API server keeps a connection open once it has
+            answered and no new request came (like nginx ``keepalive_timeout``); None keeps
+            connections open for aiohttp's default hour.
 
     Example:
         >>> async def main():  # doctest: +SKIP
@@ -190,7 +192,7 @@ class Emulator:
         drop_rate: float = 0.0,
         slow_rate: float = 0.0,
         slow_delay: float = 0.5,
-        keepalive_timeout: float = 75.0,
+        keepalive_timeout: float | None = None,
         record_requests: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -219,10 +221,14 @@ class Emulator:
         self._host = host
         self._ports = (port, storage_port)
         self._runners: list[web.AppRunner] = []
-        self._api_site: web.TCPSite | None = None
+        self._api_site: web.SockSite | None = None
+        self._api_socket: socket.socket | None = None
         self._api_port = 0
         self._outage: OutageKind | None = None
-        self._transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
+        #: Requests seen per API connection; the keep-alive timer compares it to see reuse.
+        self._served: weakref.WeakKeyDictionary[asyncio.BaseTransport, int] = (
+            weakref.WeakKeyDictionary()
+        )
         self._planned_outage: tuple[OutageKind, float, int] | None = None
         self._outage_end: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -247,31 +253,31 @@ class Emulator:
     async def start(self) -> None:
         """Serve the API and the storage origin on their ports (0 picks free ones)."""
         api = web.Application(middlewares=[self._faults_middleware])
+        api.on_response_prepare.append(self._start_keepalive_timer)
         api.router.add_post("/v1/images/generation_tasks", self._create)
         api.router.add_get("/v1/images/generation_tasks/{task_id}", self._retrieve)
         api.router.add_get("/_emulator/stats", self._stats)
         storage = web.Application()
         storage.router.add_get("/images/{task_id}/{name}", self._image)
-        api_port = await self._serve(api, self._ports[0])
-        storage_port = await self._serve(storage, self._ports[1])
-        self._api_port = api_port
-        self.base_url = f"http://{self._host}:{api_port}/v1"
+        self._api_site, self._api_socket = await self._serve(api, self._ports[0])
+        storage_port = int((await self._serve(storage, self._ports[1]))[1].getsockname()[1])
+        self._api_port = int(self._api_socket.getsockname()[1])
+        self.base_url = f"http://{self._host}:{self._api_port}/v1"
         self.storage_url = f"http://{self._host}:{storage_port}"
 
-    async def _serve(self, app: web.Application, port: int) -> int:
-        runner = web.AppRunner(
-            app,
-            access_log=None,
-            handle_signals=False,
-            shutdown_timeout=0.5,
-            keepalive_timeout=self.keepalive_timeout,
-        )
+    async def _serve(self, app: web.Application, port: int) -> tuple[web.SockSite, socket.socket]:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
         self._runners.append(runner)
-        site = web.TCPSite(runner, self._host, port)
+        return await self._listen(runner, port)
+
+    async def _listen(self, runner: web.AppRunner, port: int) -> tuple[web.SockSite, socket.socket]:
+        # Our own listening socket, so an outage can stop accepting before it closes it.
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        listener = socket.create_server((self._host, port), family=family)
+        site = web.SockSite(runner, listener)
         await site.start()
-        self._api_site = self._api_site or site
-        return int(runner.addresses[0][1])
+        return site, listener
 
     async def stop(self) -> None:
         """Stop both servers, releasing any request held by a ``hang`` fault."""
@@ -316,7 +322,13 @@ class Emulator:
         self._outage = kind
         self.counters.outages += 1
         server = self._runners[0].server
-        if kind == "refuse" and self._api_site is not None and server is not None:
+        listener = self._api_socket
+        if kind == "refuse" and self._api_site is not None and listener and server is not None:
+            # Stop accepting and let connections already accepted attach first: asyncio
+            # would leak the socket of one still being set up when its server closes.
+            asyncio.get_running_loop().remove_reader(listener.fileno())
+            for _ in range(5):
+                await asyncio.sleep(0)
             await self._api_site.stop()
             for handler in server.connections:
                 if handler.transport is not None:
@@ -326,8 +338,7 @@ class Emulator:
     async def _end_outage(self, seconds: float) -> None:
         await self._sleep(seconds)
         if self._outage == "refuse" and not self._stopping.is_set():
-            self._api_site = web.TCPSite(self._runners[0], self._host, self._api_port)
-            await self._api_site.start()
+            self._api_site, self._api_socket = await self._listen(self._runners[0], self._api_port)
         self._outage = None
 
     def force_status(self, task_id: str, status: str | None) -> None:
@@ -516,9 +527,11 @@ class Emulator:
         if request.path.startswith("/_emulator/"):
             return await handler(request)  # type: ignore[no-any-return]
         route: Route = "create" if request.method == "POST" else "poll"
-        if request.transport is not None and request.transport not in self._transports:
-            self._transports.add(request.transport)
-            self.counters.connections += 1
+        transport = request.transport
+        if transport is not None:
+            served = self._served.get(transport, 0)
+            self.counters.connections += not served
+            self._served[transport] = served + 1
         planned = self._planned_outage
         if (
             planned is not None
@@ -544,6 +557,20 @@ class Emulator:
         if fault is not None:  # the task was created; now lose or garble the answer
             return await self._apply_fault(request, fault)
         return response
+
+    async def _start_keepalive_timer(
+        self, request: web.Request, response: web.StreamResponse
+    ) -> None:
+        """Like nginx: close the connection if no new request comes soon after this answer."""
+        transport = request.transport
+        if self.keepalive_timeout is not None and transport is not None:
+            asyncio.get_running_loop().call_later(
+                self.keepalive_timeout, self._close_if_idle, transport, self._served.get(transport)
+            )
+
+    def _close_if_idle(self, transport: asyncio.BaseTransport, served: int | None) -> None:
+        if self._served.get(transport) == served:
+            transport.close()
 
     def _gateway_error(self, request: web.Request) -> web.StreamResponse:
         if self._outage == "refuse":  # the request that began it: lost with the server
