@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 from collections.abc import Callable
 
 import anyio
@@ -28,19 +29,25 @@ CONCURRENCY = 8
 
 
 class _Timer:
-    def __init__(self, clock: StepClock, entry: list[object]) -> None:
-        self._entry = entry
+    def __init__(self, cancelled: set[int], order: int) -> None:
+        self._cancelled = cancelled
+        self._order = order
 
     def cancel(self) -> None:
-        self._entry[2] = None
+        self._cancelled.add(self._order)
 
 
 class StepClock:
-    """Virtual time that moves only when the test calls `advance`."""
+    """Virtual time that moves only when the test calls `advance`.
+
+    A stand-in for ``worldrouter_async.testing.FakeClock`` (in progress elsewhere), just
+    big enough for the breaker: ``now``, ``call_later`` and ``sleep_until``.
+    """
 
     def __init__(self) -> None:
         self.time = 0.0
-        self._timers: list[list[object]] = []
+        self._timers: list[tuple[float, int, Callable[[], object]]] = []
+        self._cancelled: set[int] = set()
         self._order = itertools.count()
 
     def now(self) -> float:
@@ -52,16 +59,16 @@ class StepClock:
         await event.wait()
 
     def call_later(self, delay: float, callback: Callable[[], object]) -> _Timer:
-        entry: list[object] = [self.time + max(delay, 0.0), next(self._order), callback]
-        heapq.heappush(self._timers, entry)
-        return _Timer(self, entry)
+        order = next(self._order)
+        heapq.heappush(self._timers, (self.time + max(delay, 0.0), order, callback))
+        return _Timer(self._cancelled, order)
 
     async def advance(self, seconds: float) -> None:
         """Move time on, run the timers now due, and let woken tasks run."""
         self.time += seconds
-        while self._timers and float(self._timers[0][0]) <= self.time:  # type: ignore[arg-type]
-            callback = heapq.heappop(self._timers)[2]
-            if callable(callback):
+        while self._timers and self._timers[0][0] <= self.time:
+            _, order, callback = heapq.heappop(self._timers)
+            if order not in self._cancelled:
                 callback()
         for _ in range(5):
             await asyncio.sleep(0)
@@ -116,6 +123,19 @@ def test_opens_only_after_threshold_failures_in_a_row() -> None:
     assert counters.breaker_opens == 1
     breaker.record_failure()
     assert counters.breaker_opens == 1  # failures while open do not reopen it
+
+
+def test_opening_and_closing_are_logged_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    """One INFO line when the breaker opens and one when it closes, none per failure."""
+    breaker = _breaker(StepClock(), Probe(), Counters())
+    with caplog.at_level(logging.INFO, logger="worldrouter_async"):
+        for _ in range(DEFAULT_THRESHOLD + 3):
+            breaker.record_failure()
+        breaker.record_success()
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2
+    assert "unavailable (5 failures in a row)" in messages[0]
+    assert "answers again" in messages[1]
 
 
 def test_a_late_answer_to_an_older_request_does_not_reset_the_count() -> None:
