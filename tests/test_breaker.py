@@ -326,3 +326,20 @@ async def test_closing_the_session_releases_requests_held_by_an_outage(
             await anyio.sleep(0.001)
         await session.aclose()
     assert emulator.counters.creates == 0
+
+
+async def test_with_retry_ambiguous_an_outage_loses_no_create(
+    make_session: SessionFactory, emulator: Emulator
+) -> None:
+    """Deduplicating server: creates cut off by a 502 outage are resent after it, none lost."""
+    total = 120
+    await emulator.outage("502", seconds=0.2, after_creates=30)
+    async with make_session(retry_ambiguous_creates=True) as session:
+        handles = await session.submit_many(
+            [{"model": "gpt-image-2", "prompt": f"p{i}"} for i in range(total)],
+            concurrency=CONCURRENCY,
+        )
+        completed, ambiguous, other = await _outcomes(handles)
+        assert session.stats.breaker_opens >= 1
+    assert (completed, ambiguous, other) == (total, 0, 0)
+    assert emulator.counters.creates == total

@@ -169,7 +169,7 @@ class Breaker:
             self._probing = False
             if recovered:
                 self.record_success()
-            elif self.is_open:
+            elif self.is_open and not self._closed:
                 self._schedule_probe()
 
     def _schedule_probe(self) -> None:

@@ -530,7 +530,8 @@ class Emulator:
         transport = request.transport
         if transport is not None:
             served = self._served.get(transport, 0)
-            self.counters.connections += not served
+            if not served:
+                self.counters.connections += 1
             self._served[transport] = served + 1
         planned = self._planned_outage
         if (
