@@ -95,11 +95,17 @@ class PollPolicy:
 @define(frozen=True)
 class Timeouts:
     """Per-request network timeouts in seconds; `read` bounds each wait for bytes and
-    `download` bounds a whole image download."""
+    `download` bounds a whole image download.
+
+    `create_keepalive`: a create reuses a pooled connection only if it was last used less
+    than this long ago, else it opens a fresh one. Keep it under your server's keep-alive
+    timeout, so a paid create is never sent on a connection the server is closing.
+    """
 
     connect: float = field(default=10.0, validator=_positive)
     read: float = field(default=60.0, validator=_positive)
     download: float = field(default=120.0, validator=_positive)
+    create_keepalive: float = field(default=0.5, validator=_positive)
 
 
 @define(frozen=True)

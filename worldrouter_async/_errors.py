@@ -153,8 +153,9 @@ class APITimeoutError(APIConnectionError, TimeoutError):
 class AmbiguousCreateError(APIError):
     """A create failed after the request may have reached the server.
 
-    The task may exist and be billed. Retry with the same `idempotency_key` so the server
-    can deduplicate, rather than sending a fresh create.
+    The task may exist and be billed. Resending it with the same `idempotency_key` is safe
+    only if your deployment deduplicates creates by Idempotency-Key (the API documentation
+    does not promise it); otherwise a resend may create and bill a second task.
     """
 
     def __init__(self, message: str, *, idempotency_key: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Final, Self
 import anyio
 from yarl import URL
 
+from ._clock import SYSTEM_CLOCK
 from ._config import (
     Limits,
     PollPolicy,
@@ -185,6 +186,8 @@ class Session:
             retry=retry,
             limits=limits,
             counters=self._counters,
+            clock=SYSTEM_CLOCK,
+            retry_ambiguous_creates=retry_ambiguous_creates,
         )
         self._poller = Poller(
             lambda task_id: self.transport.retrieve(task_id, retry=False),
@@ -327,7 +330,9 @@ class Session:
 
         Args:
             timeout: seconds to wait for the result (default: the session's task_timeout).
-            idempotency_key: reuse one to retry a create that may have reached the server.
+            idempotency_key: sent as the ``Idempotency-Key`` header (default: a new UUID).
+                Reusing the key of a create that may have reached the server avoids a
+                second paid task only if your deployment deduplicates creates by that key.
             params: any `ImageRequest` field: n, size, quality, output_format, user, extra...
 
         Example:

@@ -1,4 +1,4 @@
-"""HTTP to the WorldRouter API: auth, retries, rate-limit pauses and error mapping.
+"""HTTP to the WorldRouter API: auth, retries, rate-limit and outage pauses, error mapping.
 
 This is the only module that talks to the API through aiohttp, and the one place where
 aiohttp's exceptions become ours (always ``raise ... from exc``).
@@ -21,6 +21,8 @@ import anyio
 import attrs
 from cattrs.errors import BaseValidationError
 
+from ._breaker import OUTAGE_STATUSES, Breaker
+from ._clock import Clock
 from ._config import Limits, RetryPolicy, Timeouts
 from ._errors import (
     AmbiguousCreateError,
@@ -47,6 +49,8 @@ USER_AGENT: Final = f"worldrouter-async/{__version__}"
 _SNIPPET: Final = 200
 _RATE_WINDOW: Final = 2.0  # seconds of accepted requests behind the adaptive rate estimate
 _BACK_OFF: Final = 0.95  # after a 429, pace at this fraction of the rate just granted
+#: A task id no server will have: the breaker's probe GETs it and a 404 means "answering".
+_PROBE_TASK_ID: Final = "imgtask_worldrouter_async_breaker_probe"
 _T = TypeVar("_T")
 
 
@@ -285,6 +289,8 @@ class Transport:
         retry: RetryPolicy,
         limits: Limits,
         counters: Counters,
+        clock: Clock,
+        retry_ambiguous_creates: bool = False,
     ) -> None:
         self._tasks_url = base_url.rstrip("/") + "/images/generation_tasks"
         # Built per request, never as a session default: aiohttp would merge a default
@@ -294,16 +300,37 @@ class Transport:
         self._retry = retry
         self._limits = limits
         self._counters = counters
+        self._retry_ambiguous = retry_ambiguous_creates
         self.throttle = Throttle(limits.requests_per_second)
+        self.breaker = Breaker(
+            clock,
+            probe=self._probe,
+            backoff=lambda number: retry.backoff(number, jitter=False),
+            patience=retry.rate_limit_patience,
+            counters=counters,
+        )
         self._client: aiohttp.ClientSession | None = None
+        self._create_client: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
         return f"<Transport {self._tasks_url!r}>"
 
     async def open(self) -> None:
-        """Create the pooled client; call once, from the event loop."""
-        self._client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._limits.max_connections),
+        """Create the pooled clients; call once, from the event loop."""
+        self._client = self._new_client(aiohttp.TCPConnector(limit=self._limits.max_connections))
+        # Creates get their own pool, which hands out only connections idle for less than
+        # `create_keepalive` (aiohttp checks the idle time when it reuses a connection):
+        # a create must never race the server closing an idle keep-alive connection.
+        self._create_client = self._new_client(
+            aiohttp.TCPConnector(
+                limit=self._limits.max_connections,
+                keepalive_timeout=self._timeouts.create_keepalive,
+            )
+        )
+
+    def _new_client(self, connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=connector,
             timeout=aiohttp.ClientTimeout(
                 total=None, connect=self._timeouts.connect, sock_read=self._timeouts.read
             ),
@@ -312,16 +339,21 @@ class Transport:
         )
 
     async def aclose(self) -> None:
-        """Close the pool; idempotent."""
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.close()
+        """Close the pools and release requests waiting out an outage; idempotent."""
+        self.breaker.close()
+        clients = (self._client, self._create_client)
+        self._client = self._create_client = None
+        for client in clients:
+            if client is not None:
+                await client.close()
 
     async def create(self, payload: Mapping[str, Any], *, idempotency_key: str) -> ImageTask:
         """Create a task, retrying only where no task can have been created.
 
         A failure after the request may have reached the server becomes
-        `AmbiguousCreateError`, never a silent second (paid) create.
+        `AmbiguousCreateError`, never a silent second (paid) create; with
+        ``retry_ambiguous_creates`` such a create is first resent with the same key, which
+        is safe only on a deployment that deduplicates creates by Idempotency-Key.
         """
         body = json.dumps(payload).encode()
         headers = {
@@ -331,19 +363,25 @@ class Transport:
         }
 
         async def attempt() -> ImageTask:
-            status, body_out, request_id = await self._send("POST", self._tasks_url, headers, body)
+            status, body_out, request_id = await self._send(
+                "POST", self._tasks_url, headers, body, client=self._create_client
+            )
             task = _decode_task(status, body_out, request_id)
             self._counters.creates += 1
             return task
 
         try:
-            return await self._with_retries(attempt, _is_retryable_create)
+            retryable = _is_retryable_read if self._retry_ambiguous else _is_retryable_create
+            return await self._with_retries(attempt, retryable)
         except APIError as exc:
             if _is_definite(exc) or _is_retryable_create(exc):
                 raise
+            resent = "; it was resent with the same key" if self._retry_ambiguous else ""
             raise AmbiguousCreateError(
-                f"the create may have reached the server before it failed ({exc}); "
-                f"retry with idempotency_key={idempotency_key!r} so it is not billed twice",
+                f"the create may have reached the server before it failed ({exc}){resent}. "
+                f"Resending it with idempotency_key={idempotency_key!r} is safe only if your "
+                "deployment deduplicates creates by Idempotency-Key; otherwise a resend may "
+                "create and bill a second task",
                 idempotency_key=idempotency_key,
             ) from exc
 
@@ -369,6 +407,20 @@ class Transport:
         if not retry:
             return await attempt()
         return await self._with_retries(attempt, _is_retryable_read)
+
+    async def _probe(self) -> bool:
+        """One GET that creates nothing: True once the API answers without 502/503/504."""
+        client = self._client
+        if client is None:
+            return False
+        url = f"{self._tasks_url}/{_PROBE_TASK_ID}"
+        try:
+            async with client.get(url, headers=self._auth, allow_redirects=False) as response:
+                await response.read()
+                return response.status not in OUTAGE_STATUSES
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            logger.debug("outage probe failed: %s: %s", type(exc).__name__, exc)
+            return False
 
     async def _with_retries(
         self, attempt: Callable[[], Awaitable[_T]], retryable: Callable[[APIError], bool]
@@ -399,11 +451,21 @@ class Transport:
         return 0.0 if isinstance(exc, RateLimitError) else hint  # 429: Throttle already waits
 
     async def _send(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        *,
+        client: aiohttp.ClientSession | None = None,
     ) -> tuple[int, bytes, str | None]:
-        client = self._client
+        client = client or self._client
         if client is None:
             raise RuntimeError("the transport is not open; use 'async with Session(...)'")
+        breaker = self.breaker
+        if breaker.is_open:  # an outage: wait for a probe to get through
+            await breaker.wait()
+        epoch = breaker.epoch
         if self.throttle.holding:  # a coroutine per request only when it may have to wait
             await self.throttle.wait()
         try:
@@ -417,20 +479,28 @@ class Transport:
                     response.headers,
                 )
         except aiohttp.ConnectionTimeoutError as exc:
+            breaker.record_failure()
             raise APITimeoutError(
                 f"{method} {url} timed out connecting after {self._timeouts.connect}s",
                 request_sent=False,
             ) from exc
         except aiohttp.ClientConnectorError as exc:
+            breaker.record_failure()
             raise APIConnectionError(
                 f"{method} {url} could not connect: {exc.os_error}", request_sent=False
             ) from exc
         except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+            breaker.record_failure()
             raise APITimeoutError(
                 f"{method} {url} got no answer within the {self._timeouts.read}s read timeout"
             ) from exc
         except aiohttp.ClientError as exc:
+            breaker.record_failure()
             raise APIConnectionError(f"{method} {url} failed: {type(exc).__name__}: {exc}") from exc
+        if status in OUTAGE_STATUSES:
+            breaker.record_failure()
+        elif breaker.failures:
+            breaker.record_success(epoch)
         if status >= 300:
             error = _status_error(status, reason, response_headers, content)
             if isinstance(error, RateLimitError):

@@ -37,6 +37,7 @@ async def usage() -> None:
         paths = await session.download(result, Path("out"))
         assert_type(paths, tuple[Path, ...])
         assert_type(session.stats, wr.SessionStats)
+        assert_type(session.stats.breaker_opens, int)
         async with BatchRunner(session, "job.sqlite3") as runner:
             async for outcome in runner.run([wr.ImageRequest(model="m", prompt="p")]):
                 assert_type(outcome, Outcome)
@@ -57,6 +58,10 @@ async def usage() -> None:
             pass
     assert_type(read_jsonl("prompts.jsonl"), tuple[list[BatchItem], list[LineError]])
     assert_type(read_rows(Path("job.sqlite3")), list[JournalRow])
+    async with wr.Session(
+        "key", retry_ambiguous_creates=True, timeouts=wr.Timeouts(create_keepalive=0.5)
+    ) as deduplicating:
+        assert_type(deduplicating.retry_ambiguous_creates, bool)
     try:
         pass
     except wr.APIStatusError as exc:

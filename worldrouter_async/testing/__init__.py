@@ -12,7 +12,15 @@ The pytest fixtures live in ``worldrouter_async.testing.pytest_plugin``; enable 
 """
 
 from .._config import FAST_POLL, FAST_RETRY, is_testing, set_testing
-from ._emulator import EmulatedTask, Emulator, EmulatorCounters, Fault, FaultKind, Route
+from ._emulator import (
+    EmulatedTask,
+    Emulator,
+    EmulatorCounters,
+    Fault,
+    FaultKind,
+    OutageKind,
+    Route,
+)
 
 __all__ = [
     "FAST_POLL",
@@ -22,6 +30,7 @@ __all__ = [
     "EmulatorCounters",
     "Fault",
     "FaultKind",
+    "OutageKind",
     "Route",
     "is_testing",
     "set_testing",

@@ -11,8 +11,10 @@ import asyncio
 import math
 import random
 import re
+import socket
 import time
 import uuid
+import weakref
 from collections import Counter, deque
 from datetime import UTC, datetime
 from types import TracebackType
@@ -25,6 +27,7 @@ from .._support import GEMINI_MODELS, SUPPORTED_MODELS
 from ._png import colour_for, solid_png
 
 Route = Literal["create", "poll", "any", "storage"]
+OutageKind = Literal["refuse", "502", "503", "504"]
 FaultKind = Literal[
     "413",
     "429",
@@ -78,6 +81,9 @@ class EmulatorCounters:
     storage_requests: int = 0
     storage_auth_headers: int = 0
     rate_limited: int = 0  # requests answered 429 (counted in neither creates nor polls)
+    connections: int = 0  # API connections that carried at least one request
+    outages: int = 0  # outages begun (see `Emulator.outage`)
+    outage_answers: int = 0  # requests answered 502/503/504 by an outage, never handled
     #: Accepted API requests per whole second of the monotonic clock (for rate benchmarks).
     per_second: Counter[int] = field(factory=Counter)
 
@@ -93,6 +99,9 @@ class EmulatorCounters:
             "storage_requests": self.storage_requests,
             "storage_auth_headers": self.storage_auth_headers,
             "rate_limited": self.rate_limited,
+            "connections": self.connections,
+            "outages": self.outages,
+            "outage_answers": self.outage_answers,
             "per_second": dict(self.per_second),
         }
 
@@ -170,6 +179,9 @@ class Emulator:
         slow_rate: probability per API request of an answer delayed by `slow_delay` seconds.
         ignore_idempotency: play a server that ignores the Idempotency-Key header: a resent
             create makes a second paid task (counted in ``counters.duplicate_creates``).
+        keepalive_timeout: seconds the API server keeps a connection open once it has
+            answered and no new request came (like nginx ``keepalive_timeout``); None keeps
+            connections open for aiohttp's default hour.
 
     Example:
         >>> async def main():  # doctest: +SKIP
@@ -192,6 +204,7 @@ class Emulator:
         slow_rate: float = 0.0,
         slow_delay: float = 0.5,
         ignore_idempotency: bool = False,
+        keepalive_timeout: float | None = None,
         record_requests: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -206,6 +219,7 @@ class Emulator:
         self.slow_rate = slow_rate
         self.slow_delay = slow_delay
         self.ignore_idempotency = ignore_idempotency
+        self.keepalive_timeout = keepalive_timeout
         self.counters = EmulatorCounters()
         #: (monotonic time, route, path) of every API request, when `record_requests`.
         self.requests: list[tuple[float, Route, str]] = []
@@ -220,6 +234,16 @@ class Emulator:
         self._host = host
         self._ports = (port, storage_port)
         self._runners: list[web.AppRunner] = []
+        self._api_site: web.SockSite | None = None
+        self._api_socket: socket.socket | None = None
+        self._api_port = 0
+        self._outage: OutageKind | None = None
+        #: Requests seen per API connection; the keep-alive timer compares it to see reuse.
+        self._served: weakref.WeakKeyDictionary[asyncio.BaseTransport, int] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._planned_outage: tuple[OutageKind, float, int] | None = None
+        self._outage_end: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.base_url = ""
         self.storage_url = ""
@@ -242,27 +266,37 @@ class Emulator:
     async def start(self) -> None:
         """Serve the API and the storage origin on their ports (0 picks free ones)."""
         api = web.Application(middlewares=[self._request_id_middleware, self._faults_middleware])
+        api.on_response_prepare.append(self._start_keepalive_timer)
         api.router.add_post("/v1/images/generation_tasks", self._create)
         api.router.add_get("/v1/images/generation_tasks/{task_id}", self._retrieve)
         api.router.add_get("/_emulator/stats", self._stats)
         storage = web.Application()
         storage.router.add_get("/images/{task_id}/{name}", self._image)
-        api_port = await self._serve(api, self._ports[0])
-        storage_port = await self._serve(storage, self._ports[1])
-        self.base_url = f"http://{self._host}:{api_port}/v1"
+        self._api_site, self._api_socket = await self._serve(api, self._ports[0])
+        storage_port = int((await self._serve(storage, self._ports[1]))[1].getsockname()[1])
+        self._api_port = int(self._api_socket.getsockname()[1])
+        self.base_url = f"http://{self._host}:{self._api_port}/v1"
         self.storage_url = f"http://{self._host}:{storage_port}"
 
-    async def _serve(self, app: web.Application, port: int) -> int:
+    async def _serve(self, app: web.Application, port: int) -> tuple[web.SockSite, socket.socket]:
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
         self._runners.append(runner)
-        site = web.TCPSite(runner, self._host, port)
+        return await self._listen(runner, port)
+
+    async def _listen(self, runner: web.AppRunner, port: int) -> tuple[web.SockSite, socket.socket]:
+        # Our own listening socket, so an outage can stop accepting before it closes it.
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        listener = socket.create_server((self._host, port), family=family)
+        site = web.SockSite(runner, listener)
         await site.start()
-        return int(runner.addresses[0][1])
+        return site, listener
 
     async def stop(self) -> None:
         """Stop both servers, releasing any request held by a ``hang`` fault."""
         self._stopping.set()
+        if self._outage_end is not None:
+            await self._outage_end
         runners, self._runners = self._runners, []
         for runner in runners:
             await runner.cleanup()
@@ -278,6 +312,47 @@ class Emulator:
         """Answer the next `count` requests on `route` with fault `kind`, in order."""
         for _ in range(count):
             self._faults.append(Fault(kind, route, retry_after))
+
+    async def outage(
+        self, kind: OutageKind = "refuse", *, seconds: float, after_creates: int = 0
+    ) -> None:
+        """Take the API down for `seconds`, once `after_creates` more creates have arrived.
+
+        ``"refuse"`` closes the listening socket and aborts every open connection (requests
+        in flight are lost, as when a server dies); ``"502"``, ``"503"`` and ``"504"``
+        answer every API request as a gateway whose backend is down (nothing is created).
+        The storage origin stays up.
+        """
+        self._planned_outage = (kind, seconds, self.counters.create_requests + after_creates)
+        if after_creates <= 0:
+            await self._begin_outage()
+
+    async def _begin_outage(self) -> None:
+        if self._planned_outage is None:
+            return
+        kind, seconds, _ = self._planned_outage
+        self._planned_outage = None
+        self._outage = kind
+        self.counters.outages += 1
+        server = self._runners[0].server
+        listener = self._api_socket
+        if kind == "refuse" and self._api_site is not None and listener and server is not None:
+            # Stop accepting and let connections already accepted attach first: asyncio
+            # would leak the socket of one still being set up when its server closes.
+            asyncio.get_running_loop().remove_reader(listener.fileno())
+            for _ in range(5):
+                await asyncio.sleep(0)
+            await self._api_site.stop()
+            for handler in server.connections:
+                if handler.transport is not None:
+                    handler.transport.abort()
+        self._outage_end = asyncio.get_running_loop().create_task(self._end_outage(seconds))
+
+    async def _end_outage(self, seconds: float) -> None:
+        await self._sleep(seconds)
+        if self._outage == "refuse" and not self._stopping.is_set():
+            self._api_site, self._api_socket = await self._listen(self._runners[0], self._api_port)
+        self._outage = None
 
     def force_status(self, task_id: str, status: str | None) -> None:
         """Report `status` for the task from now on (None returns it to its timeline)."""
@@ -477,6 +552,21 @@ class Emulator:
         if request.path.startswith("/_emulator/"):
             return await handler(request)  # type: ignore[no-any-return]
         route: Route = "create" if request.method == "POST" else "poll"
+        transport = request.transport
+        if transport is not None:
+            served = self._served.get(transport, 0)
+            if not served:
+                self.counters.connections += 1
+            self._served[transport] = served + 1
+        planned = self._planned_outage
+        if (
+            planned is not None
+            and route == "create"
+            and self.counters.create_requests >= planned[2]
+        ):
+            await self._begin_outage()
+        if self._outage is not None:
+            return self._gateway_error(request)
         if self._record:
             self.requests.append((time.monotonic(), route, request.path))
             if route == "create":
@@ -493,6 +583,33 @@ class Emulator:
         if fault is not None:  # the task was created; now lose or garble the answer
             return await self._apply_fault(request, fault)
         return response
+
+    async def _start_keepalive_timer(
+        self, request: web.Request, response: web.StreamResponse
+    ) -> None:
+        """Like nginx: close the connection if no new request comes soon after this answer."""
+        transport = request.transport
+        if self.keepalive_timeout is not None and transport is not None:
+            asyncio.get_running_loop().call_later(
+                self.keepalive_timeout, self._close_if_idle, transport, self._served.get(transport)
+            )
+
+    def _close_if_idle(self, transport: asyncio.BaseTransport, served: int | None) -> None:
+        if self._served.get(transport) == served:
+            transport.close()
+
+    def _gateway_error(self, request: web.Request) -> web.StreamResponse:
+        if self._outage == "refuse":  # the request that began it: lost with the server
+            if request.transport is not None:
+                request.transport.abort()
+            raise web.HTTPException()
+        self.counters.outage_answers += 1
+        status = int(self._outage or 502)
+        return web.Response(
+            status=status,
+            text=f"<html><body><h1>{status} from the gateway</h1></body></html>",
+            content_type="text/html",
+        )
 
     def _rate_limited(self, wait: float) -> web.Response:
         self.counters.faults["429"] += 1
