@@ -15,6 +15,7 @@ from typing import Any, Final, Self
 import anyio
 from yarl import URL
 
+from ._clock import SYSTEM_CLOCK, Clock
 from ._config import (
     Limits,
     PollPolicy,
@@ -146,6 +147,8 @@ class Session:
             same ``Idempotency-Key``. Turn it on only if your deployment deduplicates creates
             by that key: the API documentation does not promise it, so the default is off
             and an ambiguous create raises `AmbiguousCreateError`.
+        clock: where polls, retries, rate-limit pauses and deadlines read the time; tests
+            pass a `worldrouter_async.testing.FakeClock` to run them on virtual time.
 
     Example:
         >>> async def main():  # doctest: +SKIP
@@ -168,6 +171,7 @@ class Session:
         allow_insecure: bool = False,
         on_status: StatusCallback | None = None,
         retry_ambiguous_creates: bool = False,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if not task_timeout > 0:
             raise ConfigurationError(f"task_timeout must be positive (got {task_timeout!r})")
@@ -182,6 +186,7 @@ class Session:
             retry=retry,
             limits=limits,
             counters=self._counters,
+            clock=clock,
         )
         self._poller = Poller(
             lambda task_id: self.transport.retrieve(task_id, retry=False),
@@ -190,6 +195,8 @@ class Session:
             throttle=self.transport.throttle,
             max_inflight=limits.max_inflight_polls,
             counters=self._counters,
+            clock=clock,
+            poll_timeout=timeouts.connect + timeouts.read,
             on_status=on_status,
         )
         self._untrack = self._poller.untrack  # one bound method shared by every handle

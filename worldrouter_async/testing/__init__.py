@@ -12,6 +12,7 @@ The pytest fixtures live in ``worldrouter_async.testing.pytest_plugin``; enable 
 """
 
 from .._config import FAST_POLL, FAST_RETRY, is_testing, set_testing
+from ._clock import FakeClock
 from ._emulator import EmulatedTask, Emulator, EmulatorCounters, Fault, FaultKind, Route
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "EmulatedTask",
     "Emulator",
     "EmulatorCounters",
+    "FakeClock",
     "Fault",
     "FaultKind",
     "Route",

@@ -21,6 +21,7 @@ from typing import Any, Final, Literal, Self
 from aiohttp import web
 from attrs import define, field
 
+from .._clock import SYSTEM_CLOCK, Clock
 from .._support import GEMINI_MODELS, SUPPORTED_MODELS
 from ._png import colour_for, solid_png
 
@@ -120,15 +121,16 @@ class EmulatedTask:
 
 
 class _TokenBucket:
-    def __init__(self, rate: float, burst: float) -> None:
+    def __init__(self, rate: float, burst: float, clock: Clock) -> None:
         self.rate = rate
         self.capacity = burst
         self.tokens = burst
-        self.updated = time.monotonic()
+        self.clock = clock
+        self.updated = clock.now()
 
     def take(self) -> float:
         """Take a token; 0.0 if granted, else the seconds until one is available."""
-        now = time.monotonic()
+        now = self.clock.now()
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
         if self.tokens >= 1.0:
@@ -159,6 +161,8 @@ class Emulator:
         fail_rate: probability per API request of a 500, 502 or 503.
         drop_rate: probability per API request of a dropped connection.
         slow_rate: probability per API request of an answer delayed by `slow_delay` seconds.
+        clock: the time task progress, rate limits, slow answers and `requests` are on;
+            share a `FakeClock` with the `Session` to run both on virtual time.
 
     Example:
         >>> async def main():  # doctest: +SKIP
@@ -184,6 +188,7 @@ class Emulator:
         host: str = "127.0.0.1",
         port: int = 0,
         storage_port: int = 0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.api_key = api_key
         self.time_scale = time_scale
@@ -200,7 +205,8 @@ class Emulator:
         self.idempotency_keys: list[str | None] = []
         self._record = record_requests
         self.tasks: dict[str, EmulatedTask] = {}
-        self._bucket = _TokenBucket(rate_limit, burst) if rate_limit else None
+        self.clock = clock
+        self._bucket = _TokenBucket(rate_limit, burst, clock) if rate_limit else None
         self._random = random.Random(seed)
         self._idempotency: dict[str, str] = {}
         self._faults: deque[Fault] = deque()
@@ -208,6 +214,7 @@ class Emulator:
         self._ports = (port, storage_port)
         self._runners: list[web.AppRunner] = []
         self._stopping = asyncio.Event()
+        self._sleepers: set[asyncio.Event] = set()
         self.base_url = ""
         self.storage_url = ""
 
@@ -250,6 +257,8 @@ class Emulator:
     async def stop(self) -> None:
         """Stop both servers, releasing any request held by a ``hang`` fault."""
         self._stopping.set()
+        for woken in self._sleepers:
+            woken.set()
         runners, self._runners = self._runners, []
         for runner in runners:
             await runner.cleanup()
@@ -317,7 +326,7 @@ class Emulator:
             return _error(
                 404, f"No task found with id '{task_id}'", "task_not_found", "invalid_request_error"
             )
-        return web.json_response(self._task_json(task, status=task.status(time.monotonic())))
+        return web.json_response(self._task_json(task, status=task.status(self.clock.now())))
 
     async def _stats(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(
@@ -378,7 +387,7 @@ class Emulator:
             params.pop("size", None)
         n = 1 if gemini else min(int(body.get("n", 1)), self.n_cap)
         queue_s, run_s = MODEL_TIMINGS.get(model, _DEFAULT_TIMING)
-        now = time.monotonic()
+        now = self.clock.now()
         started = now + self._random.uniform(0.5, 1.5) * queue_s * self.time_scale
         finishes = started + self._random.lognormvariate(math.log(run_s), 0.3) * self.time_scale
         marker = _MARKER_RE.search(prompt)
@@ -453,12 +462,12 @@ class Emulator:
             return await handler(request)  # type: ignore[no-any-return]
         route: Route = "create" if request.method == "POST" else "poll"
         if self._record:
-            self.requests.append((time.monotonic(), route, request.path))
+            self.requests.append((self.clock.now(), route, request.path))
             if route == "create":
                 self.idempotency_keys.append(request.headers.get("Idempotency-Key"))
         if self._bucket is not None and (wait := self._bucket.take()) > 0:
             return self._rate_limited(wait)
-        self.counters.per_second[int(time.monotonic())] += 1
+        self.counters.per_second[int(self.clock.now())] += 1
         fault = self._take_fault(route) or self._random_fault()
         if fault is not None and not fault.kind.endswith("_after_create"):
             return await self._apply_fault(request, fault)
@@ -510,8 +519,15 @@ class Emulator:
         raise web.HTTPException()  # the connection is gone; nothing is written
 
     async def _sleep(self, seconds: float) -> None:
-        """Sleep, but wake at once when the emulator stops (so shutdown never waits)."""
-        try:
-            await asyncio.wait_for(self._stopping.wait(), None if math.isinf(seconds) else seconds)
-        except TimeoutError:
+        """Sleep on the emulator's clock, but wake at once when the emulator stops."""
+        if self._stopping.is_set():
             return
+        woken = asyncio.Event()
+        self._sleepers.add(woken)
+        timer = self.clock.call_later(seconds, woken.set) if math.isfinite(seconds) else None
+        try:
+            await woken.wait()
+        finally:
+            self._sleepers.discard(woken)
+            if timer is not None:
+                timer.cancel()
