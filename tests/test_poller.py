@@ -22,29 +22,31 @@ from worldrouter_async import (
     TaskTimeoutError,
 )
 from worldrouter_async._poller import POLL_TASK_NAME
-from worldrouter_async.testing import Emulator
+from worldrouter_async.testing import Emulator, FakeClock
 
 from .conftest import SessionFactory
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_one_poller_regardless_of_pending_count(session: Session) -> None:
-    """500 pending tasks run in one poller plus at most max_inflight_polls (64) polls."""
-    handles = await session.submit_many(
-        [{"model": "gpt-image-2", "prompt": f"[never] {i}"} for i in range(500)]
-    )
-    assert session.stats.pending == 500
-    most_polls = 0
-    for _ in range(50):  # sample across several poll rounds
-        await anyio.sleep(0.002)
-        sdk = [t for t in asyncio.all_tasks() if t.get_name() == POLL_TASK_NAME]
-        most_polls = max(most_polls, len(sdk))
-        pollers = [t for t in asyncio.all_tasks() if "worldrouter-async poller" in t.get_name()]
-        assert len(pollers) == 1
-    assert 0 < most_polls <= 64
-    for handle in handles:
-        handle.cancel()
+async def test_one_poller_regardless_of_pending_count(
+    make_clocked_session: SessionFactory, clock: FakeClock
+) -> None:
+    """500 pending tasks run in one poller plus exactly max_inflight_polls (64) poll workers."""
+    async with make_clocked_session() as session:
+        handles = await session.submit_many(
+            [{"model": "gpt-image-2", "prompt": f"[never] {i}"} for i in range(500)]
+        )
+        assert session.stats.pending == 500
+        for step in range(1, 51):  # sample across several poll rounds
+            await clock.sleep_until(step * 0.002)
+            sdk = [t for t in asyncio.all_tasks() if t.get_name() == POLL_TASK_NAME]
+            assert len(sdk) == 64
+            pollers = [t for t in asyncio.all_tasks() if "worldrouter-async poller" in t.get_name()]
+            assert len(pollers) == 1
+        assert session.stats.polls >= 500
+        for handle in handles:
+            handle.cancel()
 
 
 async def test_thousand_tasks_resolve_with_correct_urls(
@@ -133,39 +135,45 @@ async def test_deadline_raises_task_timeout_and_the_task_can_be_tracked_again(
     assert result.task_id == handle.task_id
 
 
-async def test_unknown_status_keeps_the_task_pending(session: Session, emulator: Emulator) -> None:
+async def test_unknown_status_keeps_the_task_pending(
+    make_clocked_session: SessionFactory, clocked_emulator: Emulator, clock: FakeClock
+) -> None:
     """A status the SDK does not know is shown and polled on until it turns terminal."""
-    handle = await session.submit("gpt-image-2", "[never] x")
-    assert handle.task_id is not None
-    emulator.force_status(handle.task_id, "upscaling")
-    with anyio.fail_after(5):
+    async with make_clocked_session() as session:
+        handle = await session.submit("gpt-image-2", "[never] x")
+        assert handle.task_id is not None
+        clocked_emulator.force_status(handle.task_id, "upscaling")
         while handle.status != "upscaling":
-            await anyio.sleep(0.005)
-    polls = emulator.counters.polls_by_task[handle.task_id]
-    await anyio.sleep(0.05)
-    assert not handle.done()
-    assert emulator.counters.polls_by_task[handle.task_id] > polls
-    emulator.force_status(handle.task_id, "completed")
-    assert (await handle).task_id == handle.task_id
+            await clock.sleep_until(clock.now() + 0.005)
+        polls = clocked_emulator.counters.polls_by_task[handle.task_id]
+        await clock.sleep_until(clock.now() + 0.05)  # FAST_POLL polls every 20 ms at most
+        assert not handle.done()
+        assert clocked_emulator.counters.polls_by_task[handle.task_id] >= polls + 2
+        clocked_emulator.force_status(handle.task_id, "completed")
+        assert (await handle).task_id == handle.task_id
 
 
 async def test_cancelling_one_waiter_stops_only_that_task(
-    session: Session, emulator: Emulator
+    make_clocked_session: SessionFactory, clocked_emulator: Emulator, clock: FakeClock
 ) -> None:
     """A cancelled waiter stops tracking its ID; the other tasks keep resolving."""
-    stuck = await session.submit("gpt-image-2", "[never] stuck")
-    other = await session.submit("gpt-image-2", "fine")
-    with anyio.move_on_after(0.05) as scope:
-        await stuck
-    assert scope.cancelled_caught
-    assert stuck.done()
-    with pytest.raises(TaskCancelledError):
-        stuck.result()
-    assert stuck.task_id is not None
-    polls = emulator.counters.polls_by_task[stuck.task_id]
-    assert (await other).task_id == other.task_id
-    await anyio.sleep(0.05)
-    assert emulator.counters.polls_by_task[stuck.task_id] == polls
+    async with make_clocked_session() as session:
+        stuck = await session.submit("gpt-image-2", "[never] stuck")
+        other = await session.submit("gpt-image-2", "fine")
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(stuck.wait)
+            await clock.sleep_until(0.05)
+            task_group.cancel_scope.cancel()
+        assert stuck.done()
+        with pytest.raises(TaskCancelledError):
+            stuck.result()
+        assert stuck.task_id is not None
+        await clock.sleep_until(clock.now() + 0.001)  # a poll already sent lands first
+        polls = clocked_emulator.counters.polls_by_task[stuck.task_id]
+        assert polls > 0
+        assert (await other).task_id == other.task_id
+        await clock.sleep_until(clock.now() + 1.0)
+        assert clocked_emulator.counters.polls_by_task[stuck.task_id] == polls
 
 
 async def test_a_second_waiter_keeps_the_handle_alive(session: Session) -> None:
@@ -223,43 +231,43 @@ async def test_close_from_another_task(make_session: SessionFactory) -> None:
 
 
 async def test_429_pauses_all_polls_until_retry_after(
-    make_session: SessionFactory, emulator: Emulator
+    make_clocked_session: SessionFactory, clocked_emulator: Emulator, clock: FakeClock
 ) -> None:
     """After one 429 no poll of any task is sent until its Retry-After has passed."""
-    async with make_session() as session:
+    async with make_clocked_session() as session:
         handles = await session.submit_many(
             [{"model": "gpt-image-2", "prompt": f"[never] {i}"} for i in range(20)]
         )
-        await anyio.sleep(0.02)
-        emulator.inject("429", route="poll", retry_after=0.2)
-        with anyio.fail_after(5):
-            while session.stats.rate_limit_pauses == 0:
-                await anyio.sleep(0.001)
-        await anyio.sleep(0.3)
+        await clock.sleep_until(0.02)
+        clocked_emulator.inject("429", route="poll", retry_after=0.2)
+        while session.stats.rate_limit_pauses == 0:
+            await clock.sleep_until(clock.now() + 0.001)
+        limited_at = session.transport.throttle.paused_until - 0.2
+        await clock.sleep_until(limited_at + 0.3)
         for handle in handles:
             handle.cancel()
-    polls = [t for t, route, _ in emulator.requests if route == "poll"]
-    # 20 tasks polled every ~20 ms normally leave gaps of a few ms; the pause leaves one gap
-    # of the whole Retry-After, from the 429 to the first poll after it.
-    gaps = sorted(b - a for a, b in pairwise(polls))
-    assert gaps[-1] >= 0.19
-    assert gaps[-2] < 0.05
+    polls = [t for t, route, _ in clocked_emulator.requests if route == "poll"]
+    # Polls sent at the same virtual instant as the limited one may land after it; none later.
+    tick = 1e-9
+    assert not [t for t in polls if limited_at + tick < t < limited_at + 0.2 - tick]
+    assert min(t for t in polls if t > limited_at + tick) == pytest.approx(limited_at + 0.2)
     assert session.stats.rate_limit_pauses == 1
 
 
 async def test_recovers_from_5xx_and_drops_with_every_task_resolved(
-    make_session: SessionFactory, emulator: Emulator
+    make_clocked_session: SessionFactory, clocked_emulator: Emulator, clock: FakeClock
 ) -> None:
     """Random 5xx and dropped connections only delay tasks; all of them complete."""
-    async with make_session() as session:
+    async with make_clocked_session() as session:
         handles = await session.submit_many(
             [{"model": "gemini-2.5-flash-image", "prompt": f"p{i}"} for i in range(100)]
         )
-        emulator.fail_rate, emulator.drop_rate = 0.15, 0.05
+        assert clock.now() == 0.0  # every create answered before any task could finish
+        clocked_emulator.fail_rate, clocked_emulator.drop_rate = 0.15, 0.05
         results = [await h for h in handles]
     assert len({r.task_id for r in results}) == 100
-    assert sum(emulator.counters.faults.values()) > 0
-    assert emulator.counters.creates == 100
+    assert sum(clocked_emulator.counters.faults.values()) > 0
+    assert clocked_emulator.counters.creates == 100
 
 
 async def test_on_status_sees_every_change_in_order(
@@ -303,17 +311,23 @@ async def test_as_completed_yields_in_completion_order(session: Session) -> None
 
 
 async def test_poll_cost_follows_the_policy(
-    make_session: SessionFactory, emulator: Emulator
+    make_clocked_session: SessionFactory, clocked_emulator: Emulator, clock: FakeClock
 ) -> None:
-    """A never-ending task polled for ~0.3 s costs about log-many polls, not one per tick."""
-    policy = PollPolicy(initial_delay=0.01, factor=2.0, max_interval=10.0, jitter=0.0)
-    async with make_session(poll=policy) as session:
-        handle = await session.submit("gpt-image-2", "[never] x", timeout=0.3)
+    """A never-ending task is polled exactly on the policy's schedule, then times out."""
+    policy = PollPolicy(initial_delay=1.0, factor=2.0, max_interval=10.0, jitter=0.0)
+    async with make_clocked_session(poll=policy) as session:
+        handle = await session.submit("gpt-image-2", "[never] x", timeout=30)
         with pytest.raises(TaskTimeoutError):
             await handle
-    # polls at 0.01, 0.03, 0.07, 0.15, then the deadline 0.3 (capped): 5 polls.
-    assert handle.task_id is not None
-    assert emulator.counters.polls_by_task[handle.task_id] == 5
+        assert clock.now() == 30.0
+    # intervals 1, 2, 4, 8, then capped at 10; the next poll (35) is past the deadline.
+    assert [t for t, route, _ in clocked_emulator.requests if route == "poll"] == [
+        1.0,
+        3.0,
+        7.0,
+        15.0,
+        25.0,
+    ]
 
 
 async def test_timeout_must_be_positive(session: Session) -> None:
@@ -324,7 +338,7 @@ async def test_timeout_must_be_positive(session: Session) -> None:
 
 
 async def test_adaptive_first_poll_skips_polls_that_cannot_succeed(
-    make_session: SessionFactory, emulator: Emulator
+    make_clocked_session: SessionFactory, clocked_emulator: Emulator
 ) -> None:
     """Once a model's durations are known, its tasks are first polled near the fastest tenth."""
 
@@ -332,12 +346,13 @@ async def test_adaptive_first_poll_skips_polls_that_cannot_succeed(
         policy = PollPolicy(
             initial_delay=0.005, factor=1.5, max_interval=0.02, jitter=0.0, adaptive=adaptive
         )
-        async with make_session(poll=policy) as session:
+        async with make_clocked_session(poll=policy) as session:
             for _ in range(2):  # the first wave teaches, the second is measured
                 requests = [{"model": "gpt-image-2", "prompt": f"w {i}"} for i in range(20)]
                 handles = await session.submit_many(requests)
                 results = [await handle for handle in handles]
-        return sum(emulator.counters.polls_by_task[r.task_id] for r in results) / len(results)
+        polls = clocked_emulator.counters.polls_by_task
+        return sum(polls[r.task_id] for r in results) / len(results)
 
     fixed = await mean_polls_of_second_wave(adaptive=False)
     adaptive = await mean_polls_of_second_wave(adaptive=True)
@@ -345,35 +360,36 @@ async def test_adaptive_first_poll_skips_polls_that_cannot_succeed(
 
 
 async def test_a_cold_burst_polls_only_its_probes_until_one_finishes(
-    make_session: SessionFactory, emulator: Emulator
+    make_clocked_session: SessionFactory, clocked_emulator: Emulator, clock: FakeClock
 ) -> None:
     """With nothing of a shape finished yet, 8 tasks are polled; the rest wait (bounded)."""
     policy = PollPolicy(initial_delay=0.005, factor=1.5, max_interval=0.05, jitter=0.0)
-    async with make_session(poll=policy) as session:
+    async with make_clocked_session(poll=policy) as session:
         handles = await session.submit_many(
             [{"model": "gpt-image-2", "prompt": f"[never] {i}"} for i in range(30)]
         )
-        await anyio.sleep(0.1)  # well before the park limit of 4 x 0.05 s
-        assert len(emulator.counters.polls_by_task) == 8
-        await anyio.sleep(0.25)  # past the park limit: every task has been polled
-        assert len(emulator.counters.polls_by_task) == 30
+        await clock.sleep_until(0.199)  # just before the park limit of 4 x 0.05 s
+        assert len(clocked_emulator.counters.polls_by_task) == 8
+        await clock.sleep_until(0.201)  # past the park limit: every task has been polled
+        assert len(clocked_emulator.counters.polls_by_task) == 30
         for handle in handles:
             handle.cancel()
 
 
 async def test_parked_tasks_are_released_when_a_probe_finishes(
-    make_session: SessionFactory, emulator: Emulator
+    make_clocked_session: SessionFactory, clocked_emulator: Emulator, clock: FakeClock
 ) -> None:
     """The first finished probe releases the parked tasks long before the park limit."""
     policy = PollPolicy(initial_delay=0.005, factor=1.5, max_interval=0.25, jitter=0.0)
-    async with make_session(poll=policy) as session:
+    async with make_clocked_session(poll=policy) as session:
         probes = [await session.submit("gpt-image-2", f"probe {i}") for i in range(8)]
         parked = await session.submit_many(
             [{"model": "gpt-image-2", "prompt": f"[never] {i}"} for i in range(12)]
         )
         for probe in probes:
             await probe
-        await anyio.sleep(0.2)  # the park limit is 4 x 0.25 = 1 s
-        assert all(emulator.counters.polls_by_task[h.task_id or ""] for h in parked)
+        await clock.sleep_until(0.2)  # the park limit is 4 x 0.25 = 1 s
+        polls = clocked_emulator.counters.polls_by_task
+        assert all(polls[h.task_id or ""] for h in parked)
         for handle in parked:
             handle.cancel()
