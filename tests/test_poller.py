@@ -11,8 +11,12 @@ import pytest
 
 from worldrouter_async import (
     AmbiguousCreateError,
+    APITimeoutError,
+    AuthenticationError,
     InvalidRequestError,
+    Limits,
     PollPolicy,
+    ServerError,
     Session,
     SessionClosedError,
     TaskCancelledError,
@@ -20,9 +24,10 @@ from worldrouter_async import (
     TaskHandle,
     TaskNotFoundError,
     TaskTimeoutError,
+    Timeouts,
 )
-from worldrouter_async._poller import POLL_TASK_NAME
-from worldrouter_async.testing import Emulator, FakeClock
+from worldrouter_async._poller import POLL_TASK_NAME, STUCK_AFTER
+from worldrouter_async.testing import FAST_POLL, Emulator, FakeClock
 
 from .conftest import SessionFactory
 
@@ -393,3 +398,102 @@ async def test_parked_tasks_are_released_when_a_probe_finishes(
         assert all(polls[h.task_id or ""] for h in parked)
         for handle in parked:
             handle.cancel()
+
+async def test_a_deadline_fires_on_time_while_a_poll_hangs(
+    make_clocked_session: SessionFactory, clocked_emulator: Emulator, clock: FakeClock
+) -> None:
+    """A poll that never answers is abandoned at the handle's deadline, which says why."""
+    policy = PollPolicy(initial_delay=1.0, factor=1.0, max_interval=1.0, jitter=0.0)
+    async with make_clocked_session(poll=policy) as session:
+        handle = await session.submit("gpt-image-2", "[never] x", timeout=5)
+        clocked_emulator.inject("hang", route="poll")
+        with pytest.raises(TaskTimeoutError, match="last poll failed: APITimeoutError") as caught:
+            await handle
+        assert clock.now() == 5.0
+        assert session.stats.pending == 0
+    assert isinstance(caught.value.__cause__, APITimeoutError)
+    assert "got no answer within 4s and was abandoned" in str(caught.value)
+    assert [t for t, route, _ in clocked_emulator.requests if route == "poll"] == [1.0]
+
+
+async def test_a_stuck_poll_is_abandoned_at_the_poll_timeout_and_retried(
+    make_clocked_session: SessionFactory, clocked_emulator: Emulator, clock: FakeClock
+) -> None:
+    """A hung poll ends at connect + read timeouts as a transient failure; the next succeeds."""
+    policy = PollPolicy(initial_delay=1.0, factor=1.0, max_interval=1.0, jitter=0.0)
+    timeouts = Timeouts(connect=2.0, read=3.0)
+    async with make_clocked_session(poll=policy, timeouts=timeouts) as session:
+        handle = await session.submit("gpt-image-2", "a kite", timeout=60)
+        clocked_emulator.inject("hang", route="poll")
+        result = await handle
+    polls = [t for t, route, _ in clocked_emulator.requests if route == "poll"]
+    assert polls[:2] == [1.0, pytest.approx(1.0 + 5.0 + 1.0)]  # abandoned at 6 s, then 1 s
+    assert result.task_id == handle.task_id
+    assert session.stats.completed == 1
+
+
+async def test_stuck_polls_never_starve_healthy_tasks(
+    make_clocked_session: SessionFactory, clocked_emulator: Emulator, clock: FakeClock
+) -> None:
+    """With every poll worker stuck, replacements poll the healthy tasks on schedule."""
+    policy = PollPolicy(
+        initial_delay=0.1, factor=1.0, max_interval=0.1, jitter=0.0, adaptive=False
+    )
+    limits = Limits(max_inflight_polls=4)
+    async with make_clocked_session(poll=policy, limits=limits) as session:
+        for _ in range(4):
+            clocked_emulator.inject("hang", route="poll")
+        stuck = await session.submit_many(
+            [{"model": "gpt-image-2", "prompt": f"stuck {i}"} for i in range(4)]
+        )
+        healthy = await session.submit_many(
+            [{"model": "gpt-image-2", "prompt": f"healthy {i}"} for i in range(20)]
+        )
+        for handle in healthy:
+            await handle
+        # Due at 0.1 s, held behind 4 hung polls until they count as stuck (1 s later).
+        assert clock.now() <= 0.1 + STUCK_AFTER + 0.1
+        assert session._poller.workers == 8  # 4 stuck + 4 replacements, never more
+        for handle in stuck:
+            await handle  # abandoned at the poll timeout (70 s), then polled again
+        assert session._poller.workers == 4
+    assert session.stats.completed == 24
+
+
+async def test_closing_says_why_the_last_poll_failed(
+    make_clocked_session: SessionFactory, clocked_emulator: Emulator, clock: FakeClock
+) -> None:
+    """A handle ended by close carries its last poll failure as cause and in the message."""
+    async with make_clocked_session() as session:
+        handle = await session.submit("gpt-image-2", "[never] x")
+        clocked_emulator.inject("502_html", route="poll")
+        while not session.stats.polls:
+            await clock.sleep_until(clock.now() + 0.001)
+    with pytest.raises(SessionClosedError, match="last poll failed: ServerError: HTTP 502") as caught:
+        await handle
+    assert isinstance(caught.value.__cause__, ServerError)
+
+
+async def test_a_successful_poll_clears_the_last_failure(
+    make_clocked_session: SessionFactory, clocked_emulator: Emulator, clock: FakeClock
+) -> None:
+    """Once a poll succeeds again, a later timeout does not blame an old failure."""
+    async with make_clocked_session() as session:
+        handle = await session.submit("gpt-image-2", "[never] x", timeout=1.0)
+        clocked_emulator.inject("503", route="poll")
+        with pytest.raises(TaskTimeoutError) as caught:
+            await handle
+    assert clocked_emulator.counters.faults["503"] == 1
+    assert caught.value.__cause__ is None
+    assert "last poll failed" not in str(caught.value)
+
+
+async def test_errors_no_retry_can_fix_end_the_handle_at_once(
+    clocked_emulator: Emulator, clock: FakeClock
+) -> None:
+    """A 401 while polling ends the handle at its first poll, not at its deadline."""
+    async with Session("wrong-key", clocked_emulator.base_url, poll=FAST_POLL, clock=clock) as s:
+        handle = s.track("imgtask_x", timeout=900)
+        with pytest.raises(AuthenticationError):
+            await handle
+    assert clock.now() == FAST_POLL.initial_delay
