@@ -399,6 +399,7 @@ async def test_parked_tasks_are_released_when_a_probe_finishes(
         for handle in parked:
             handle.cancel()
 
+
 async def test_a_deadline_fires_on_time_while_a_poll_hangs(
     make_clocked_session: SessionFactory, clocked_emulator: Emulator, clock: FakeClock
 ) -> None:
@@ -436,9 +437,7 @@ async def test_stuck_polls_never_starve_healthy_tasks(
     make_clocked_session: SessionFactory, clocked_emulator: Emulator, clock: FakeClock
 ) -> None:
     """With every poll worker stuck, replacements poll the healthy tasks on schedule."""
-    policy = PollPolicy(
-        initial_delay=0.1, factor=1.0, max_interval=0.1, jitter=0.0, adaptive=False
-    )
+    policy = PollPolicy(initial_delay=0.1, factor=1.0, max_interval=0.1, jitter=0.0, adaptive=False)
     limits = Limits(max_inflight_polls=4)
     async with make_clocked_session(poll=policy, limits=limits) as session:
         for _ in range(4):
@@ -469,7 +468,9 @@ async def test_closing_says_why_the_last_poll_failed(
         clocked_emulator.inject("502_html", route="poll")
         while not session.stats.polls:
             await clock.sleep_until(clock.now() + 0.001)
-    with pytest.raises(SessionClosedError, match="last poll failed: ServerError: HTTP 502") as caught:
+    with pytest.raises(
+        SessionClosedError, match="last poll failed: ServerError: HTTP 502"
+    ) as caught:
         await handle
     assert isinstance(caught.value.__cause__, ServerError)
 
