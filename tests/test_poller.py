@@ -498,3 +498,23 @@ async def test_errors_no_retry_can_fix_end_the_handle_at_once(
         with pytest.raises(AuthenticationError):
             await handle
     assert clock.now() == FAST_POLL.initial_delay
+
+
+async def test_cancelling_a_handle_abandons_its_poll_in_flight(
+    make_clocked_session: SessionFactory, clocked_emulator: Emulator, clock: FakeClock
+) -> None:
+    """The worker of a cancelled handle's hung poll is free at once for the next task."""
+    policy = PollPolicy(initial_delay=1.0, factor=1.0, max_interval=1.0, jitter=0.0, adaptive=False)
+    async with make_clocked_session(poll=policy, limits=Limits(max_inflight_polls=1)) as session:
+        clocked_emulator.inject("hang", route="poll")
+        hung = await session.submit("gpt-image-2", "[never] hung")  # polled at 1.0, hangs
+        await clock.sleep_until(0.5)
+        other = await session.submit("gpt-image-2", "[never] other")  # due at 1.5
+        await clock.sleep_until(1.2)
+        hung.cancel()
+        await clock.sleep_until(1.6)
+        assert other.task_id is not None
+        polls = [t for t, route, path in clocked_emulator.requests if route == "poll"]
+        assert polls == [1.0, 1.5]  # not 2.0, when a stuck poll would let a new worker in
+        assert session._poller.workers == 1
+        other.cancel()
