@@ -278,8 +278,12 @@ class Poller:
             now = clock.now()
             entry = due.pop_due(now + self._slack)
             if entry is not None:
-                if not self._past_deadline(entry, now):
+                if entry.deadline > now + self._slack:
                     return entry
+                # Due for its deadline, not a poll: end it on time, never a slack early.
+                await clock.sleep_until(entry.deadline)
+                if entry.active:
+                    self._time_out(entry)
                 continue
             delay = due.next_due() - now
             self._wakeup.clear()
@@ -409,6 +413,10 @@ class Poller:
     def _past_deadline(self, entry: _Entry, now: float) -> bool:
         if now < entry.deadline:
             return False
+        self._time_out(entry)
+        return True
+
+    def _time_out(self, entry: _Entry) -> None:
         task_id = entry.handle.task_id or ""
         error = TaskTimeoutError(
             f"task {task_id} did not finish before its deadline (last status "
@@ -418,7 +426,6 @@ class Poller:
         )
         error.__cause__ = entry.last_error
         self._settle(entry, error)
-        return True
 
     def _settle(
         self, entry: _Entry, error: BaseException | None, result: ImageResult | None = None
