@@ -194,3 +194,11 @@ def test_bad_arguments_are_refused() -> None:
         clock.advance(-1.0)
     with pytest.raises(ValueError, match="nan"):
         clock.call_later(math.nan, lambda: None)
+
+
+async def test_sleep_until_lands_exactly_on_its_deadline() -> None:
+    """now() equals the deadline after sleep_until, even where now + (t - now) rounds past t."""
+    clock = FakeClock(start=0.1)
+    await clock.sleep_until(0.3)
+    assert clock.now() == 0.3
+    assert 0.1 + (0.3 - 0.1) != 0.3  # the rounding this guards against

@@ -124,7 +124,7 @@ class FakeClock:
             await asyncio.sleep(0)
             return
         future = asyncio.get_running_loop().create_future()
-        timer = self.call_later(deadline - self._now, lambda: _resolve(future))
+        timer = self._call_at(deadline, lambda: _resolve(future))
         try:
             await future
         finally:
@@ -134,7 +134,11 @@ class FakeClock:
         """Run `callback()` once virtual time has moved `delay` seconds on."""
         if math.isnan(delay):
             raise ValueError("delay must be a number of seconds (got nan)")
-        timer = _Timer(self, self._now + max(delay, 0.0), callback)
+        return self._call_at(self._now + max(delay, 0.0), callback)
+
+    def _call_at(self, when: float, callback: Callable[[], object]) -> _Timer:
+        # Absolute times keep `sleep_until(t)` exact: now + (t - now) can round past t.
+        timer = _Timer(self, when, callback)
         heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
         self._live += 1
         self._quiet = 0
