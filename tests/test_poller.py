@@ -128,6 +128,7 @@ async def test_deadline_raises_task_timeout_and_the_task_can_be_tracked_again(
     session: Session, emulator: Emulator
 ) -> None:
     """Past its deadline a handle times out; tracking the ID again gets the result."""
+    # Wall time, no window asserted: only that the handle ends by timeout, however late.
     handle = await session.submit("gpt-image-2", "[never] slow", timeout=0.05)
     with pytest.raises(TaskTimeoutError, match=r"Session\.track") as caught:
         await handle
@@ -186,7 +187,7 @@ async def test_a_second_waiter_keeps_the_handle_alive(session: Session) -> None:
     handle = await session.submit("gpt-image-2", "shared")
     async with anyio.create_task_group() as task_group:
         task_group.start_soon(handle.wait)
-        with anyio.move_on_after(0.001):
+        with anyio.move_on_after(0.001):  # wall time: either side of this race must pass
             await handle
     assert (await handle).task_id == handle.task_id
 
@@ -218,7 +219,7 @@ async def test_closing_ends_every_pending_handle(
         async with anyio.create_task_group() as task_group:
             for handle in handles:
                 task_group.start_soon(wait, handle)
-            await anyio.sleep(0.02)
+            await anyio.sleep(0.02)  # wall time: waiters that start late still see the close
             await session.aclose()
     assert len(waiter_errors) == 5
     assert {getattr(e, "task_id", None) for e in waiter_errors} == {h.task_id for h in handles}
