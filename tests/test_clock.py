@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from worldrouter_async import Clock
 from worldrouter_async._clock import SYSTEM_CLOCK
 from worldrouter_async.testing import FakeClock
+from worldrouter_async.testing._clock import FALLBACK_FACTOR
 
 pytestmark = pytest.mark.anyio
 
@@ -202,3 +204,37 @@ async def test_sleep_until_lands_exactly_on_its_deadline() -> None:
     await clock.sleep_until(0.9)
     assert clock.now() == 0.9
     assert 0.2 + (0.9 - 0.2) != 0.9  # the rounding this guards against
+
+
+class _LoopWithoutReadyQueue:
+    """Stands in for uvloop: a loop whose ready queue the clock cannot see."""
+
+    def __init__(self) -> None:
+        self.scheduled: list[tuple[Callable[..., object], tuple[object, ...]]] = []
+
+    def call_soon(self, callback: Callable[..., object], *args: object) -> None:
+        self.scheduled.append((callback, args))
+
+    def run_one_iteration(self) -> None:
+        callback, args = self.scheduled.pop(0)
+        callback(*args)
+
+
+def test_without_a_visible_ready_queue_idle_means_quiet_iterations_since_last_use() -> None:
+    """The fallback rule jumps after idle_iterations x FALLBACK_FACTOR iterations without use."""
+    clock = FakeClock(autojump=False)
+    fired: list[float] = []
+    clock.call_later(7.0, lambda: fired.append(clock.now()))
+    clock.autojump = True
+    loop = _LoopWithoutReadyQueue()
+    clock._watch(loop)  # type: ignore[arg-type]
+    needed = 3 * FALLBACK_FACTOR
+    for _ in range(needed - 1):
+        loop.run_one_iteration()
+    clock.now()  # a use of the clock is work: counting starts again
+    for _ in range(needed - 1):
+        loop.run_one_iteration()
+    assert fired == []
+    loop.run_one_iteration()
+    assert fired == [7.0]
+    assert clock.jumps == 1
