@@ -184,3 +184,23 @@ async def test_slow_responses_and_random_faults_are_counted() -> None:
             ) as r:
                 assert r.status in (500, 502, 503)
         assert sum(emulator.counters.faults.values()) == 6
+
+
+@pytest.mark.parametrize(("ignore", "tasks"), [(False, 1), (True, 2)])
+async def test_idempotency_key_honoured_or_ignored(
+    http: aiohttp.ClientSession, ignore: bool, tasks: int
+) -> None:
+    """A resent key replays the task, unless the emulator plays a server that ignores it."""
+    async with Emulator(ignore_idempotency=ignore) as emulator:
+        ids = set()
+        for _ in range(2):
+            async with http.post(
+                f"{emulator.base_url}/images/generation_tasks",
+                json={"model": "gpt-image-2", "prompt": "a star"},
+                headers={**AUTH, "Idempotency-Key": "k1"},
+            ) as response:
+                ids.add((await response.json())["id"])
+    assert len(ids) == tasks
+    assert emulator.counters.creates == tasks
+    assert emulator.counters.duplicate_creates == tasks - 1
+    assert emulator.counters.idempotent_replays == 2 - tasks

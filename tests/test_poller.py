@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from itertools import pairwise
 
 import anyio
 import pytest
@@ -274,33 +273,6 @@ async def test_recovers_from_5xx_and_drops_with_every_task_resolved(
     assert len({r.task_id for r in results}) == 100
     assert sum(clocked_emulator.counters.faults.values()) > 0
     assert clocked_emulator.counters.creates == 100
-
-
-async def test_on_status_sees_every_change_in_order(
-    make_session: SessionFactory,
-) -> None:
-    """The callback fires on each status change, ending at completed."""
-    seen: list[tuple[str | None, str]] = []
-    async with make_session(on_status=lambda handle, old, new: seen.append((old, new))) as session:
-        await session.generate("gpt-image-2", "x")
-    assert seen[-1][1] == "completed"
-    assert seen[0][0] == "queued"
-    for (_, new), (old, _) in pairwise(seen):
-        assert new == old
-
-
-async def test_a_raising_callback_does_not_kill_the_poller(
-    make_session: SessionFactory, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Errors in on_status are logged and polling carries on."""
-
-    def explode(handle: TaskHandle, old: str | None, new: str) -> None:
-        raise ZeroDivisionError
-
-    async with make_session(on_status=explode) as session:
-        results = [await session.generate("gpt-image-2", f"x{i}") for i in range(3)]
-    assert len(results) == 3
-    assert "on_status callback raised" in caplog.text
 
 
 async def test_as_completed_yields_in_completion_order(session: Session) -> None:

@@ -35,7 +35,9 @@ from ._errors import (
     TaskTimeoutError,
     WorldRouterError,
 )
+from ._events import LocalStatus, StatusChange, StatusListener, StatusStream
 from ._handles import ImageResult, TaskHandle, as_completed
+from ._pipeline import Pipeline
 from ._session import Session, Tasks
 from ._stats import SessionStats
 from ._support import SUPPORTED_MODELS, ignored_parameters
@@ -63,8 +65,10 @@ __all__ = [
     "ImageTask",
     "InvalidRequestError",
     "Limits",
+    "LocalStatus",
     "NotFoundError",
     "PermissionDeniedError",
+    "Pipeline",
     "PollPolicy",
     "RateLimitError",
     "RetryPolicy",
@@ -72,6 +76,9 @@ __all__ = [
     "Session",
     "SessionClosedError",
     "SessionStats",
+    "StatusChange",
+    "StatusListener",
+    "StatusStream",
     "TaskCancelledError",
     "TaskError",
     "TaskFailedError",

@@ -80,6 +80,11 @@ class APIStatusError(APIError):
         #: The server's Retry-After hint in seconds, when it sent one.
         self.retry_after = retry_after
 
+    @property
+    def status_code(self) -> int:
+        """The HTTP status, under the name openai-python and httpx use; same as `status`."""
+        return self.status
+
     def __str__(self) -> str:
         parts = [f"HTTP {self.status}"]
         if self.code:

@@ -36,6 +36,7 @@ from ._errors import (
     TaskNotFoundError,
     TaskTimeoutError,
 )
+from ._events import StatusFeed
 from ._handles import ImageResult, TaskHandle
 from ._stats import Counters
 from ._throttle import Throttle
@@ -47,9 +48,6 @@ POLL_TASK_NAME: Final = "worldrouter-async poll"
 
 STUCK_AFTER: Final = 1.0
 """Seconds after which a poll still in flight lets a replacement worker in."""
-
-StatusCallback = Callable[[TaskHandle, "str | None", str], object]
-"""``on_status(handle, old_status, new_status)``, called on every status change."""
 
 
 class _Entry:
@@ -118,9 +116,9 @@ class Poller:
         throttle: Throttle,
         max_inflight: int,
         counters: Counters,
+        events: StatusFeed,
         clock: Clock,
         poll_timeout: float,
-        on_status: StatusCallback | None = None,
     ) -> None:
         self._fetch = fetch
         self._policy = policy
@@ -135,7 +133,7 @@ class Poller:
         self._slack = min(policy.initial_delay / 10, policy.max_interval / 100, 0.05)
         self._queue: asyncio.Queue[_Entry] = asyncio.Queue(maxsize=max_inflight)
         self._counters = counters
-        self._on_status = on_status
+        self._events = events
         self._due: DueQueue[_Entry] = DueQueue()
         self._wakeup = asyncio.Event()
         self._entries: dict[TaskHandle, _Entry] = {}
@@ -162,7 +160,8 @@ class Poller:
         poller about tasks of the same shape (see `_cadence`).
         """
         if self._closed:
-            handle.settle_error(_closed_error(handle, None))
+            handle._settle_error(_closed_error(handle, None))
+            self._events.ended(handle)
             return
         now = self._clock.now()
         learns = fresh and self._policy.adaptive and handle.request is not None
@@ -228,7 +227,8 @@ class Poller:
         for entry in entries.values():
             entry.active = False
             self._counters.pending -= 1
-            entry.handle.settle_error(_closed_error(entry.handle, entry.last_error))
+            entry.handle._settle_error(_closed_error(entry.handle, entry.last_error))
+            self._events.ended(entry.handle)
 
     async def run(self, task_group: TaskGroup) -> NoReturn:
         """The poller loop: hand each task to a poll worker when due, forever.
@@ -365,9 +365,7 @@ class Poller:
         handle = entry.handle
         entry.errors = 0
         entry.last_error = None
-        previous = handle.observe(task)
-        if previous != task.status and self._on_status is not None:
-            self._notify(handle, previous, task.status)
+        previous = handle._observe(task)
         if task.is_terminal:
             self._learn(entry, completed=task.status == TaskStatus.COMPLETED)
         if task.status == TaskStatus.COMPLETED:
@@ -385,7 +383,10 @@ class Poller:
                     message=error.message if error else "the server gave no reason",
                 ),
             )
-        else:
+        # Published after a final status settles the handle, before a deadline can end it.
+        if previous != task.status:
+            self._events.changed(handle, previous, task.status)
+        if not task.is_terminal:
             now = self._clock.now()
             if not self._past_deadline(entry, now):
                 entry.polls += 1
@@ -432,16 +433,10 @@ class Poller:
     ) -> None:
         self.untrack(entry.handle)
         if result is not None:
-            entry.handle.settle_result(result)
+            entry.handle._settle_result(result)
         elif error is not None:
-            entry.handle.settle_error(error)
-
-    def _notify(self, handle: TaskHandle, old: str | None, new: str) -> None:
-        assert self._on_status is not None
-        try:
-            self._on_status(handle, old, new)
-        except Exception:
-            logger.exception("on_status callback raised for task %s", handle.task_id)
+            entry.handle._settle_error(error)
+            self._events.ended(entry.handle)
 
 
 def _is_transient(exc: APIError) -> bool:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import math
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
@@ -26,8 +27,10 @@ from ._config import (
 )
 from ._download import Downloader, safe_name
 from ._errors import ConfigurationError, InvalidRequestError, WorldRouterError
+from ._events import DEFAULT_BUFFER, StatusFeed, StatusListener, StatusStream
 from ._handles import ImageResult, TaskHandle, as_completed
-from ._poller import Poller, StatusCallback
+from ._pipeline import Pipeline, RequestLike
+from ._poller import Poller
 from ._stats import Counters, SessionStats
 from ._support import check_support
 from ._transport import Secret, Transport, logger
@@ -36,9 +39,6 @@ from .models import ImageRequest, ImageTask, converter
 DEFAULT_BASE_URL: Final = "https://inference-api-pre-d80ca3.worldrouter.ai/v1"
 API_KEY_ENV: Final = "WORLDROUTER_API_KEY"
 BASE_URL_ENV: Final = "WORLDROUTER_BASE_URL"
-
-RequestLike = ImageRequest | Mapping[str, Any]
-"""What `Session.submit_many` accepts: an `ImageRequest`, or a mapping of its fields."""
 
 
 def _resolve_api_key(api_key: str | None) -> Secret:
@@ -142,7 +142,9 @@ class Session:
         strict: raise `IgnoredParameterError` instead of warning when a model would
             ignore a parameter.
         allow_insecure: allow a plain ``http://`` base URL to a non-loopback host.
-        on_status: called as ``on_status(handle, old, new)`` on every status change.
+        on_status: a plain function called as ``on_status(change)`` with a `StatusChange`
+            on every status change, including local endings (timeout, cancel, close); an
+            ``async def`` function is refused with `TypeError` (see `status_changes`).
         retry_ambiguous_creates: resend a create that may have reached the server with the
             same ``Idempotency-Key``. Turn it on only if your deployment deduplicates creates
             by that key: the API documentation does not promise it, so the default is off
@@ -169,12 +171,13 @@ class Session:
         task_timeout: float = 900.0,
         strict: bool = False,
         allow_insecure: bool = False,
-        on_status: StatusCallback | None = None,
+        on_status: StatusListener | None = None,
         retry_ambiguous_creates: bool = False,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if not task_timeout > 0:
             raise ConfigurationError(f"task_timeout must be positive (got {task_timeout!r})")
+        self._feed = StatusFeed(on_status)  # first: refuses an async on_status at once
         retry = retry or default_retry_policy()
         poll = poll or default_poll_policy()
         self.base_url: Final = _resolve_base_url(base_url, allow_insecure=allow_insecure)
@@ -195,11 +198,11 @@ class Session:
             throttle=self.transport.throttle,
             max_inflight=limits.max_inflight_polls,
             counters=self._counters,
+            events=self._feed,
             clock=clock,
             poll_timeout=timeouts.connect + timeouts.read,
-            on_status=on_status,
         )
-        self._untrack = self._poller.untrack  # one bound method shared by every handle
+        self._untrack = self._cancelled  # one bound method shared by every handle
         self._downloader = Downloader(timeouts=timeouts, limits=limits, retry=retry)
         self._limits = limits
         self._task_timeout = task_timeout
@@ -254,6 +257,7 @@ class Session:
             return
         self._state = "closed"
         self._poller.close()
+        self._feed.close()
         runner, self._runner = self._runner, None
         try:
             if runner is not None:
@@ -269,6 +273,28 @@ class Session:
         async with anyio.create_task_group() as task_group:
             started.set()
             await self._poller.run(task_group)
+
+    def _cancelled(self, handle: TaskHandle) -> None:
+        """A handle's tracking was cancelled: stop polling it and report the ending."""
+        self._poller.untrack(handle)
+        self._feed.ended(handle)
+
+    def status_changes(self, *, buffer: int = DEFAULT_BUFFER) -> StatusStream:
+        """An async iterator of every `StatusChange` of this session from now on.
+
+        Each stream buffers up to `buffer` changes; when its reader falls that far behind,
+        the oldest change is dropped and counted in `StatusStream.dropped`, so the poller
+        never waits for a reader. Iteration ends when the session closes, after the
+        ``closed`` endings of the tasks still pending. Open it before submitting to see
+        every change of those tasks.
+
+        Example:
+            >>> async def main(session):  # doctest: +SKIP
+            ...     async with session.status_changes() as changes:
+            ...         async for change in changes:
+            ...             print(change.task_id, change.new, change.final)
+        """
+        return self._feed.subscribe(buffer)
 
     @property
     def retry_ambiguous_creates(self) -> bool:
@@ -357,20 +383,64 @@ class Session:
         async def submit_worker() -> None:
             # A fixed pool of `limit` workers: no task per request, whatever the count.
             for index, item in work:
-                try:
-                    request = converter.structure(item, ImageRequest)
-                except WorldRouterError as exc:
-                    handles[index] = TaskHandle.failed(exc)
-                    continue
-                try:
-                    handles[index] = await self.submit_request(request, timeout=timeout)
-                except WorldRouterError as exc:
-                    handles[index] = TaskHandle.failed(exc, request=request)
+                handles[index] = await self._submit_item(item, timeout=timeout)
 
         async with anyio.create_task_group() as task_group:
             for _ in range(min(limit, len(items))):
                 task_group.start_soon(submit_worker)
         return [handle for handle in handles if handle is not None]
+
+    def pipeline(
+        self,
+        requests: Iterable[RequestLike] | AsyncIterable[RequestLike],
+        *,
+        max_pending: int = 64,
+        ordered: bool = False,
+        timeout: float | None = None,
+    ) -> Pipeline:
+        """Run a stream of requests through a window of at most `max_pending` tasks.
+
+        `requests` may be endless (a generator, or an async generator fed by a queue): a
+        request is taken only when the window has room, and a finished handle holds its
+        place until you take it, so a reader that stops reading stops new creates. Yields
+        done handles, first finished first (``ordered=True``: in input order); a failed
+        request yields a handle that raises its error. Leaving the block stops creating
+        and stops tracking unfinished tasks.
+
+        Args:
+            max_pending: requests being created, tasks pending, and finished handles not
+                yet taken, together.
+            ordered: yield in input order; one slow task then holds back the others.
+            timeout: seconds each task may take (default: the session's task_timeout).
+
+        Example:
+            >>> async def main(session, prompts):  # doctest: +SKIP
+            ...     requests = ({"model": "gpt-image-2", "prompt": p} for p in prompts)
+            ...     async with session.pipeline(requests, max_pending=16) as handles:
+            ...         async for handle in handles:
+            ...             print(handle.task_id, handle.exception() or handle.result().urls)
+        """
+        self._check_open()
+        if max_pending < 1:
+            raise InvalidRequestError(f"max_pending must be at least 1 (got {max_pending!r})")
+        return Pipeline(
+            functools.partial(self._submit_item, timeout=timeout),
+            requests,
+            max_pending=max_pending,
+            ordered=ordered,
+            workers=self._limits.max_concurrent_creates,
+        )
+
+    async def _submit_item(self, item: RequestLike, *, timeout: float | None) -> TaskHandle:
+        """Submit one request; a validation or create error becomes a failed handle."""
+        try:
+            request = converter.structure(item, ImageRequest)
+        except WorldRouterError as exc:
+            return TaskHandle.failed(exc)
+        try:
+            return await self.submit_request(request, timeout=timeout)
+        except WorldRouterError as exc:
+            return TaskHandle.failed(exc, request=request)
 
     def track(self, task_id: str, *, timeout: float | None = None) -> TaskHandle:
         """Attach to a task created earlier (by another process, or before a restart).

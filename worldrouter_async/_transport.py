@@ -16,6 +16,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
 import aiohttp
+import attrs
 from cattrs.errors import BaseValidationError
 
 from ._clock import Clock
@@ -142,13 +143,13 @@ def _error_details(body: bytes) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _decode_task(status: int, body: bytes) -> ImageTask:
+def _decode_task(status: int, body: bytes, request_id: str | None) -> ImageTask:
     if not body.strip():
         raise APIResponseError(
             f"HTTP {status} with an empty body; expected a JSON image task", status=status
         )
     try:
-        return converter.structure(json.loads(body), ImageTask)
+        task = converter.structure(json.loads(body), ImageTask)
     except ValueError as exc:
         snippet = body[:_SNIPPET].decode("utf-8", "replace")
         raise APIResponseError(
@@ -158,6 +159,7 @@ def _decode_task(status: int, body: bytes) -> ImageTask:
         raise APIResponseError(
             f"HTTP {status} with JSON that is not an image task ({exc})", status=status
         ) from exc
+    return attrs.evolve(task, request_id=request_id)
 
 
 def _is_retryable_read(exc: APIError) -> bool:
@@ -238,8 +240,8 @@ class Transport:
         }
 
         async def attempt() -> ImageTask:
-            status, body_out = await self._send("POST", self._tasks_url, headers, body)
-            task = _decode_task(status, body_out)
+            status, body_out, request_id = await self._send("POST", self._tasks_url, headers, body)
+            task = _decode_task(status, body_out, request_id)
             self._counters.creates += 1
             return task
 
@@ -261,7 +263,7 @@ class Transport:
         async def attempt() -> ImageTask:
             self._counters.polls += 1
             try:
-                status, body = await self._send("GET", url, self._auth, None)
+                status, body, request_id = await self._send("GET", url, self._auth, None)
             except NotFoundError as exc:
                 raise TaskNotFoundError(
                     f"task {task_id} was not found: {exc.message}; it may have expired, "
@@ -271,7 +273,7 @@ class Transport:
                     code=exc.code,
                     request_id=exc.request_id,
                 ) from exc
-            return _decode_task(status, body)
+            return _decode_task(status, body, request_id)
 
         if not retry:
             return await attempt()
@@ -308,7 +310,7 @@ class Transport:
 
     async def _send(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
-    ) -> tuple[int, bytes]:
+    ) -> tuple[int, bytes, str | None]:
         client = self._client
         if client is None:
             raise RuntimeError("the transport is not open; use 'async with Session(...)'")
@@ -347,7 +349,7 @@ class Transport:
                 self.throttle.record_success()
             raise error
         self.throttle.record_success()
-        return status, content
+        return status, content, response_headers.get("x-request-id")
 
     def _pause_for(self, error: RateLimitError) -> None:
         hint = error.retry_after

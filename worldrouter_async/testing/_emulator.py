@@ -27,6 +27,7 @@ from ._png import colour_for, solid_png
 
 Route = Literal["create", "poll", "any", "storage"]
 FaultKind = Literal[
+    "413",
     "429",
     "500",
     "502_html",
@@ -69,6 +70,9 @@ class EmulatorCounters:
     creates: int = 0
     create_requests: int = 0
     idempotent_replays: int = 0
+    #: Creates that made a second (paid) task for an Idempotency-Key already used, which
+    #: only an emulator started with ``ignore_idempotency=True`` does.
+    duplicate_creates: int = 0
     polls: int = 0
     polls_by_task: Counter[str] = field(factory=Counter)
     faults: Counter[str] = field(factory=Counter)
@@ -84,6 +88,7 @@ class EmulatorCounters:
             "creates": self.creates,
             "create_requests": self.create_requests,
             "idempotent_replays": self.idempotent_replays,
+            "duplicate_creates": self.duplicate_creates,
             "polls": self.polls,
             "faults": dict(self.faults),
             "storage_requests": self.storage_requests,
@@ -143,8 +148,12 @@ def _error(status: int, message: str, code: str, kind: str) -> web.Response:
     return web.json_response(
         {"error": {"message": message, "type": kind, "code": code, "param": None}},
         status=status,
-        headers={"x-request-id": f"req_{uuid.uuid4().hex[:12]}"},
+        headers={"x-request-id": _request_id()},
     )
+
+
+def _request_id() -> str:
+    return f"req_{uuid.uuid4().hex[:12]}"
 
 
 class Emulator:
@@ -161,6 +170,8 @@ class Emulator:
         fail_rate: probability per API request of a 500, 502 or 503.
         drop_rate: probability per API request of a dropped connection.
         slow_rate: probability per API request of an answer delayed by `slow_delay` seconds.
+        ignore_idempotency: play a server that ignores the Idempotency-Key header: a resent
+            create makes a second paid task (counted in ``counters.duplicate_creates``).
         clock: the time task progress, rate limits, slow answers and `requests` are on;
             share a `FakeClock` with the `Session` to run both on virtual time.
 
@@ -184,6 +195,7 @@ class Emulator:
         drop_rate: float = 0.0,
         slow_rate: float = 0.0,
         slow_delay: float = 0.5,
+        ignore_idempotency: bool = False,
         record_requests: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -198,6 +210,7 @@ class Emulator:
         self.drop_rate = drop_rate
         self.slow_rate = slow_rate
         self.slow_delay = slow_delay
+        self.ignore_idempotency = ignore_idempotency
         self.counters = EmulatorCounters()
         #: (monotonic time, route, path) of every API request, when `record_requests`.
         self.requests: list[tuple[float, Route, str]] = []
@@ -235,7 +248,7 @@ class Emulator:
 
     async def start(self) -> None:
         """Serve the API and the storage origin on their ports (0 picks free ones)."""
-        api = web.Application(middlewares=[self._faults_middleware])
+        api = web.Application(middlewares=[self._request_id_middleware, self._faults_middleware])
         api.router.add_post("/v1/images/generation_tasks", self._create)
         api.router.add_get("/v1/images/generation_tasks/{task_id}", self._retrieve)
         api.router.add_get("/_emulator/stats", self._stats)
@@ -295,9 +308,10 @@ class Emulator:
         if (denied := self._check_auth(request)) is not None:
             return denied
         key = request.headers.get("Idempotency-Key")
-        if key and key in self._idempotency and self._idempotency[key] in self.tasks:
+        known = self._idempotency.get(key) if key else None
+        if known is not None and not self.ignore_idempotency and known in self.tasks:
             self.counters.idempotent_replays += 1
-            task = self.tasks[self._idempotency[key]]
+            task = self.tasks[known]
             return web.json_response(self._task_json(task, status="queued"))
         try:
             body = await request.json()
@@ -311,6 +325,8 @@ class Emulator:
         if problem is not None:
             return _error(400, problem[1], problem[0], "invalid_request_error")
         task = self._new_task(body)
+        if known is not None:
+            self.counters.duplicate_creates += 1
         if key:
             self._idempotency[key] = task.id
         return web.json_response(self._task_json(task, status="queued"))
@@ -457,6 +473,15 @@ class Emulator:
         return None
 
     @web.middleware
+    async def _request_id_middleware(
+        self, request: web.Request, handler: Any
+    ) -> web.StreamResponse:
+        """Tag every API answer, success or error, with an ``x-request-id``."""
+        response: web.StreamResponse = await handler(request)
+        response.headers.setdefault("x-request-id", _request_id())
+        return response
+
+    @web.middleware
     async def _faults_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if request.path.startswith("/_emulator/"):
             return await handler(request)  # type: ignore[no-any-return]
@@ -498,6 +523,10 @@ class Emulator:
                 "The server had an error processing your request.",
                 "server_error",
                 "server_error",
+            )
+        if kind == "413":  # what a proxy in front of the API says to an oversized body
+            return _error(
+                413, "Request body too large", "payload_too_large", "invalid_request_error"
             )
         if kind == "502_html":
             return web.Response(
