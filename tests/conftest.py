@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from worldrouter_async import Session
-from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator
+from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator, FakeClock
 
 pytest_plugins = ["pytester", "worldrouter_async.testing.pytest_plugin"]
 
@@ -38,18 +38,39 @@ def session(worldrouter_session: Session) -> Session:
     return worldrouter_session
 
 
-@pytest.fixture
-def make_session(emulator: Emulator) -> SessionFactory:
-    """Open extra sessions against `emulator` with custom options (fast policies by default)."""
-
+def _session_factory(emulator: Emulator, **defaults: Any) -> SessionFactory:
     @asynccontextmanager
     async def factory(**options: Any) -> AsyncIterator[Session]:
-        options.setdefault("poll", FAST_POLL)
-        options.setdefault("retry", FAST_RETRY)
+        options = {"poll": FAST_POLL, "retry": FAST_RETRY, **defaults, **options}
         async with Session(emulator.api_key, emulator.base_url, **options) as opened:
             yield opened
 
     return factory
+
+
+@pytest.fixture
+def make_session(emulator: Emulator) -> SessionFactory:
+    """Open extra sessions against `emulator` with custom options (fast policies by default)."""
+    return _session_factory(emulator)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """Virtual time that jumps to the next timer whenever the event loop is idle."""
+    return FakeClock()
+
+
+@pytest.fixture
+async def clocked_emulator(clock: FakeClock, anyio_backend: str) -> AsyncIterator[Emulator]:
+    """An emulator whose tasks, faults and request log run on `clock`."""
+    async with Emulator(clock=clock) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def make_clocked_session(clocked_emulator: Emulator, clock: FakeClock) -> SessionFactory:
+    """Open sessions against `clocked_emulator` that poll, retry and time out on `clock`."""
+    return _session_factory(clocked_emulator, clock=clock)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import anyio
 import pytest
 from yarl import URL
 
-from worldrouter_async.testing import Emulator
+from worldrouter_async.testing import Emulator, FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -169,11 +169,14 @@ async def test_same_seed_same_durations() -> None:
 
 async def test_slow_responses_and_random_faults_are_counted() -> None:
     """slow_rate delays answers by slow_delay; fail_rate and drop_rate inject faults."""
-    async with Emulator(slow_rate=1.0, slow_delay=0.1) as emulator, aiohttp.ClientSession() as http:
-        started = anyio.current_time()
+    clock = FakeClock()
+    async with (
+        Emulator(slow_rate=1.0, slow_delay=0.1, clock=clock) as emulator,
+        aiohttp.ClientSession() as http,
+    ):
         async with http.get(f"{emulator.base_url}/images/generation_tasks/x", headers=AUTH) as r:
             assert r.status == 404
-        assert anyio.current_time() - started >= 0.1
+        assert clock.now() == 0.1
     async with Emulator(fail_rate=1.0, seed=3) as emulator, aiohttp.ClientSession() as http:
         for _ in range(6):
             async with http.get(

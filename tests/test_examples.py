@@ -183,8 +183,9 @@ async def test_docs_example_runs(
     assert emulator.counters.storage_auth_headers == 0
 
 
-async def test_docs_example_test_module_passes() -> None:
-    """The 'testing your own code' example is itself a passing pytest module."""
+@pytest.mark.parametrize(("name", "tests"), [("test_my_app", 3), ("test_with_fake_clock", 2)])
+async def test_docs_example_test_module_passes(name: str, tests: int) -> None:
+    """The 'testing your own code' examples are themselves passing pytest modules."""
     done = await anyio.run_process(
         [
             sys.executable,
@@ -193,9 +194,9 @@ async def test_docs_example_test_module_passes() -> None:
             "-q",
             "-p",
             "no:cacheprovider",
-            str(EXAMPLES / "test_my_app.py"),
+            str(EXAMPLES / f"{name}.py"),
         ],
         check=False,
     )
     assert done.returncode == 0, done.stdout.decode()[-2000:]
-    assert b"3 passed" in done.stdout
+    assert f"{tests} passed".encode() in done.stdout

@@ -8,6 +8,7 @@ Example:
     ...         print(result.urls)
 """
 
+from ._clock import Clock
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts
 from ._errors import (
     AmbiguousCreateError,
@@ -53,6 +54,7 @@ __all__ = [
     "AmbiguousCreateError",
     "AuthenticationError",
     "BadRequestError",
+    "Clock",
     "ConfigurationError",
     "DownloadError",
     "IgnoredParameterError",

@@ -16,7 +16,7 @@ from typing import Any, Final, Self
 import anyio
 from yarl import URL
 
-from ._clock import SYSTEM_CLOCK
+from ._clock import SYSTEM_CLOCK, Clock
 from ._config import (
     Limits,
     PollPolicy,
@@ -149,6 +149,8 @@ class Session:
             same ``Idempotency-Key``. Turn it on only if your deployment deduplicates creates
             by that key: the API documentation does not promise it, so the default is off
             and an ambiguous create raises `AmbiguousCreateError`.
+        clock: where polls, retries, rate-limit pauses and deadlines read the time; tests
+            pass a `worldrouter_async.testing.FakeClock` to run them on virtual time.
 
     Example:
         >>> async def main():  # doctest: +SKIP
@@ -171,6 +173,7 @@ class Session:
         allow_insecure: bool = False,
         on_status: StatusListener | None = None,
         retry_ambiguous_creates: bool = False,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if not task_timeout > 0:
             raise ConfigurationError(f"task_timeout must be positive (got {task_timeout!r})")
@@ -186,7 +189,7 @@ class Session:
             retry=retry,
             limits=limits,
             counters=self._counters,
-            clock=SYSTEM_CLOCK,
+            clock=clock,
             retry_ambiguous_creates=retry_ambiguous_creates,
         )
         self._poller = Poller(
@@ -197,6 +200,8 @@ class Session:
             max_inflight=limits.max_inflight_polls,
             counters=self._counters,
             events=self._feed,
+            clock=clock,
+            poll_timeout=timeouts.connect + timeouts.read,
         )
         self._untrack = self._cancelled  # one bound method shared by every handle
         self._downloader = Downloader(timeouts=timeouts, limits=limits, retry=retry)

@@ -11,13 +11,11 @@ import json
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
 import aiohttp
-import anyio
 import attrs
 from cattrs.errors import BaseValidationError
 
@@ -40,6 +38,7 @@ from ._errors import (
     TaskNotFoundError,
 )
 from ._stats import Counters
+from ._throttle import Throttle
 from ._version import __version__
 from .models import ImageTask, converter
 
@@ -47,8 +46,6 @@ logger: Final = logging.getLogger("worldrouter_async")
 
 USER_AGENT: Final = f"worldrouter-async/{__version__}"
 _SNIPPET: Final = 200
-_RATE_WINDOW: Final = 2.0  # seconds of accepted requests behind the adaptive rate estimate
-_BACK_OFF: Final = 0.95  # after a 429, pace at this fraction of the rate just granted
 #: A task id no server will have: the breaker's probe GETs it and a 404 means "answering".
 _PROBE_TASK_ID: Final = "imgtask_worldrouter_async_breaker_probe"
 _T = TypeVar("_T")
@@ -70,97 +67,6 @@ class Secret:
         return "Secret('***')"
 
     __str__ = __repr__
-
-
-class Throttle:
-    """Holds every request of a session while a 429 pause lasts, and paces to a rate.
-
-    One pause for everyone is what stops a thundering herd: after a 429 no request goes out
-    until its Retry-After has passed, whichever coroutine hit it. Without a configured rate,
-    a 429 also turns on pacing at 95% of the rate the server was just granting, which then
-    grows by 10% for every second without a 429 (additive-increase, multiplicative-decrease
-    in spirit), so a saturated session settles just under the server's limit.
-    """
-
-    __slots__ = (
-        "_configured",
-        "_interval",
-        "_last_raise",
-        "_next_slot",
-        "_successes",
-        "paused_until",
-    )
-
-    def __init__(self, requests_per_second: float | None) -> None:
-        self._configured = requests_per_second
-        self._interval = 1.0 / requests_per_second if requests_per_second else 0.0
-        self._next_slot = 0.0
-        self._successes: deque[float] = deque()
-        self._last_raise = 0.0
-        self.paused_until = 0.0
-
-    @property
-    def rate(self) -> float | None:
-        """The requests per second being paced to now, or None when not pacing."""
-        return 1.0 / self._interval if self._interval else None
-
-    @property
-    def paused(self) -> bool:
-        """True while a 429 pause is in force."""
-        return self.paused_until > time.monotonic()
-
-    @property
-    def holding(self) -> bool:
-        """True while requests must wait (a 429 pause or pacing); checked before `wait`."""
-        return bool(self._interval) or self.paused
-
-    async def wait_unpaused(self) -> None:
-        """Return once no 429 pause is in force."""
-        # A loop, not an Event: a later 429 may extend the pause while we sleep.
-        while (delay := self.paused_until - time.monotonic()) > 0:  # noqa: ASYNC110
-            await anyio.sleep(delay)
-
-    async def wait(self) -> None:
-        """Return when a request may be sent (at once when neither paused nor paced)."""
-        await self.wait_unpaused()
-        if self._interval:
-            now = time.monotonic()
-            slot = max(now, self._next_slot)
-            self._next_slot = slot + self._interval
-            if slot > now:
-                await anyio.sleep(slot - now)
-
-    def record_success(self) -> None:
-        """Note a request the server accepted (the rate estimate behind adaptive pacing)."""
-        if self._configured is not None and self._interval == 1.0 / self._configured:
-            return
-        now = time.monotonic()
-        successes = self._successes
-        successes.append(now)
-        while successes[0] < now - _RATE_WINDOW:
-            successes.popleft()
-        if self._interval and now - self._last_raise >= 1.0:
-            self._last_raise = now
-            self._set_rate(1.1 / self._interval)
-
-    def pause(self, seconds: float) -> bool:
-        """Hold all requests for `seconds`, slow down; True when this extends the pause."""
-        now = time.monotonic()
-        if len(self._successes) >= 2:
-            granted = len(self._successes) / max(now - self._successes[0], 1e-3)
-            if not self._interval or granted * _BACK_OFF < 1.0 / self._interval:
-                self._set_rate(granted * _BACK_OFF)
-            self._last_raise = now
-        until = now + seconds
-        if until <= self.paused_until:
-            return False
-        self.paused_until = until
-        return True
-
-    def _set_rate(self, rate: float) -> None:
-        if self._configured is not None:
-            rate = min(rate, self._configured)
-        self._interval = 1.0 / max(rate, 1.0)
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -301,7 +207,8 @@ class Transport:
         self._limits = limits
         self._counters = counters
         self._retry_ambiguous = retry_ambiguous_creates
-        self.throttle = Throttle(limits.requests_per_second)
+        self._clock = clock
+        self.throttle = Throttle(limits.requests_per_second, clock=clock)
         self.breaker = Breaker(
             clock,
             probe=self._probe,
@@ -426,20 +333,21 @@ class Transport:
         self, attempt: Callable[[], Awaitable[_T]], retryable: Callable[[APIError], bool]
     ) -> _T:
         number = 1
-        patient_until = time.monotonic() + self._retry.rate_limit_patience
+        clock = self._clock
+        patient_until = clock.now() + self._retry.rate_limit_patience
         while True:
             try:
                 return await attempt()
             except APIError as exc:
                 out_of_attempts = number >= self._retry.attempts and not (
-                    isinstance(exc, RateLimitError) and time.monotonic() < patient_until
+                    isinstance(exc, RateLimitError) and clock.now() < patient_until
                 )
                 if out_of_attempts or not retryable(exc):
                     raise
                 delay = self._retry_delay(exc, number)
                 self._counters.retries += 1
                 logger.debug("retrying after %s in %.3fs (attempt %d)", exc, delay, number + 1)
-                await anyio.sleep(delay)
+                await clock.sleep_until(clock.now() + delay)
                 number += 1
 
     def _retry_delay(self, exc: APIError, attempt: int) -> float:

@@ -12,6 +12,7 @@ The pytest fixtures live in ``worldrouter_async.testing.pytest_plugin``; enable 
 """
 
 from .._config import FAST_POLL, FAST_RETRY, is_testing, set_testing
+from ._clock import FakeClock
 from ._emulator import (
     EmulatedTask,
     Emulator,
@@ -28,6 +29,7 @@ __all__ = [
     "EmulatedTask",
     "Emulator",
     "EmulatorCounters",
+    "FakeClock",
     "Fault",
     "FaultKind",
     "OutageKind",

@@ -23,6 +23,7 @@ from typing import Any, Final, Literal, Self
 from aiohttp import web
 from attrs import define, field
 
+from .._clock import SYSTEM_CLOCK, Clock
 from .._support import GEMINI_MODELS, SUPPORTED_MODELS
 from ._png import colour_for, solid_png
 
@@ -134,15 +135,16 @@ class EmulatedTask:
 
 
 class _TokenBucket:
-    def __init__(self, rate: float, burst: float) -> None:
+    def __init__(self, rate: float, burst: float, clock: Clock) -> None:
         self.rate = rate
         self.capacity = burst
         self.tokens = burst
-        self.updated = time.monotonic()
+        self.clock = clock
+        self.updated = clock.now()
 
     def take(self) -> float:
         """Take a token; 0.0 if granted, else the seconds until one is available."""
-        now = time.monotonic()
+        now = self.clock.now()
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
         if self.tokens >= 1.0:
@@ -182,6 +184,8 @@ class Emulator:
         keepalive_timeout: seconds the API server keeps a connection open once it has
             answered and no new request came (like nginx ``keepalive_timeout``); None keeps
             connections open for aiohttp's default hour.
+        clock: the time task progress, rate limits, slow answers and `requests` are on;
+            share a `FakeClock` with the `Session` to run both on virtual time.
 
     Example:
         >>> async def main():  # doctest: +SKIP
@@ -209,6 +213,7 @@ class Emulator:
         host: str = "127.0.0.1",
         port: int = 0,
         storage_port: int = 0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.api_key = api_key
         self.time_scale = time_scale
@@ -227,7 +232,8 @@ class Emulator:
         self.idempotency_keys: list[str | None] = []
         self._record = record_requests
         self.tasks: dict[str, EmulatedTask] = {}
-        self._bucket = _TokenBucket(rate_limit, burst) if rate_limit else None
+        self.clock = clock
+        self._bucket = _TokenBucket(rate_limit, burst, clock) if rate_limit else None
         self._random = random.Random(seed)
         self._idempotency: dict[str, str] = {}
         self._faults: deque[Fault] = deque()
@@ -245,6 +251,7 @@ class Emulator:
         self._planned_outage: tuple[OutageKind, float, int] | None = None
         self._outage_end: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._sleepers: set[asyncio.Event] = set()
         self.base_url = ""
         self.storage_url = ""
 
@@ -295,6 +302,8 @@ class Emulator:
     async def stop(self) -> None:
         """Stop both servers, releasing any request held by a ``hang`` fault."""
         self._stopping.set()
+        for woken in self._sleepers:
+            woken.set()
         if self._outage_end is not None:
             await self._outage_end
         runners, self._runners = self._runners, []
@@ -408,7 +417,7 @@ class Emulator:
             return _error(
                 404, f"No task found with id '{task_id}'", "task_not_found", "invalid_request_error"
             )
-        return web.json_response(self._task_json(task, status=task.status(time.monotonic())))
+        return web.json_response(self._task_json(task, status=task.status(self.clock.now())))
 
     async def _stats(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(
@@ -469,7 +478,7 @@ class Emulator:
             params.pop("size", None)
         n = 1 if gemini else min(int(body.get("n", 1)), self.n_cap)
         queue_s, run_s = MODEL_TIMINGS.get(model, _DEFAULT_TIMING)
-        now = time.monotonic()
+        now = self.clock.now()
         started = now + self._random.uniform(0.5, 1.5) * queue_s * self.time_scale
         finishes = started + self._random.lognormvariate(math.log(run_s), 0.3) * self.time_scale
         marker = _MARKER_RE.search(prompt)
@@ -568,12 +577,12 @@ class Emulator:
         if self._outage is not None:
             return self._gateway_error(request)
         if self._record:
-            self.requests.append((time.monotonic(), route, request.path))
+            self.requests.append((self.clock.now(), route, request.path))
             if route == "create":
                 self.idempotency_keys.append(request.headers.get("Idempotency-Key"))
         if self._bucket is not None and (wait := self._bucket.take()) > 0:
             return self._rate_limited(wait)
-        self.counters.per_second[int(time.monotonic())] += 1
+        self.counters.per_second[int(self.clock.now())] += 1
         fault = self._take_fault(route) or self._random_fault()
         if fault is not None and not fault.kind.endswith("_after_create"):
             return await self._apply_fault(request, fault)
@@ -656,8 +665,15 @@ class Emulator:
         raise web.HTTPException()  # the connection is gone; nothing is written
 
     async def _sleep(self, seconds: float) -> None:
-        """Sleep, but wake at once when the emulator stops (so shutdown never waits)."""
-        try:
-            await asyncio.wait_for(self._stopping.wait(), None if math.isinf(seconds) else seconds)
-        except TimeoutError:
+        """Sleep on the emulator's clock, but wake at once when the emulator stops."""
+        if self._stopping.is_set():
             return
+        woken = asyncio.Event()
+        self._sleepers.add(woken)
+        timer = self.clock.call_later(seconds, woken.set) if math.isfinite(seconds) else None
+        try:
+            await woken.wait()
+        finally:
+            self._sleepers.discard(woken)
+            if timer is not None:
+                timer.cancel()
