@@ -23,7 +23,6 @@ from ._cadence import LEAD, PARK_LIMIT, PROBES, Cadence, Cohort
 from ._config import PollPolicy, RetryPolicy
 from ._errors import (
     APIError,
-    APIStatusError,
     RateLimitError,
     SessionClosedError,
     TaskFailedError,
@@ -31,6 +30,7 @@ from ._errors import (
     TaskTimeoutError,
 )
 from ._handles import ImageResult, TaskHandle
+from ._retries import is_transient
 from ._stats import Counters
 from ._transport import Throttle
 from .models import ImageTask, TaskStatus
@@ -280,7 +280,7 @@ class Poller:
             self._schedule(entry, time.monotonic() + self._policy.interval(entry.polls))
 
     def _on_poll_error(self, entry: _Entry, exc: APIError) -> None:
-        if isinstance(exc, TaskNotFoundError) or not _is_transient(exc):
+        if isinstance(exc, TaskNotFoundError) or not is_transient(exc):
             self._counters.failed += 1
             self._settle(entry, exc)
             return
@@ -331,12 +331,6 @@ class Poller:
             self._on_status(handle, old, new)
         except Exception:
             logger.exception("on_status callback raised for task %s", handle.task_id)
-
-
-def _is_transient(exc: APIError) -> bool:
-    if isinstance(exc, APIStatusError):
-        return exc.status in (408, 429) or exc.status >= 500
-    return True
 
 
 def _closed_error(handle: TaskHandle) -> SessionClosedError:

@@ -1,7 +1,7 @@
-"""HTTP to the WorldRouter API: auth, retries, rate-limit pauses and error mapping.
+"""HTTP to the WorldRouter API: auth, bounded requests, status mapping and retries.
 
-This is the only module that talks to the API through aiohttp, and the one place where
-aiohttp's exceptions become ours (always ``raise ... from exc``).
+The aiohttp client comes from `_client.Network` (proxy, TLS trust), which also maps
+connection failures; what is worth retrying is decided in `_retries`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from urllib.parse import quote
 import aiohttp
 import anyio
 from cattrs.errors import BaseValidationError
+from yarl import URL
 
+from ._client import Network, Proxy, proxy_options, raise_connection_error, read_limited
 from ._config import Limits, RetryPolicy, Timeouts
 from ._errors import (
     AmbiguousCreateError,
@@ -27,7 +29,6 @@ from ._errors import (
     APIError,
     APIResponseError,
     APIStatusError,
-    APITimeoutError,
     AuthenticationError,
     BadRequestError,
     NotFoundError,
@@ -36,13 +37,11 @@ from ._errors import (
     ServerError,
     TaskNotFoundError,
 )
+from ._logs import logger
+from ._retries import is_transient, retrying
 from ._stats import Counters
-from ._version import __version__
 from .models import ImageTask, converter
 
-logger: Final = logging.getLogger("worldrouter_async")
-
-USER_AGENT: Final = f"worldrouter-async/{__version__}"
 _SNIPPET: Final = 200
 _RATE_WINDOW: Final = 2.0  # seconds of accepted requests behind the adaptive rate estimate
 _BACK_OFF: Final = 0.95  # after a 429, pace at this fraction of the rate just granted
@@ -253,20 +252,14 @@ def _decode_task(status: int, body: bytes) -> ImageTask:
         ) from exc
 
 
-def _is_retryable_read(exc: APIError) -> bool:
-    if isinstance(exc, APIStatusError):
-        return exc.status in (408, 429) or exc.status >= 500
-    return isinstance(exc, APIConnectionError | APIResponseError)
-
-
-def _is_retryable_create(exc: APIError) -> bool:
+def _is_retryable_create(exc: BaseException) -> bool:
     """A create is paid: retry only where the server cannot have created the task."""
     if isinstance(exc, APIStatusError):
         return exc.status in (429, 503)
     return isinstance(exc, APIConnectionError) and not exc.request_sent
 
 
-def _is_definite(exc: APIError) -> bool:
+def _is_definite(exc: BaseException) -> bool:
     """True when the server certainly did not create the task (a 4xx other than 408)."""
     return isinstance(exc, APIStatusError) and 400 <= exc.status < 500 and exc.status != 408
 
@@ -294,19 +287,22 @@ class Transport:
         self._counters = counters
         self.throttle = Throttle(limits.requests_per_second)
         self._client: aiohttp.ClientSession | None = None
+        self._proxy: Proxy | None = None
+        self._proxy_options: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"<Transport {self._tasks_url!r}>"
 
-    async def open(self) -> None:
-        """Create the pooled client; call once, from the event loop."""
-        self._client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._limits.max_connections),
+    async def open(self, network: Network) -> None:
+        """Create the pooled client from `network`; call once, from the event loop."""
+        self._proxy = network.proxy_for(URL(self._tasks_url))
+        self._proxy_options = proxy_options(self._proxy)
+        timeouts = self._timeouts
+        self._client = network.client(
             timeout=aiohttp.ClientTimeout(
-                total=None, connect=self._timeouts.connect, sock_read=self._timeouts.read
+                total=timeouts.request, connect=timeouts.connect, sock_read=timeouts.read
             ),
-            headers={"User-Agent": USER_AGENT},
-            cookie_jar=aiohttp.DummyCookieJar(),
+            max_connections=self._limits.max_connections,
         )
 
     async def aclose(self) -> None:
@@ -328,14 +324,14 @@ class Transport:
             "Idempotency-Key": idempotency_key,
         }
 
-        async def attempt() -> ImageTask:
-            status, body_out = await self._send("POST", self._tasks_url, headers, body)
+        async def attempt(number: int) -> ImageTask:
+            status, body_out = await self._send("POST", self._tasks_url, headers, body, number)
             task = _decode_task(status, body_out)
             self._counters.creates += 1
             return task
 
         try:
-            return await self._with_retries(attempt, _is_retryable_create)
+            return await self._retrying(attempt, _is_retryable_create)
         except APIError as exc:
             if _is_definite(exc) or _is_retryable_create(exc):
                 raise
@@ -349,10 +345,10 @@ class Transport:
         """Fetch a task's current state; with `retry`, transient failures are retried."""
         url = f"{self._tasks_url}/{quote(task_id, safe='')}"
 
-        async def attempt() -> ImageTask:
+        async def attempt(number: int) -> ImageTask:
             self._counters.polls += 1
             try:
-                status, body = await self._send("GET", url, self._auth, None)
+                status, body = await self._send("GET", url, self._auth, None, number)
             except NotFoundError as exc:
                 raise TaskNotFoundError(
                     f"task {task_id} was not found: {exc.message}; it may have expired, "
@@ -365,70 +361,68 @@ class Transport:
             return _decode_task(status, body)
 
         if not retry:
-            return await attempt()
-        return await self._with_retries(attempt, _is_retryable_read)
+            return await attempt(1)
+        return await self._retrying(attempt, is_transient)
 
-    async def _with_retries(
-        self, attempt: Callable[[], Awaitable[_T]], retryable: Callable[[APIError], bool]
+    async def _retrying(
+        self, attempt: Callable[[int], Awaitable[_T]], retryable: Callable[[BaseException], bool]
     ) -> _T:
-        number = 1
-        patient_until = time.monotonic() + self._retry.rate_limit_patience
-        while True:
-            try:
-                return await attempt()
-            except APIError as exc:
-                out_of_attempts = number >= self._retry.attempts and not (
-                    isinstance(exc, RateLimitError) and time.monotonic() < patient_until
-                )
-                if out_of_attempts or not retryable(exc):
-                    raise
-                delay = self._retry_delay(exc, number)
-                self._counters.retries += 1
-                logger.debug("retrying after %s in %.3fs (attempt %d)", exc, delay, number + 1)
-                await anyio.sleep(delay)
-                number += 1
+        return await retrying(
+            attempt, policy=self._retry, retryable=retryable, on_retry=self._count_retry
+        )
 
-    def _retry_delay(self, exc: APIError, attempt: int) -> float:
-        hint = exc.retry_after if isinstance(exc, APIStatusError) else None
-        if hint is None:
-            return self._retry.backoff(attempt)
-        if not hint <= self._retry.max_retry_after:  # also catches inf
-            raise exc
-        return 0.0 if isinstance(exc, RateLimitError) else hint  # 429: Throttle already waits
+    def _count_retry(self) -> None:
+        self._counters.retries += 1
 
     async def _send(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        attempt: int = 1,
     ) -> tuple[int, bytes]:
         client = self._client
         if client is None:
             raise RuntimeError("the transport is not open; use 'async with Session(...)'")
         if self.throttle.holding:  # a coroutine per request only when it may have to wait
             await self.throttle.wait()
+        started = time.perf_counter()
         try:
             async with client.request(
-                method, url, data=body, headers=headers, allow_redirects=False
+                method,
+                url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                **self._proxy_options,
             ) as response:
-                content = await response.read()
                 status, reason, response_headers = (
                     response.status,
                     response.reason,
                     response.headers,
                 )
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise APITimeoutError(
-                f"{method} {url} timed out connecting after {self._timeouts.connect}s",
-                request_sent=False,
-            ) from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise APIConnectionError(
-                f"{method} {url} could not connect: {exc.os_error}", request_sent=False
-            ) from exc
-        except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
-            raise APITimeoutError(
-                f"{method} {url} got no answer within the {self._timeouts.read}s read timeout"
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise APIConnectionError(f"{method} {url} failed: {type(exc).__name__}: {exc}") from exc
+                content = await read_limited(response, self._limits.max_response_bytes)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if logger.isEnabledFor(logging.DEBUG):
+                self._log(method, url, f"failed ({type(exc).__name__})", started, attempt, None)
+            raise_connection_error(
+                exc,
+                what=f"{method} {url}",
+                proxy=self._proxy,
+                timeouts=self._timeouts,
+                deadline=self._timeouts.request,
+            )
+        if logger.isEnabledFor(logging.DEBUG):
+            request_id = response_headers.get("x-request-id")
+            self._log(method, url, str(status), started, attempt, request_id)
+        if content is None:
+            raise APIResponseError(
+                f"{method} {url} answered HTTP {status} with a body over "
+                f"max_response_bytes={self._limits.max_response_bytes} (after decompression); "
+                "raise Limits.max_response_bytes if such answers are expected",
+                status=status,
+            )
         if status >= 300:
             error = _status_error(status, reason, response_headers, content)
             if isinstance(error, RateLimitError):
@@ -438,6 +432,26 @@ class Transport:
             raise error
         self.throttle.record_success()
         return status, content
+
+    def _log(
+        self,
+        method: str,
+        url: str,
+        outcome: str,
+        started: float,
+        attempt: int,
+        request_id: str | None,
+    ) -> None:
+        """The one debug line per request: never headers, so never the key."""
+        logger.debug(
+            "%s %s -> %s in %.1f ms (attempt %d, request id %s)",
+            method,
+            URL(url).path,
+            outcome,
+            (time.perf_counter() - started) * 1000,
+            attempt,
+            request_id or "-",
+        )
 
     def _pause_for(self, error: RateLimitError) -> None:
         hint = error.retry_after

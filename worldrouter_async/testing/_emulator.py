@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import Counter, deque
 from datetime import UTC, datetime
+from ssl import SSLContext
 from types import TracebackType
 from typing import Any, Final, Literal, Self
 
@@ -159,6 +160,8 @@ class Emulator:
         fail_rate: probability per API request of a 500, 502 or 503.
         drop_rate: probability per API request of a dropped connection.
         slow_rate: probability per API request of an answer delayed by `slow_delay` seconds.
+        ssl: serve both origins over https with this server context (for example from
+            ``trustme``), to test TLS trust and proxies' CONNECT tunnels.
 
     Example:
         >>> async def main():  # doctest: +SKIP
@@ -184,6 +187,7 @@ class Emulator:
         host: str = "127.0.0.1",
         port: int = 0,
         storage_port: int = 0,
+        ssl: SSLContext | None = None,
     ) -> None:
         self.api_key = api_key
         self.time_scale = time_scale
@@ -206,6 +210,7 @@ class Emulator:
         self._faults: deque[Fault] = deque()
         self._host = host
         self._ports = (port, storage_port)
+        self._ssl = ssl
         self._runners: list[web.AppRunner] = []
         self._stopping = asyncio.Event()
         self.base_url = ""
@@ -236,14 +241,15 @@ class Emulator:
         storage.router.add_get("/images/{task_id}/{name}", self._image)
         api_port = await self._serve(api, self._ports[0])
         storage_port = await self._serve(storage, self._ports[1])
-        self.base_url = f"http://{self._host}:{api_port}/v1"
-        self.storage_url = f"http://{self._host}:{storage_port}"
+        scheme = "http" if self._ssl is None else "https"
+        self.base_url = f"{scheme}://{self._host}:{api_port}/v1"
+        self.storage_url = f"{scheme}://{self._host}:{storage_port}"
 
     async def _serve(self, app: web.Application, port: int) -> int:
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
         self._runners.append(runner)
-        site = web.TCPSite(runner, self._host, port)
+        site = web.TCPSite(runner, self._host, port, ssl_context=self._ssl)
         await site.start()
         return int(runner.addresses[0][1])
 
