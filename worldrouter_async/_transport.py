@@ -31,6 +31,7 @@ from ._errors import (
     APIStatusError,
     AuthenticationError,
     BadRequestError,
+    ConfigurationError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
@@ -295,7 +296,14 @@ class Transport:
 
     async def open(self, network: Network) -> None:
         """Create the pooled client from `network`; call once, from the event loop."""
-        self._proxy = network.proxy_for(URL(self._tasks_url))
+        url = URL(self._tasks_url)
+        self._proxy = network.proxy_for(url)
+        if self._proxy is not None and url.scheme == "http":
+            raise ConfigurationError(
+                f"refusing to send the API key over plain http:// through the proxy "
+                f"{self._proxy}: the proxy would read it. Use an https:// base URL, or add "
+                f"{url.host} to NO_PROXY"
+            )
         self._proxy_options = proxy_options(self._proxy)
         timeouts = self._timeouts
         self._client = network.client(
