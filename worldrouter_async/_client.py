@@ -133,7 +133,7 @@ class NetworkSettings:
             return verify
         if verify is True:
             if not self.trust_env:
-                return ssl.create_default_context()
+                return _system_context()
             return _context_from(
                 os.environ.get("SSL_CERT_FILE") or None,
                 os.environ.get("SSL_CERT_DIR") or None,
@@ -143,6 +143,16 @@ class NetworkSettings:
         if path.is_dir():
             return _context_from(None, str(path), source="verify")
         return _context_from(str(path), None, source="verify")
+
+
+def _system_context() -> ssl.SSLContext:
+    """The system's CAs from OpenSSL's built-in paths, never from SSL_CERT_FILE/SSL_CERT_DIR."""
+    paths = ssl.get_default_verify_paths()
+    cafile = paths.openssl_cafile if os.path.isfile(paths.openssl_cafile) else None
+    capath = paths.openssl_capath if os.path.isdir(paths.openssl_capath) else None
+    if cafile is None and capath is None:  # no OpenSSL store (Windows): the system's own
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=cafile, capath=capath)
 
 
 def _context_from(cafile: str | None, capath: str | None, *, source: str) -> ssl.SSLContext:

@@ -257,11 +257,14 @@ def _is_retryable_create(exc: BaseException) -> bool:
     """A create is paid: retry only where the server cannot have created the task."""
     if isinstance(exc, APIStatusError):
         return exc.status in (429, 503)
-    return isinstance(exc, APIConnectionError) and not exc.request_sent
+    return isinstance(exc, APIConnectionError) and not exc.request_sent and is_transient(exc)
 
 
 def _is_definite(exc: BaseException) -> bool:
-    """True when the server certainly did not create the task (a 4xx other than 408)."""
+    """True when the server certainly did not create the task (a 4xx other than 408, or a
+    request that never left this process, such as one a proxy or TLS check stopped)."""
+    if isinstance(exc, APIConnectionError):
+        return not exc.request_sent
     return isinstance(exc, APIStatusError) and 400 <= exc.status < 500 and exc.status != 408
 
 
