@@ -40,8 +40,9 @@ class HostileServer:
         self._stopping = asyncio.Event()
         self.base_url = ""
         self.origin = ""
-        #: Every path requested, in order.
+        #: Every path requested, in order (decoded, and as sent).
         self.paths: list[str] = []
+        self.raw_paths: list[str] = []
         #: Extra routes tests can add before start: path -> redirect target.
         self.redirects: dict[str, str] = {}
 
@@ -72,6 +73,7 @@ class HostileServer:
 
     async def _poll(self, request: web.Request) -> web.StreamResponse:
         self.paths.append(request.path)
+        self.raw_paths.append(request.raw_path)
         kind = request.match_info.get("task_id", "")
         if kind == "trickle":
             return await self._stream(request, b"{", delay=0.05)
