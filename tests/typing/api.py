@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import assert_type
 
@@ -30,3 +31,24 @@ async def usage() -> None:
             async for outcome in runner.run([wr.ImageRequest(model="m", prompt="p")]):
                 assert_type(outcome, Outcome)
         assert_type(runner.summary, BatchSummary)
+
+
+async def networks() -> None:
+    context = ssl.create_default_context()
+    async with wr.Session(
+        "key",
+        proxy="http://user:pass@proxy.example:3128",
+        trust_env=False,
+        verify=context,
+        timeouts=wr.Timeouts(request=20.0),
+        limits=wr.Limits(max_response_bytes=1 << 20),
+    ):
+        pass
+    async with wr.Session("key", verify=Path("ca.pem")), wr.Session("key", verify="ca.pem"):
+        pass
+    try:
+        pass
+    except wr.TLSVerificationError as exc:
+        assert_type(exc, wr.TLSVerificationError)
+    except wr.ProxyError as exc:
+        assert_type(exc.status, int | None)
