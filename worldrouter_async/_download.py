@@ -116,11 +116,11 @@ async def _internal_kind(host: str | None) -> str | None:
     return None
 
 
-async def check_redirect(source: URL, target: URL, *, origin_kind: str | None) -> None:
+async def check_redirect(source: URL, target: URL, *, origin: URL) -> None:
     """Refuse a storage redirect from `source` to `target` that could leak or reach inside.
 
-    `origin_kind` is the internal network of the stored URL itself (see `_internal_kind`):
-    a redirect may stay there, but not enter another one.
+    A redirect may stay in the internal network of the stored URL `origin` itself (see
+    `_internal_kind`), but not enter another one.
     """
     public = _public_url(str(target))
     if target.scheme not in ("http", "https") or not target.host:
@@ -132,7 +132,7 @@ async def check_redirect(source: URL, target: URL, *, origin_kind: str | None) -
             url=public,
         )
     kind = await _internal_kind(target.host)
-    if kind is not None and kind != origin_kind:
+    if kind is not None and kind != await _internal_kind(origin.host):
         raise DownloadError(
             f"refusing a redirect to the {kind} address {target.host!r} ({public}): stored "
             "images never live there, so the storage may be trying to reach inside your network",
@@ -214,8 +214,7 @@ class Downloader:
         if network is None:
             raise RuntimeError("the downloader is not open; use 'async with Session(...)'")
         client = self._session(network)
-        current = URL(url)
-        origin_kind = await _internal_kind(current.host)
+        origin = current = URL(url)
         for _ in range(_MAX_REDIRECTS + 1):
             public = _public_url(str(current))
             proxy = network.proxy_for(current)
@@ -225,7 +224,7 @@ class Downloader:
                 ) as response:
                     if response.status in _REDIRECTS and "Location" in response.headers:
                         target = current.join(URL(response.headers["Location"]))
-                        await check_redirect(current, target, origin_kind=origin_kind)
+                        await check_redirect(current, target, origin=origin)
                         current = target
                         continue
                     return await self._body(response, public)
