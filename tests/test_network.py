@@ -159,11 +159,17 @@ async def test_plain_http_api_through_a_proxy_is_refused(
     await session.aclose()
 
 
-@pytest.mark.parametrize("bad", ["socks5://127.0.0.1:1080", "127.0.0.1:3128", "http://"])
+@pytest.mark.parametrize("bad", ["socks5://127.0.0.1:1080", "ftp://127.0.0.1:21", "http://"])
 def test_proxy_must_be_an_http_url(bad: str) -> None:
     """A proxy URL aiohttp cannot use is a ConfigurationError when the session is made."""
     with pytest.raises(ConfigurationError, match="proxy URL"):
         Session("k", "http://127.0.0.1:1/v1", proxy=bad)
+
+
+def test_proxy_without_a_scheme_is_http() -> None:
+    """HTTPS_PROXY=proxy.corp:3128 means an http:// proxy, as curl reads it."""
+    settings = NetworkSettings(proxy="user:pw@proxy.corp:3128", trust_env=True, verify=True)
+    assert str(settings.proxy) == "http://***@proxy.corp:3128"
 
 
 @pytest.mark.parametrize(

@@ -56,7 +56,7 @@ class Proxy:
     __slots__ = ("headers", "url")
 
     def __init__(self, raw: str, *, source: str) -> None:
-        url = URL(raw)
+        url = URL(raw if "://" in raw else f"http://{raw}")  # "proxy:3128", as curl reads it
         if url.scheme not in ("http", "https") or not url.host:
             raise ConfigurationError(
                 f"{source} must be an http:// or https:// proxy URL such as "
