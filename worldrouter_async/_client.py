@@ -235,8 +235,9 @@ def proxy_options(proxy: Proxy | None) -> dict[str, Any]:
 async def read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
     """The (decompressed) body, read in chunks; None as soon as it grows past `limit` bytes."""
     length = response.content_length
-    if length is not None and length > limit and "Content-Encoding" not in response.headers:
-        return None
+    if length is not None and "Content-Encoding" not in response.headers:
+        # The usual answer: its declared length is what arrives, so one read suffices.
+        return await response.read() if length <= limit else None
     chunks: list[bytes] = []
     size = 0
     content = response.content

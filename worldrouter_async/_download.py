@@ -167,7 +167,7 @@ class Downloader:
             self._client = network.client(
                 timeout=aiohttp.ClientTimeout(
                     total=self._timeouts.download,
-                    connect=self._timeouts.connect,
+                    sock_connect=self._timeouts.connect,
                     sock_read=self._timeouts.read,
                 ),
                 max_connections=self._max_connections,

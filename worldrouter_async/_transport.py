@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
@@ -310,8 +310,10 @@ class Transport:
         self._proxy_options = proxy_options(self._proxy)
         timeouts = self._timeouts
         self._client = network.client(
+            # sock_connect, not connect: a timer only when a socket is opened, not on every
+            # request that reuses a pooled connection (the total bounds pool waits anyway).
             timeout=aiohttp.ClientTimeout(
-                total=timeouts.request, connect=timeouts.connect, sock_read=timeouts.read
+                total=timeouts.request, sock_connect=timeouts.connect, sock_read=timeouts.read
             ),
             max_connections=self._limits.max_connections,
         )
@@ -342,7 +344,12 @@ class Transport:
             return task
 
         try:
-            return await self._retrying(attempt, _is_retryable_create)
+            return await retrying(
+                attempt,
+                policy=self._retry,
+                retryable=_is_retryable_create,
+                on_retry=self._count_retry,
+            )
         except APIError as exc:
             if _is_definite(exc) or _is_retryable_create(exc):
                 raise
@@ -373,14 +380,7 @@ class Transport:
 
         if not retry:
             return await attempt(1)
-        return await self._retrying(attempt, is_transient)
-
-    async def _retrying(
-        self, attempt: Callable[[int], Awaitable[_T]], retryable: Callable[[BaseException], bool]
-    ) -> _T:
-        return await retrying(
-            attempt, policy=self._retry, retryable=retryable, on_retry=self._count_retry
-        )
+        return await retrying(attempt, policy=self._retry, on_retry=self._count_retry)
 
     def _count_retry(self) -> None:
         self._counters.retries += 1
