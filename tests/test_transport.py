@@ -110,13 +110,14 @@ async def test_hostile_answers_are_typed_errors(
     assert text in str(caught.value)
 
 
-async def test_silent_server_trips_the_read_timeout(
+async def test_silent_server_trips_the_request_deadline(
     make_session: SessionFactory, emulator: Emulator
 ) -> None:
     """A server that never answers raises APITimeoutError (also a TimeoutError)."""
-    async with make_session(timeouts=Timeouts(read=0.2), retry=RetryPolicy(attempts=1)) as session:
+    timeouts = Timeouts(request=0.2)
+    async with make_session(timeouts=timeouts, retry=RetryPolicy(attempts=1)) as session:
         emulator.inject("hang", route="poll")
-        with pytest.raises(APITimeoutError, match="read timeout") as caught:
+        with pytest.raises(APITimeoutError, match=r"within its 0\.2s deadline") as caught:
             await session.tasks.retrieve("imgtask_x")
     assert isinstance(caught.value, TimeoutError)
 
@@ -267,9 +268,9 @@ async def _retrieve_from(server: HostileServer, task_id: str, **options: Any) ->
 
 
 async def test_trickling_answer_fails_at_the_request_deadline(hostile: HostileServer) -> None:
-    """A body trickling a byte at a time beats the read timeout but not Timeouts.request."""
+    """A body trickling a byte every 50 ms fails at Timeouts.request, however long it goes."""
     with pytest.raises(APITimeoutError, match=r"0\.3s deadline") as caught:
-        await _retrieve_from(hostile, "trickle", timeouts=Timeouts(read=30, request=0.3))
+        await _retrieve_from(hostile, "trickle", timeouts=Timeouts(request=0.3))
     assert isinstance(caught.value, TimeoutError)
     assert is_transient(caught.value)
 

@@ -232,12 +232,21 @@ def proxy_options(proxy: Proxy | None) -> dict[str, Any]:
     return {"proxy": proxy.url, "proxy_headers": proxy.headers or None}
 
 
+def fits_declared_length(response: aiohttp.ClientResponse, limit: int) -> bool:
+    """True when the body declares an uncompressed length within `limit`: one read is safe.
+
+    The usual API answer; the hot path checks this before paying for `read_limited`.
+    """
+    length = response.content_length
+    return length is not None and length <= limit and "Content-Encoding" not in response.headers
+
+
 async def read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
     """The (decompressed) body, read in chunks; None as soon as it grows past `limit` bytes."""
-    length = response.content_length
-    if length is not None and "Content-Encoding" not in response.headers:
-        # The usual answer: its declared length is what arrives, so one read suffices.
-        return await response.read() if length <= limit else None
+    if fits_declared_length(response, limit):
+        return await response.read()
+    if "Content-Encoding" not in response.headers and response.content_length is not None:
+        return None  # declared too long: refuse before reading a byte
     chunks: list[bytes] = []
     size = 0
     content = response.content

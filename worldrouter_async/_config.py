@@ -96,9 +96,10 @@ class PollPolicy:
 class Timeouts:
     """Network timeouts in seconds, so no request can hang however the server behaves.
 
-    `connect` bounds opening a connection (through the proxy, if any), `read` each wait for
-    bytes, `request` a whole API request (connect, headers and body: a server trickling one
-    byte at a time still fails on time), and `download` a whole image download.
+    `connect` bounds opening a connection (TCP and TLS, to the proxy if any); `request` a
+    whole API request (pool wait, connect, headers and body: a server trickling one byte at
+    a time, or going silent, still fails on time); `download` a whole image download and
+    `read` each wait for its next bytes.
 
     Example:
         >>> Timeouts(request=10.0).request

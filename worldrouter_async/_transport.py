@@ -21,7 +21,14 @@ import anyio
 from cattrs.errors import BaseValidationError
 from yarl import URL
 
-from ._client import Network, Proxy, proxy_options, raise_connection_error, read_limited
+from ._client import (
+    Network,
+    Proxy,
+    fits_declared_length,
+    proxy_options,
+    raise_connection_error,
+    read_limited,
+)
 from ._config import Limits, RetryPolicy, Timeouts
 from ._errors import (
     AmbiguousCreateError,
@@ -310,11 +317,9 @@ class Transport:
         self._proxy_options = proxy_options(self._proxy)
         timeouts = self._timeouts
         self._client = network.client(
-            # sock_connect, not connect: a timer only when a socket is opened, not on every
-            # request that reuses a pooled connection (the total bounds pool waits anyway).
-            timeout=aiohttp.ClientTimeout(
-                total=timeouts.request, sock_connect=timeouts.connect, sock_read=timeouts.read
-            ),
+            # One timer per request: the total bounds pool waits, silence and trickles alike
+            # (API answers are small), and sock_connect adds one only when a socket opens.
+            timeout=aiohttp.ClientTimeout(total=timeouts.request, sock_connect=timeouts.connect),
             max_connections=self._limits.max_connections,
         )
 
@@ -413,7 +418,11 @@ class Transport:
                     response.reason,
                     response.headers,
                 )
-                content = await read_limited(response, self._limits.max_response_bytes)
+                cap = self._limits.max_response_bytes
+                if fits_declared_length(response, cap):
+                    content: bytes | None = await response.read()
+                else:
+                    content = await read_limited(response, cap)
         except (aiohttp.ClientError, TimeoutError) as exc:
             if logger.isEnabledFor(logging.DEBUG):
                 self._log(method, url, f"failed ({type(exc).__name__})", started, attempt, None)
