@@ -53,7 +53,7 @@ def redact(url: URL) -> str:
 class Proxy:
     """A proxy URL whose credentials never show in a repr, str, log line or error."""
 
-    __slots__ = ("headers", "url")
+    __slots__ = ("_shown", "headers", "url")
 
     def __init__(self, raw: str, *, source: str) -> None:
         url = URL(raw if "://" in raw else f"http://{raw}")  # "proxy:3128", as curl reads it
@@ -62,6 +62,7 @@ class Proxy:
                 f"{source} must be an http:// or https:// proxy URL such as "
                 f"'http://proxy.example:3128' (got {redact(url)!r})"
             )
+        self._shown = redact(url.with_path(""))
         #: The proxy without credentials: what aiohttp (and its error messages) see.
         self.url: Final = url.with_user(None).with_password(None).with_path("")
         #: Proxy-Authorization, sent to the proxy only (never to the API or storage).
@@ -75,7 +76,7 @@ class Proxy:
         return f"Proxy({str(self)!r})"
 
     def __str__(self) -> str:
-        return str(self.url).replace("://", "://***@", 1) if self.headers else str(self.url)
+        return self._shown
 
 
 def _basic(user: str, password: str) -> str:
