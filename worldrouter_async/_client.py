@@ -10,6 +10,7 @@ It is also the one place where aiohttp's connection errors become ours.
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import ssl
 import urllib.request
@@ -133,12 +134,12 @@ class NetworkSettings:
         if isinstance(verify, ssl.SSLContext):
             return verify
         if verify is True:
-            if not self.trust_env:
+            cafile = os.environ.get("SSL_CERT_FILE") if self.trust_env else None
+            capath = os.environ.get("SSL_CERT_DIR") if self.trust_env else None
+            if not cafile and not capath:
                 return _system_context()
             return _context_from(
-                os.environ.get("SSL_CERT_FILE") or None,
-                os.environ.get("SSL_CERT_DIR") or None,
-                source="SSL_CERT_FILE/SSL_CERT_DIR",
+                cafile or None, capath or None, source="SSL_CERT_FILE/SSL_CERT_DIR"
             )
         path = Path(verify)
         if path.is_dir():
@@ -146,8 +147,13 @@ class NetworkSettings:
         return _context_from(str(path), None, source="verify")
 
 
+@functools.cache
 def _system_context() -> ssl.SSLContext:
-    """The system's CAs from OpenSSL's built-in paths, never from SSL_CERT_FILE/SSL_CERT_DIR."""
+    """The system's CAs from OpenSSL's built-in paths, never from SSL_CERT_FILE/SSL_CERT_DIR.
+
+    Built on the first session that needs it and shared, as aiohttp shares its default:
+    loading a system bundle costs tens of milliseconds.
+    """
     paths = ssl.get_default_verify_paths()
     cafile = paths.openssl_cafile if os.path.isfile(paths.openssl_cafile) else None
     capath = paths.openssl_capath if os.path.isdir(paths.openssl_capath) else None
