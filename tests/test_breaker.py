@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import SessionFactory
 from worldrouter_async import (
     AmbiguousCreateError,
+    APIConnectionError,
     RetryPolicy,
     Session,
     TaskHandle,
@@ -38,10 +39,10 @@ class _Timer:
 
 
 class StepClock:
-    """Virtual time that moves only when the test calls `advance`.
+    """Virtual time that moves only when the test calls `advance`, timers run in order.
 
-    A stand-in for ``worldrouter_async.testing.FakeClock`` (in progress elsewhere), just
-    big enough for the breaker: ``now``, ``call_later`` and ``sleep_until``.
+    Just big enough for the breaker (``now``, ``call_later``, ``sleep_until``), so each
+    test says exactly when time moves.
     """
 
     def __init__(self) -> None:
@@ -94,13 +95,15 @@ class Probe:
 
 
 def _breaker(clock: StepClock, probe: Probe, counters: Counters, patience: float = 60.0) -> Breaker:
-    return Breaker(
+    breaker = Breaker(
         clock,
         probe=probe,
         backoff=lambda number: float(number),  # probe n comes n seconds after the last
         patience=patience,
         counters=counters,
     )
+    breaker.record_success()  # the API has answered before: failures from here are an outage
+    return breaker
 
 
 async def _settle() -> None:
@@ -313,9 +316,10 @@ async def test_closing_the_session_releases_requests_held_by_an_outage(
     make_session: SessionFactory, emulator: Emulator
 ) -> None:
     """A create waiting out an outage ends when the session closes, not after the patience."""
-    await emulator.outage("503", seconds=3600)
     retry = RetryPolicy(attempts=DEFAULT_THRESHOLD + 1, base=0.001, cap=0.01)
     async with make_session(retry=retry) as session, anyio.create_task_group() as task_group:
+        await session.tasks.create("gpt-image-2", "before the outage")  # the API answered once
+        await emulator.outage("503", seconds=3600)
 
         async def create() -> None:
             with pytest.raises(RuntimeError, match=r"not open|closed"):
@@ -325,7 +329,7 @@ async def test_closing_the_session_releases_requests_held_by_an_outage(
         while not session.transport.breaker.is_open:
             await anyio.sleep(0.001)
         await session.aclose()
-    assert emulator.counters.creates == 0
+    assert emulator.counters.creates == 1
 
 
 async def test_with_retry_ambiguous_an_outage_loses_no_create(
@@ -343,3 +347,27 @@ async def test_with_retry_ambiguous_an_outage_loses_no_create(
         assert session.stats.breaker_opens >= 1
     assert (completed, ambiguous, other) == (total, 0, 0)
     assert emulator.counters.creates == total
+
+
+async def test_an_api_never_reached_fails_at_once_instead_of_waiting() -> None:
+    """Before any answer, failures are a setting to fix: nothing waits on the open breaker."""
+    clock, counters = StepClock(), Counters()
+    breaker = Breaker(clock, probe=Probe(), backoff=float, patience=600.0, counters=counters)
+    for _ in range(DEFAULT_THRESHOLD):
+        breaker.record_failure()
+    assert breaker.is_open
+    with anyio.fail_after(5):  # returns without time moving: no probe, no patience
+        await breaker.wait()
+    assert counters.breaker_probes == 0
+
+
+async def test_an_unreachable_api_fails_creates_without_waiting_out_the_patience(
+    free_tcp_port: int,
+) -> None:
+    """Creates to a port nobody listens on end with APIConnectionError, not a long hold."""
+    retry = RetryPolicy(attempts=DEFAULT_THRESHOLD + 2, base=0.001, cap=0.01)
+    async with Session("k", f"http://127.0.0.1:{free_tcp_port}/v1", retry=retry) as session:
+        with anyio.fail_after(30), pytest.raises(APIConnectionError):
+            await session.tasks.create("gpt-image-2", "a star")
+        assert session.stats.breaker_opens == 1
+        assert session.stats.breaker_probes == 0

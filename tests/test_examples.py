@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,9 +16,12 @@ import aiohttp
 import anyio
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from worldrouter_async._poller import POLL_TASK_NAME
 from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator
+
+from .conftest import ForwardProxy
 
 EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
 
@@ -200,3 +204,42 @@ async def test_docs_example_test_module_passes(name: str, tests: int) -> None:
     )
     assert done.returncode == 0, done.stdout.decode()[-2000:]
     assert f"{tests} passed".encode() in done.stdout
+
+
+@pytest.mark.usefixtures("worldrouter_testing")
+async def test_networks_example_through_a_proxy_with_a_private_ca(
+    https_emulator: Emulator,
+    forward_proxy: ForwardProxy,
+    ca_bundle: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The networks example reaches an https API and its storage through a proxy, trusting a CA."""
+    monkeypatch.setenv("WORLDROUTER_API_KEY", https_emulator.api_key)
+    monkeypatch.setenv("WORLDROUTER_BASE_URL", https_emulator.base_url)
+    monkeypatch.chdir(tmp_path)
+    example = _load("networks")
+    await example.main()
+    assert "untrusted certificate" in capsys.readouterr().out
+    monkeypatch.setenv("CORP_PROXY", forward_proxy.url)
+    monkeypatch.setenv("CORP_CA_BUNDLE", str(ca_bundle))
+    await example.main()
+    assert ".png" in capsys.readouterr().out
+    assert await forward_proxy.wait_for_tunnel(URL(https_emulator.storage_url).port or 0) >= 1
+
+
+async def test_logging_example_prints_one_line_per_request(emulator: Emulator) -> None:
+    """The logging example, run as a program, logs each request at DEBUG to stderr."""
+    env = {
+        **os.environ,
+        "WORLDROUTER_API_KEY": emulator.api_key,
+        "WORLDROUTER_BASE_URL": emulator.base_url,
+    }
+    done = await anyio.run_process(
+        [sys.executable, str(EXAMPLES / "logging_setup.py")], env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert b"DEBUG worldrouter_async: POST /v1/images/generation_tasks -> 200 in " in done.stderr
+    assert b"DEBUG worldrouter_async: GET /v1/images/generation_tasks/imgtask_" in done.stderr
+    assert emulator.api_key.encode() not in done.stderr

@@ -393,9 +393,9 @@ async def test_a_deadline_fires_on_time_while_a_poll_hangs(
 async def test_a_stuck_poll_is_abandoned_at_the_poll_timeout_and_retried(
     make_clocked_session: SessionFactory, clocked_emulator: Emulator, clock: FakeClock
 ) -> None:
-    """A hung poll ends at connect + read timeouts as a transient failure; the next succeeds."""
+    """A hung poll ends at its request deadline as a transient failure; the next succeeds."""
     policy = PollPolicy(initial_delay=1.0, factor=1.0, max_interval=1.0, jitter=0.0)
-    timeouts = Timeouts(connect=2.0, read=3.0)
+    timeouts = Timeouts(request=5.0)
     async with make_clocked_session(poll=policy, timeouts=timeouts) as session:
         handle = await session.submit("gpt-image-2", "a kite", timeout=60)
         clocked_emulator.inject("hang", route="poll")

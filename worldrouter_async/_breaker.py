@@ -6,6 +6,10 @@ the outage's length. After `threshold` consecutive connection failures or 502/50
 answers the breaker opens: new requests wait, one probe at a time asks whether the API is
 back, and everything resumes when an answer comes through. Ambiguous creates are then
 bounded by the creates already in flight when the outage began.
+
+Until the API has answered once in a session nothing waits: an API never reached is a
+setting to fix (base URL, proxy, firewall), so its failures surface at once instead of after
+the breaker's patience.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class Breaker:
         "_probing",
         "_threshold",
         "_timer",
+        "answered",
         "epoch",
         "failures",
         "is_open",
@@ -93,6 +98,8 @@ class Breaker:
         self.epoch = 0
         #: True while requests must wait for a probe to succeed.
         self.is_open = False
+        #: True once any answer came through in this session (only then is a failure an outage).
+        self.answered = False
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
@@ -120,6 +127,7 @@ class Breaker:
         `epoch` is the value of `epoch` when that request was sent: an answer to a request
         sent before the latest failure is ignored. Probes pass None (always news).
         """
+        self.answered = True
         if epoch is not None and epoch != self.epoch:
             return
         self.failures = 0
@@ -135,11 +143,14 @@ class Breaker:
             self._notify()
 
     async def wait(self) -> None:
-        """Return once the breaker is closed, or after `patience` seconds of waiting.
+        """Return once the breaker is closed, or after `patience` seconds of waiting (at once
+        while the API has never answered in this session).
 
         While open, the first waiter that finds a probe due runs it; the others wait for
         its result, so only one probe is ever in flight.
         """
+        if not self.answered:
+            return
         give_up = self._clock.now() + self._patience
         while self.is_open and not self._closed:
             now = self._clock.now()

@@ -28,7 +28,6 @@ from ._config import PollPolicy, RetryPolicy
 from ._due import DueQueue
 from ._errors import (
     APIError,
-    APIStatusError,
     APITimeoutError,
     RateLimitError,
     SessionClosedError,
@@ -38,6 +37,7 @@ from ._errors import (
 )
 from ._events import StatusFeed
 from ._handles import ImageResult, TaskHandle
+from ._retries import is_transient
 from ._stats import Counters
 from ._throttle import Throttle
 from .models import ImageTask, TaskStatus
@@ -394,7 +394,7 @@ class Poller:
 
     def _on_poll_error(self, entry: _Entry, exc: APIError) -> None:
         entry.last_error = exc
-        if isinstance(exc, TaskNotFoundError) or not _is_transient(exc):
+        if isinstance(exc, TaskNotFoundError) or not is_transient(exc):
             self._counters.failed += 1
             self._settle(entry, exc)
             return
@@ -437,12 +437,6 @@ class Poller:
         elif error is not None:
             entry.handle._settle_error(error)
             self._events.ended(entry.handle)
-
-
-def _is_transient(exc: APIError) -> bool:
-    if isinstance(exc, APIStatusError):
-        return exc.status in (408, 429) or exc.status >= 500
-    return True
 
 
 def _last_failure(error: APIError | None) -> str:

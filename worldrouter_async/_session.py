@@ -16,6 +16,7 @@ from typing import Any, Final, Self
 import anyio
 from yarl import URL
 
+from ._client import NetworkSettings, Verify
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import (
     Limits,
@@ -29,11 +30,12 @@ from ._download import Downloader, safe_name
 from ._errors import ConfigurationError, InvalidRequestError, WorldRouterError
 from ._events import DEFAULT_BUFFER, StatusFeed, StatusListener, StatusStream
 from ._handles import ImageResult, TaskHandle, as_completed
+from ._logs import configure_from_env, logger
 from ._pipeline import Pipeline, RequestLike
 from ._poller import Poller
 from ._stats import Counters, SessionStats
 from ._support import check_support
-from ._transport import Secret, Transport, logger
+from ._transport import Secret, Transport
 from .models import ImageRequest, ImageTask, converter
 
 DEFAULT_BASE_URL: Final = "https://inference-api-pre-d80ca3.worldrouter.ai/v1"
@@ -120,8 +122,18 @@ class Tasks:
 
 
 def _check_task_id(task_id: object) -> str:
+    """`task_id` if it can only name a task: never ``.``, ``..`` or a path with ``/``.
+
+    Such an id would turn the poll URL into another endpoint once dot segments are resolved;
+    everything else is percent-encoded into the path by the transport.
+    """
     if not isinstance(task_id, str) or not task_id.strip():
         raise InvalidRequestError(f"task_id must be a non-empty string (got {task_id!r})")
+    if task_id in (".", "..") or "/" in task_id:
+        raise InvalidRequestError(
+            f"task_id {task_id!r} is not a task id: ids never are '.' or '..' or contain '/'; "
+            "pass the id exactly as the create returned it"
+        )
     return task_id
 
 
@@ -151,6 +163,14 @@ class Session:
             and an ambiguous create raises `AmbiguousCreateError`.
         clock: where polls, retries, rate-limit pauses and deadlines read the time; tests
             pass a `worldrouter_async.testing.FakeClock` to run them on virtual time.
+        proxy: a proxy URL for API calls and downloads, such as
+            ``"http://user:pass@proxy.example:3128"`` (its credentials never appear in a
+            repr, log line or error); overrides the environment.
+        trust_env: read ``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``, ``SSL_CERT_FILE`` and
+            ``SSL_CERT_DIR`` when the session opens (default True, as curl and httpx do).
+        verify: TLS certificate checks: True (the system's CAs), a CA bundle file or
+            directory (your private CA instead), an `ssl.SSLContext`, or False (off: warns
+            with `InsecureConnectionWarning`).
 
     Example:
         >>> async def main():  # doctest: +SKIP
@@ -174,6 +194,9 @@ class Session:
         on_status: StatusListener | None = None,
         retry_ambiguous_creates: bool = False,
         clock: Clock = SYSTEM_CLOCK,
+        proxy: str | None = None,
+        trust_env: bool = True,
+        verify: Verify = True,
     ) -> None:
         if not task_timeout > 0:
             raise ConfigurationError(f"task_timeout must be positive (got {task_timeout!r})")
@@ -181,6 +204,7 @@ class Session:
         retry = retry or default_retry_policy()
         poll = poll or default_poll_policy()
         self.base_url: Final = _resolve_base_url(base_url, allow_insecure=allow_insecure)
+        self._network = NetworkSettings(proxy=proxy, trust_env=trust_env, verify=verify)
         self._counters = Counters()
         self.transport: Final = Transport(
             base_url=self.base_url,
@@ -201,7 +225,7 @@ class Session:
             counters=self._counters,
             events=self._feed,
             clock=clock,
-            poll_timeout=timeouts.connect + timeouts.read,
+            poll_timeout=timeouts.request,
         )
         self._untrack = self._cancelled  # one bound method shared by every handle
         self._downloader = Downloader(timeouts=timeouts, limits=limits, retry=retry)
@@ -219,7 +243,10 @@ class Session:
     async def __aenter__(self) -> Self:
         if self._state != "new":
             raise RuntimeError(f"a Session can be opened once; this one is {self._state}")
-        await self.transport.open()
+        configure_from_env()
+        network = self._network.resolve()
+        await self.transport.open(network)
+        self._downloader.open(network)
         started = asyncio.Event()
         self._runner = asyncio.get_running_loop().create_task(
             self._run_poller(started), name=f"worldrouter-async poller {self.base_url}"
@@ -452,7 +479,7 @@ class Session:
             >>> result = await session.track("imgtask_123")  # doctest: +SKIP
         """
         self._check_open()
-        return self._track(_check_task_id(task_id), request=None, task=None, timeout=timeout)
+        return self._track(task_id, request=None, task=None, timeout=timeout)
 
     def _track(
         self,
@@ -462,6 +489,7 @@ class Session:
         task: ImageTask | None,
         timeout: float | None,
     ) -> TaskHandle:
+        _check_task_id(task_id)
         deadline = self._task_timeout if timeout is None else timeout
         if not deadline > 0 or math.isnan(deadline):
             raise InvalidRequestError(f"timeout must be positive seconds (got {timeout!r})")

@@ -1,7 +1,8 @@
-"""HTTP to the WorldRouter API: auth, retries, rate-limit and outage pauses, error mapping.
+"""HTTP to the WorldRouter API: auth, bounded requests, outage and rate-limit pauses, status
+mapping and retries.
 
-This is the only module that talks to the API through aiohttp, and the one place where
-aiohttp's exceptions become ours (always ``raise ... from exc``).
+The aiohttp client comes from `_client.Network` (proxy, TLS trust), which also maps
+connection failures; what is worth retrying is decided in `_retries`.
 """
 
 from __future__ import annotations
@@ -11,15 +12,24 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final, TypeVar
+from collections.abc import Mapping
+from typing import Any, Final
 from urllib.parse import quote
 
 import aiohttp
 import attrs
 from cattrs.errors import BaseValidationError
+from yarl import URL
 
 from ._breaker import OUTAGE_STATUSES, Breaker
+from ._client import (
+    Network,
+    Proxy,
+    fits_declared_length,
+    proxy_options,
+    raise_connection_error,
+    read_limited,
+)
 from ._clock import Clock
 from ._config import Limits, RetryPolicy, Timeouts
 from ._errors import (
@@ -28,27 +38,24 @@ from ._errors import (
     APIError,
     APIResponseError,
     APIStatusError,
-    APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    ConfigurationError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
     ServerError,
     TaskNotFoundError,
 )
+from ._logs import logger
+from ._retries import is_transient, retrying
 from ._stats import Counters
 from ._throttle import Throttle
-from ._version import __version__
 from .models import ImageTask, converter
 
-logger: Final = logging.getLogger("worldrouter_async")
-
-USER_AGENT: Final = f"worldrouter-async/{__version__}"
 _SNIPPET: Final = 200
 #: A task id no server will have: the breaker's probe GETs it and a 404 means "answering".
 _PROBE_TASK_ID: Final = "imgtask_worldrouter_async_breaker_probe"
-_T = TypeVar("_T")
 
 
 class Secret:
@@ -165,21 +172,18 @@ def _decode_task(status: int, body: bytes, request_id: str | None) -> ImageTask:
     return attrs.evolve(task, request_id=request_id)
 
 
-def _is_retryable_read(exc: APIError) -> bool:
-    if isinstance(exc, APIStatusError):
-        return exc.status in (408, 429) or exc.status >= 500
-    return isinstance(exc, APIConnectionError | APIResponseError)
-
-
-def _is_retryable_create(exc: APIError) -> bool:
+def _is_retryable_create(exc: BaseException) -> bool:
     """A create is paid: retry only where the server cannot have created the task."""
     if isinstance(exc, APIStatusError):
         return exc.status in (429, 503)
-    return isinstance(exc, APIConnectionError) and not exc.request_sent
+    return isinstance(exc, APIConnectionError) and not exc.request_sent and is_transient(exc)
 
 
-def _is_definite(exc: APIError) -> bool:
-    """True when the server certainly did not create the task (a 4xx other than 408)."""
+def _is_definite(exc: BaseException) -> bool:
+    """True when the server certainly did not create the task (a 4xx other than 408, or a
+    request that never left this process, such as one a proxy or TLS check stopped)."""
+    if isinstance(exc, APIConnectionError):
+        return not exc.request_sent
     return isinstance(exc, APIStatusError) and 400 <= exc.status < 500 and exc.status != 408
 
 
@@ -218,31 +222,37 @@ class Transport:
         )
         self._client: aiohttp.ClientSession | None = None
         self._create_client: aiohttp.ClientSession | None = None
+        self._proxy: Proxy | None = None
+        self._proxy_options: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"<Transport {self._tasks_url!r}>"
 
-    async def open(self) -> None:
-        """Create the pooled clients; call once, from the event loop."""
-        self._client = self._new_client(aiohttp.TCPConnector(limit=self._limits.max_connections))
+    async def open(self, network: Network) -> None:
+        """Create the pooled client from `network`; call once, from the event loop."""
+        url = URL(self._tasks_url)
+        self._proxy = network.proxy_for(url)
+        if self._proxy is not None and url.scheme == "http":
+            raise ConfigurationError(
+                f"refusing to send the API key over plain http:// through the proxy "
+                f"{self._proxy}: the proxy would read it. Use an https:// base URL, or add "
+                f"{url.host} to NO_PROXY"
+            )
+        self._proxy_options = proxy_options(self._proxy)
+        timeouts = self._timeouts
+        self._client = network.client(
+            # One timer per request: the total bounds pool waits, silence and trickles alike
+            # (API answers are small), and sock_connect adds one only when a socket opens.
+            timeout=aiohttp.ClientTimeout(total=timeouts.request, sock_connect=timeouts.connect),
+            max_connections=self._limits.max_connections,
+        )
         # Creates get their own pool, which hands out only connections idle for less than
         # `create_keepalive` (aiohttp checks the idle time when it reuses a connection):
         # a create must never race the server closing an idle keep-alive connection.
-        self._create_client = self._new_client(
-            aiohttp.TCPConnector(
-                limit=self._limits.max_connections,
-                keepalive_timeout=self._timeouts.create_keepalive,
-            )
-        )
-
-    def _new_client(self, connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(
-                total=None, connect=self._timeouts.connect, sock_read=self._timeouts.read
-            ),
-            headers={"User-Agent": USER_AGENT},
-            cookie_jar=aiohttp.DummyCookieJar(),
+        self._create_client = network.client(
+            timeout=aiohttp.ClientTimeout(total=timeouts.request, sock_connect=timeouts.connect),
+            max_connections=self._limits.max_connections,
+            keepalive_timeout=timeouts.create_keepalive,
         )
 
     async def aclose(self) -> None:
@@ -269,17 +279,22 @@ class Transport:
             "Idempotency-Key": idempotency_key,
         }
 
-        async def attempt() -> ImageTask:
+        async def attempt(number: int) -> ImageTask:
             status, body_out, request_id = await self._send(
-                "POST", self._tasks_url, headers, body, client=self._create_client
+                "POST", self._tasks_url, headers, body, number, client=self._create_client
             )
             task = _decode_task(status, body_out, request_id)
             self._counters.creates += 1
             return task
 
         try:
-            retryable = _is_retryable_read if self._retry_ambiguous else _is_retryable_create
-            return await self._with_retries(attempt, retryable)
+            return await retrying(
+                attempt,
+                policy=self._retry,
+                clock=self._clock,
+                retryable=is_transient if self._retry_ambiguous else _is_retryable_create,
+                on_retry=self._count_retry,
+            )
         except APIError as exc:
             if _is_definite(exc) or _is_retryable_create(exc):
                 raise
@@ -296,10 +311,10 @@ class Transport:
         """Fetch a task's current state; with `retry`, transient failures are retried."""
         url = f"{self._tasks_url}/{quote(task_id, safe='')}"
 
-        async def attempt() -> ImageTask:
+        async def attempt(number: int) -> ImageTask:
             self._counters.polls += 1
             try:
-                status, body, request_id = await self._send("GET", url, self._auth, None)
+                status, body, request_id = await self._send("GET", url, self._auth, None, number)
             except NotFoundError as exc:
                 raise TaskNotFoundError(
                     f"task {task_id} was not found: {exc.message}; it may have expired, "
@@ -312,8 +327,8 @@ class Transport:
             return _decode_task(status, body, request_id)
 
         if not retry:
-            return await attempt()
-        return await self._with_retries(attempt, _is_retryable_read)
+            return await attempt(1)
+        return await retrying(attempt, policy=self._retry, on_retry=self._count_retry)
 
     async def _probe(self) -> bool:
         """One GET that creates nothing: True once the API answers without 502/503/504."""
@@ -322,41 +337,17 @@ class Transport:
             return False
         url = f"{self._tasks_url}/{_PROBE_TASK_ID}"
         try:
-            async with client.get(url, headers=self._auth, allow_redirects=False) as response:
+            async with client.get(
+                url, headers=self._auth, allow_redirects=False, **self._proxy_options
+            ) as response:
                 await response.read()
                 return response.status not in OUTAGE_STATUSES
         except (aiohttp.ClientError, TimeoutError) as exc:
             logger.debug("outage probe failed: %s: %s", type(exc).__name__, exc)
             return False
 
-    async def _with_retries(
-        self, attempt: Callable[[], Awaitable[_T]], retryable: Callable[[APIError], bool]
-    ) -> _T:
-        number = 1
-        clock = self._clock
-        patient_until = clock.now() + self._retry.rate_limit_patience
-        while True:
-            try:
-                return await attempt()
-            except APIError as exc:
-                out_of_attempts = number >= self._retry.attempts and not (
-                    isinstance(exc, RateLimitError) and clock.now() < patient_until
-                )
-                if out_of_attempts or not retryable(exc):
-                    raise
-                delay = self._retry_delay(exc, number)
-                self._counters.retries += 1
-                logger.debug("retrying after %s in %.3fs (attempt %d)", exc, delay, number + 1)
-                await clock.sleep_until(clock.now() + delay)
-                number += 1
-
-    def _retry_delay(self, exc: APIError, attempt: int) -> float:
-        hint = exc.retry_after if isinstance(exc, APIStatusError) else None
-        if hint is None:
-            return self._retry.backoff(attempt)
-        if not hint <= self._retry.max_retry_after:  # also catches inf
-            raise exc
-        return 0.0 if isinstance(exc, RateLimitError) else hint  # 429: Throttle already waits
+    def _count_retry(self) -> None:
+        self._counters.retries += 1
 
     async def _send(
         self,
@@ -364,6 +355,7 @@ class Transport:
         url: str,
         headers: Mapping[str, str],
         body: bytes | None,
+        attempt: int = 1,
         *,
         client: aiohttp.ClientSession | None = None,
     ) -> tuple[int, bytes, str | None]:
@@ -376,39 +368,51 @@ class Transport:
         epoch = breaker.epoch
         if self.throttle.holding:  # a coroutine per request only when it may have to wait
             await self.throttle.wait()
+        started = time.perf_counter()
         try:
             async with client.request(
-                method, url, data=body, headers=headers, allow_redirects=False
+                method,
+                url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                **self._proxy_options,
             ) as response:
-                content = await response.read()
                 status, reason, response_headers = (
                     response.status,
                     response.reason,
                     response.headers,
                 )
-        except aiohttp.ConnectionTimeoutError as exc:
+                cap = self._limits.max_response_bytes
+                if fits_declared_length(response, cap):
+                    content: bytes | None = await response.read()
+                else:
+                    content = await read_limited(response, cap)
+        except (aiohttp.ClientError, TimeoutError) as exc:
             breaker.record_failure()
-            raise APITimeoutError(
-                f"{method} {url} timed out connecting after {self._timeouts.connect}s",
-                request_sent=False,
-            ) from exc
-        except aiohttp.ClientConnectorError as exc:
-            breaker.record_failure()
-            raise APIConnectionError(
-                f"{method} {url} could not connect: {exc.os_error}", request_sent=False
-            ) from exc
-        except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
-            breaker.record_failure()
-            raise APITimeoutError(
-                f"{method} {url} got no answer within the {self._timeouts.read}s read timeout"
-            ) from exc
-        except aiohttp.ClientError as exc:
-            breaker.record_failure()
-            raise APIConnectionError(f"{method} {url} failed: {type(exc).__name__}: {exc}") from exc
+            if logger.isEnabledFor(logging.DEBUG):
+                self._log(method, url, f"failed ({type(exc).__name__})", started, attempt, None)
+            raise_connection_error(
+                exc,
+                what=f"{method} {url}",
+                proxy=self._proxy,
+                timeouts=self._timeouts,
+                deadline=self._timeouts.request,
+            )
         if status in OUTAGE_STATUSES:
             breaker.record_failure()
-        elif breaker.failures:
+        elif breaker.failures or not breaker.answered:
             breaker.record_success(epoch)
+        if logger.isEnabledFor(logging.DEBUG):
+            request_id = response_headers.get("x-request-id")
+            self._log(method, url, str(status), started, attempt, request_id)
+        if content is None:
+            raise APIResponseError(
+                f"{method} {url} answered HTTP {status} with a body over "
+                f"max_response_bytes={self._limits.max_response_bytes} (after decompression); "
+                "raise Limits.max_response_bytes if such answers are expected",
+                status=status,
+            )
         if status >= 300:
             error = _status_error(status, reason, response_headers, content)
             if isinstance(error, RateLimitError):
@@ -418,6 +422,26 @@ class Transport:
             raise error
         self.throttle.record_success()
         return status, content, response_headers.get("x-request-id")
+
+    def _log(
+        self,
+        method: str,
+        url: str,
+        outcome: str,
+        started: float,
+        attempt: int,
+        request_id: str | None,
+    ) -> None:
+        """The one debug line per request: never headers, so never the key."""
+        logger.debug(
+            "%s %s -> %s in %.1f ms (attempt %d, request id %s)",
+            method,
+            URL(url).path,
+            outcome,
+            (time.perf_counter() - started) * 1000,
+            attempt,
+            request_id or "-",
+        )
 
     def _pause_for(self, error: RateLimitError) -> None:
         hint = error.retry_after

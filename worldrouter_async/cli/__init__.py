@@ -64,6 +64,19 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--base-url", help="API base URL (default: $WORLDROUTER_BASE_URL)")
     group.add_argument("--insecure", action="store_true", help="allow plain http:// to any host")
     group.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="proxy for API calls and downloads, such as http://proxy.example:3128 "
+        "(default: $HTTPS_PROXY / $HTTP_PROXY, except hosts in $NO_PROXY)",
+    )
+    group.add_argument(
+        "--ca-bundle",
+        type=Path,
+        metavar="PATH",
+        help="PEM file (or directory) of CA certificates to trust instead of the system's, "
+        "for a private CA or a TLS-inspecting proxy (default: $SSL_CERT_FILE, else the system's)",
+    )
+    group.add_argument(
         "--poll-initial",
         type=float,
         default=PollPolicy().initial_delay,
@@ -172,6 +185,8 @@ def _session(args: argparse.Namespace, **overrides: Any) -> Session:
         "allow_insecure": args.insecure,
         "task_timeout": args.timeout,
         "poll": PollPolicy(initial_delay=args.poll_initial, max_interval=args.poll_max),
+        "proxy": args.proxy,
+        "verify": True if args.ca_bundle is None else args.ca_bundle,
     }
     options.update(overrides)
     return Session(**options)

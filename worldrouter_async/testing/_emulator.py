@@ -17,6 +17,7 @@ import uuid
 import weakref
 from collections import Counter, deque
 from datetime import UTC, datetime
+from ssl import SSLContext
 from types import TracebackType
 from typing import Any, Final, Literal, Self
 
@@ -186,6 +187,8 @@ class Emulator:
             connections open for aiohttp's default hour.
         clock: the time task progress, rate limits, slow answers and `requests` are on;
             share a `FakeClock` with the `Session` to run both on virtual time.
+        ssl: serve both origins over https with this server context (for example from
+            ``trustme``), to test TLS trust and proxies' CONNECT tunnels.
 
     Example:
         >>> async def main():  # doctest: +SKIP
@@ -214,6 +217,7 @@ class Emulator:
         port: int = 0,
         storage_port: int = 0,
         clock: Clock = SYSTEM_CLOCK,
+        ssl: SSLContext | None = None,
     ) -> None:
         self.api_key = api_key
         self.time_scale = time_scale
@@ -239,6 +243,7 @@ class Emulator:
         self._faults: deque[Fault] = deque()
         self._host = host
         self._ports = (port, storage_port)
+        self._ssl = ssl
         self._runners: list[web.AppRunner] = []
         self._api_site: web.SockSite | None = None
         self._api_socket: socket.socket | None = None
@@ -282,8 +287,9 @@ class Emulator:
         self._api_site, self._api_socket = await self._serve(api, self._ports[0])
         storage_port = int((await self._serve(storage, self._ports[1]))[1].getsockname()[1])
         self._api_port = int(self._api_socket.getsockname()[1])
-        self.base_url = f"http://{self._host}:{self._api_port}/v1"
-        self.storage_url = f"http://{self._host}:{storage_port}"
+        scheme = "http" if self._ssl is None else "https"
+        self.base_url = f"{scheme}://{self._host}:{self._api_port}/v1"
+        self.storage_url = f"{scheme}://{self._host}:{storage_port}"
 
     async def _serve(self, app: web.Application, port: int) -> tuple[web.SockSite, socket.socket]:
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
@@ -295,7 +301,7 @@ class Emulator:
         # Our own listening socket, so an outage can stop accepting before it closes it.
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         listener = socket.create_server((self._host, port), family=family)
-        site = web.SockSite(runner, listener)
+        site = web.SockSite(runner, listener, ssl_context=self._ssl)
         await site.start()
         return site, listener
 
