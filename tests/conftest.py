@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import pytest
 import trustme
+from hypothesis import settings
 
 from worldrouter_async import Session
 from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator, FakeClock
@@ -25,6 +26,10 @@ from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator, FakeClock
 from .hostile import HostileServer
 
 pytest_plugins = ["pytester", "worldrouter_async.testing.pytest_plugin"]
+
+# Hypothesis's per-example deadline is a wall-clock window: on a busy machine it flakes.
+settings.register_profile("worldrouter", deadline=None)
+settings.load_profile("worldrouter")
 
 SessionFactory = Callable[..., AbstractAsyncContextManager[Session]]
 
