@@ -10,6 +10,7 @@ from typing import Any
 from attrs import define
 
 from .._errors import WorldRouterError
+from .._support import warn_ignored_in_file
 from ..models import ImageRequest, converter
 
 
@@ -73,6 +74,7 @@ def read_jsonl(
             if isinstance(parsed, BatchItem):
                 seen[parsed.key] = number
                 items.append(parsed)
+                warn_ignored_in_file(parsed.request, filename=str(path), lineno=number)
             elif parsed is not None:
                 errors.append(parsed)
     return items, errors
