@@ -81,7 +81,7 @@ def _describe(error: BaseException, *, resumable: bool) -> tuple[int, str]:
         case UnicodeDecodeError():
             return EXIT_USAGE, f"error: the input is not UTF-8 text ({error.reason})"
         case sqlite3.Error():
-            return EXIT_USAGE, f"error: the journal cannot be used: {error} (check --journal and --out)"
+            return EXIT_USAGE, f"error: the journal cannot be used ({error}); check --journal"
         case OSError(filename=str() as filename) if error.strerror:
             return EXIT_FAILED, f"error: {filename}: {error.strerror}"
         case OSError():
