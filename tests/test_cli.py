@@ -486,3 +486,30 @@ async def test_generate_warns_in_one_plain_line(emulator: Emulator, tmp_path: Pa
         "worldrouter-async: warning: gemini-2.5-flash-image ignores size; the task will run "
         "without it. Remove size from the request, or pick a model that honours it"
     ]
+
+
+async def test_ctrl_c_after_generate_created_its_task_names_the_task(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """Interrupting generate once it has paid exits 130 and says how to fetch the task."""
+    emulator.time_scale = 1000.0  # the task stays in progress
+    command = [sys.executable, "-m", "worldrouter_async", "generate", "a kite"]
+    command += ["--out", str(tmp_path), "--base-url", emulator.base_url, *FAST]
+    async with await anyio.open_process(
+        command, env=_env(WORLDROUTER_API_KEY=emulator.api_key)
+    ) as process:
+        with anyio.fail_after(30):
+            while emulator.counters.polls < 1:  # created and being tracked
+                await anyio.sleep(0.002)
+        process.send_signal(signal.SIGINT)
+        assert await process.wait() == 130
+        assert process.stderr is not None
+        stderr = b""
+        async for chunk in process.stderr:
+            stderr += chunk
+    (task_id,) = emulator.tasks
+    assert stderr.decode().splitlines() == [
+        f"worldrouter-async: task {task_id} is not saved; fetch its images later with: "
+        f"worldrouter-async wait {task_id} --out {tmp_path}",
+        "worldrouter-async: interrupted",
+    ]
