@@ -93,10 +93,20 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
 def _add_request_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("request")
     group.add_argument("--model", default=DEFAULT_MODEL, help="image model")
-    group.add_argument("--size", help="WIDTHxHEIGHT or auto (gpt-image-2 only)")
-    group.add_argument("--quality", help="quality tier, such as low, medium or high")
-    group.add_argument("--n", type=int, help="images per prompt (the server caps it)")
-    group.add_argument("--output-format", choices=["png", "jpeg", "jpg", "webp"])
+    group.add_argument(
+        "--size", help="WIDTHxHEIGHT or auto; gpt-image-2 only (default: the server's)"
+    )
+    group.add_argument(
+        "--quality", help="quality tier, such as low, medium or high (default: the server's)"
+    )
+    group.add_argument(
+        "--n", type=int, help="images per prompt, capped by the server (default: the server's)"
+    )
+    group.add_argument(
+        "--output-format",
+        choices=["png", "jpeg", "jpg", "webp"],
+        help="image file format (default: the server's)",
+    )
 
 
 def _request_params(args: argparse.Namespace) -> dict[str, Any]:
