@@ -106,7 +106,7 @@ async def test_batch_exit_codes_and_status(emulator: Emulator, tmp_path: Path) -
             {"WORLDROUTER_API_KEY": "k"},
             "cannot read missing.jsonl",
         ),
-        (["generate", "x"], {}, "WORLDROUTER_API_KEY"),
+        (["generate", "x"], {}, "no API key: pass --api-key or set the WORLDROUTER_API_KEY"),
         (["generate", "x", "--size", "big"], {"WORLDROUTER_API_KEY": "k"}, "size must be"),
         (
             ["batch", "p.jsonl", "--out", "o", "--concurrency", "0"],
@@ -245,11 +245,20 @@ async def test_kill_9_and_resume_never_double_creates(
         assert emulator.counters.idempotent_replays >= 1
 
 
+# A shell that started this test run in the background leaves SIGINT ignored, and an ignored
+# signal survives exec: restore the default so the CLI gets Ctrl-C as from a terminal.
+_DEFAULT_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
 async def _interrupt_mid_run(
     emulator: Emulator, command: list[str], signum: int
 ) -> tuple[int, str]:
     async with await anyio.open_process(
-        command, env=_env(WORLDROUTER_API_KEY=emulator.api_key)
+        [sys.executable, "-c", _DEFAULT_SIGINT, *command],
+        env=_env(WORLDROUTER_API_KEY=emulator.api_key),
     ) as process:
         with anyio.fail_after(30):
             while emulator.counters.creates < 6:
@@ -442,10 +451,9 @@ async def test_batch_out_that_is_a_file_is_one_line(emulator: Emulator, tmp_path
         env=_env(WORLDROUTER_API_KEY=emulator.api_key),
         check=False,
     )
-    assert done.returncode == 1
-    assert f"cannot open a journal at {tmp_path / 'afile' / 'journal.sqlite3'}" in (
-        done.stderr.decode()
-    )
+    assert done.returncode == 2
+    assert "--out" in done.stderr.decode()
+    assert "is a file, not a directory" in done.stderr.decode()
     assert b"Traceback" not in done.stderr
     assert emulator.counters.create_requests == 0
 
@@ -471,3 +479,254 @@ async def test_deleting_out_mid_run_stops_with_one_line(emulator: Emulator, tmp_
     assert code == 1
     assert f"journal {out / 'journal.sqlite3'} was deleted" in stderr
     assert "Traceback" not in stderr
+
+
+def _no_traceback(done: subprocess.CompletedProcess[bytes]) -> str:
+    """The stderr of a run that must not have printed a traceback."""
+    stderr = done.stderr.decode()
+    assert "Traceback" not in stderr, stderr
+    return stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["generate", "x", "--out", "afile"], "--out afile is a file, not a directory"),
+        (["generate", "x", "--out", "afile/sub"], "cannot write images to --out afile/sub"),
+        (["generate", "x", "--out", "/proc/nope"], "cannot write images to --out /proc/nope"),
+        (["generate", "x", "--out", "/sys"], "cannot write images to --out /sys"),
+        (["wait", "imgtask_1", "--out", "afile"], "--out afile is a file"),
+        (["batch", "p.jsonl", "--out", "afile"], "--out afile is a file, not a directory"),
+        (["batch", "p.jsonl", "--out", "/proc/nope"], "cannot write images to --out /proc/nope"),
+        (["demo", "--out", "afile"], "--out afile is a file, not a directory"),
+        (["status", "p.jsonl"], "p.jsonl is not a batch journal"),
+        (["status", "."], "cannot read journal ."),
+    ],
+)
+async def test_bad_paths_exit_2_with_one_line_and_create_nothing(
+    emulator: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    message: str,
+) -> None:
+    """A file for --out, an unwritable or impossible directory, a non-journal: one line, 2."""
+    if any(arg.startswith(("/proc", "/sys")) for arg in args) and not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux /proc and /sys")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("not a directory")
+    _write_prompts(tmp_path / "p.jsonl", 2)
+    if args[0] in ("generate", "wait", "batch"):
+        args = [*args, "--base-url", emulator.base_url, *FAST]
+    done = await _cli(*args, env=_env(WORLDROUTER_API_KEY=emulator.api_key))
+    stderr = _no_traceback(done)
+    assert done.returncode == 2, stderr
+    assert message in stderr
+    assert len(stderr.splitlines()) == 1
+    assert emulator.counters.creates == 0  # nothing was paid for
+
+
+async def test_debug_shows_the_traceback_before_or_after_the_command(tmp_path: Path) -> None:
+    """--debug, as a global flag or after the command, adds the traceback to the one line."""
+    journal = tmp_path / "p.jsonl"
+    _write_prompts(journal, 1)
+    for args in (["--debug", "status", str(journal)], ["status", str(journal), "--debug"]):
+        done = await _cli(*args)
+        assert done.returncode == 2
+        stderr = done.stderr.decode()
+        assert "Traceback" in stderr
+        assert stderr.splitlines()[-1].startswith("worldrouter-async: error: ")
+
+
+async def test_generate_that_fails_after_the_create_names_the_task_and_wait_fetches_it(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """A timeout after the paid create prints the task ID and the wait command that saves it."""
+    env = _env(WORLDROUTER_API_KEY=emulator.api_key)
+    connection = ["--base-url", emulator.base_url, *FAST]
+    emulator.time_scale = 1000.0  # the task cannot finish within --timeout
+    out = tmp_path / "images"
+    done = await _cli(
+        "generate", "a kite", "--out", str(out), "--timeout", "0.2", *connection, env=env
+    )
+    stderr = _no_traceback(done)
+    assert done.returncode == 1, stderr
+    (task_id,) = emulator.tasks
+    assert f"fetch its images later with: worldrouter-async wait {task_id} --out {out}" in stderr
+    assert f"task {task_id} did not finish within --timeout" in stderr
+    assert "Session.track" not in stderr
+    emulator.force_status(task_id, "completed")
+    fetched = await _cli(
+        "wait", task_id, "--out", str(out), "--timeout", "30", *connection, env=env
+    )
+    assert fetched.returncode == 0, fetched.stderr
+    (path,) = (Path(line) for line in fetched.stdout.decode().split())
+    assert path.parent == out
+    assert path.read_bytes().startswith(PNG_SIGNATURE)
+    assert emulator.counters.creates == 1  # the image was fetched without paying again
+
+
+async def test_generate_whose_download_fails_names_the_task(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """A storage failure after the task completed still leaves the user its task ID."""
+    emulator.inject("500", route="storage", count=20)  # outlasts the download retries
+    done = await _cli(
+        "generate",
+        "a kite",
+        "--out",
+        str(tmp_path),
+        "--base-url",
+        emulator.base_url,
+        *FAST,
+        env=_env(WORLDROUTER_API_KEY=emulator.api_key),
+    )
+    stderr = _no_traceback(done)
+    assert done.returncode == 1, stderr
+    (task_id,) = emulator.tasks
+    assert f"worldrouter-async wait {task_id} --out {tmp_path}" in stderr
+    assert "DownloadError" in stderr.splitlines()[-1]
+
+
+async def test_wait_for_an_unknown_task_says_so_without_a_retry_hint(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """404 for the task ID: one line naming it, exit 1, and no advice to wait again."""
+    done = await _cli(
+        "wait",
+        "imgtask_missing",
+        "--out",
+        str(tmp_path),
+        "--base-url",
+        emulator.base_url,
+        *FAST,
+        env=_env(WORLDROUTER_API_KEY=emulator.api_key),
+    )
+    stderr = _no_traceback(done)
+    assert done.returncode == 1
+    assert stderr.splitlines() == [stderr.splitlines()[0]]
+    assert "TaskNotFoundError: task imgtask_missing" in stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["wait", "imgtask_1", "--base-url", "http://example.com/v1"], "pass --insecure"),
+        (["generate", "x", "--base-url", "https://u:p@example.com/v1"], "with --api-key"),
+        (["generate", "x", "--base-url", "ftp://example.com"], "--base-url must be"),
+        (["batch", "p.jsonl", "--out", "o", "--timeout", "0"], "--timeout must be"),
+    ],
+)
+async def test_configuration_errors_name_cli_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], flag: str
+) -> None:
+    """Session's Python argument names are reworded as the flags a CLI user types."""
+    monkeypatch.chdir(tmp_path)
+    _write_prompts(tmp_path / "p.jsonl", 1)
+    done = await _cli(*args, env=_env(WORLDROUTER_API_KEY="k"))
+    stderr = _no_traceback(done)
+    assert done.returncode == 2
+    assert flag in stderr
+    for python_name in ("Session(", "api_key=", "allow_insecure", "base_url", "task_timeout"):
+        assert python_name not in stderr
+
+
+async def test_help_shows_every_default_and_batch_shares_generates() -> None:
+    """Every option says its default; batch and generate default to the same model."""
+    pages = {}
+    for command in ("generate", "wait", "batch", "status", "emulator", "demo"):
+        done = await _cli(command, "--help")
+        assert done.returncode == 0
+        pages[command] = " ".join(done.stdout.decode().split())  # unwrap argparse's lines
+    assert "(default: None)" not in "".join(pages.values())
+    for command in ("generate", "batch"):
+        assert "image model (default: gpt-image-2)" in pages[command]
+        assert "(default: 900.0)" in pages[command]
+    assert "creates in flight at once (default: 16)" in pages["batch"]
+    assert "address to listen on (default: 127.0.0.1)" in pages["emulator"]
+    assert "seed of the random faults and durations (default: 0)" in pages["emulator"]
+    assert "the journal of a batch run" in pages["status"]
+    assert "TASK_ID" in pages["wait"]
+
+
+async def test_batch_uses_the_default_model_and_names_jsonl_lines_in_warnings(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """Lines without a model get gpt-image-2; an ignored parameter is warned at its line."""
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(
+        json.dumps({"id": "a", "prompt": "plain"})
+        + "\n"
+        + json.dumps({"id": "b", "prompt": "x", "model": "gemini-2.5-flash-image", "n": 2})
+        + "\n"
+    )
+    done = await _cli(
+        "batch",
+        str(prompts),
+        "--out",
+        str(tmp_path / "out"),
+        "--plain",
+        "--base-url",
+        emulator.base_url,
+        *FAST,
+        env=_env(WORLDROUTER_API_KEY=emulator.api_key),
+    )
+    stderr = _no_traceback(done)
+    assert done.returncode == 0, stderr
+    assert stderr.splitlines() == [
+        f"worldrouter-async: warning: {prompts}:2: gemini-2.5-flash-image ignores n; the task "
+        "will run without it. Remove n from the request, or pick a model that honours it"
+    ]
+    models = sorted(task.model for task in emulator.tasks.values())
+    assert models == ["gemini-2.5-flash-image", "gpt-image-2"]
+
+
+async def test_generate_warns_in_one_plain_line(emulator: Emulator, tmp_path: Path) -> None:
+    """A warning from the library is one line without a Python file location."""
+    done = await _cli(
+        "generate",
+        "x",
+        "--model",
+        "gemini-2.5-flash-image",
+        "--size",
+        "1024x1024",
+        "--out",
+        str(tmp_path),
+        "--base-url",
+        emulator.base_url,
+        *FAST,
+        env=_env(WORLDROUTER_API_KEY=emulator.api_key),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.decode().splitlines() == [
+        "worldrouter-async: warning: gemini-2.5-flash-image ignores size; the task will run "
+        "without it. Remove size from the request, or pick a model that honours it"
+    ]
+
+
+async def test_ctrl_c_after_generate_created_its_task_names_the_task(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """Interrupting generate once it has paid exits 130 and says how to fetch the task."""
+    emulator.time_scale = 1000.0  # the task stays in progress
+    command = [sys.executable, "-m", "worldrouter_async", "generate", "a kite"]
+    command += ["--out", str(tmp_path), "--base-url", emulator.base_url, *FAST]
+    async with await anyio.open_process(
+        [sys.executable, "-c", _DEFAULT_SIGINT, *command],
+        env=_env(WORLDROUTER_API_KEY=emulator.api_key),
+    ) as process:
+        with anyio.fail_after(30):
+            while emulator.counters.polls < 1:  # created and being tracked
+                await anyio.sleep(0.002)
+        process.send_signal(signal.SIGINT)
+        assert await process.wait() == 130
+        assert process.stderr is not None
+        stderr = b""
+        async for chunk in process.stderr:
+            stderr += chunk
+    (task_id,) = emulator.tasks
+    assert stderr.decode().splitlines() == [
+        f"worldrouter-async: task {task_id} is not saved; fetch its images later with: "
+        f"worldrouter-async wait {task_id} --out {tmp_path}",
+        "worldrouter-async: interrupted",
+    ]

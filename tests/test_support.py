@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,7 @@ from worldrouter_async import (
     Session,
     ignored_parameters,
 )
+from worldrouter_async.batch import read_jsonl
 from worldrouter_async.testing import Emulator
 
 from .conftest import SessionFactory
@@ -66,3 +69,26 @@ async def test_no_warning_for_honoured_parameters(session: Session) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         await session.generate("gpt-image-2", "a cat", size="1024x1024", n=2)
+
+
+def test_read_jsonl_warns_at_the_line_of_the_request(tmp_path: Path) -> None:
+    """A batch file's ignored parameter is reported with the file's name and line number."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        '{"prompt": "fine", "model": "gpt-image-2", "size": "1024x1024"}\n'
+        "\n"
+        '{"prompt": "x", "model": "gemini-2.5-flash-image", "quality": "high"}\n'
+    )
+    with pytest.warns(IgnoredParameterWarning, match="ignores quality") as caught:
+        items, errors = read_jsonl(prompts)
+    assert (len(items), errors) == (2, [])
+    assert [(w.filename, w.lineno) for w in caught] == [(str(prompts), 3)]
+
+
+@pytest.mark.anyio
+async def test_submit_warning_points_at_the_callers_line(session: Session) -> None:
+    """submit, like generate, blames the line that called it, not the SDK or anyio."""
+    line = inspect.currentframe().f_lineno + 2  # type: ignore[union-attr]
+    with pytest.warns(IgnoredParameterWarning) as caught:
+        await session.submit("gemini-2.5-flash-image", "a cat", n=2)
+    assert (caught[0].filename, caught[0].lineno) == (__file__, line)

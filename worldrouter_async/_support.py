@@ -51,17 +51,35 @@ def _caller_stacklevel() -> int:
     return level
 
 
-def check_support(request: ImageRequest, *, strict: bool) -> None:
-    """Warn (or raise when `strict`) if `request` sets parameters its model ignores."""
+def ignored_message(request: ImageRequest) -> str | None:
+    """What to tell the user if `request` sets parameters its model ignores, else None."""
     ignored = ignored_parameters(request)
     if not ignored:
-        return
+        return None
     names = ", ".join(ignored)
-    message = (
+    return (
         f"{request.model} ignores {names}; the task will run without "
         f"{'it' if len(ignored) == 1 else 'them'}. Remove {names} from the request, "
         "or pick a model that honours it"
     )
+
+
+def check_support(request: ImageRequest, *, strict: bool) -> None:
+    """Warn (or raise when `strict`) if `request` sets parameters its model ignores."""
+    message = ignored_message(request)
+    if message is None:
+        return
     if strict:
         raise IgnoredParameterError(message)
     warnings.warn(message, IgnoredParameterWarning, stacklevel=_caller_stacklevel())
+
+
+def warn_ignored_in_file(request: ImageRequest, *, filename: str, lineno: int) -> None:
+    """Warn at line `lineno` of input file `filename` if `request`'s model ignores parameters.
+
+    Input read from a file (a JSONL batch) has no Python line to point at, so the warning
+    names the file and line the request came from instead.
+    """
+    message = ignored_message(request)
+    if message is not None:
+        warnings.warn_explicit(message, IgnoredParameterWarning, filename, lineno)

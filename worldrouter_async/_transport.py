@@ -365,6 +365,8 @@ class Transport:
         breaker = self.breaker
         if breaker.is_open:  # an outage: wait for a probe to get through
             await breaker.wait()
+            if self._client is None:
+                raise RuntimeError("the session closed while this request waited out an outage")
         epoch = breaker.epoch
         if self.throttle.holding:  # a coroutine per request only when it may have to wait
             await self.throttle.wait()

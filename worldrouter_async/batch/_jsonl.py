@@ -11,6 +11,7 @@ from typing import Any
 from attrs import define
 
 from .._errors import WorldRouterError
+from .._support import warn_ignored_in_file
 from ..models import ImageRequest, converter
 
 
@@ -75,6 +76,8 @@ def iter_jsonl(
                 yield LineError(number, f"not valid UTF-8 (byte {exc.start + 1} of the line)")
                 continue
             parsed = parse_line(text, line=number, defaults=defaults or {})
+            if isinstance(parsed, BatchItem):
+                warn_ignored_in_file(parsed.request, filename=str(path), lineno=number)
             if parsed is not None:
                 yield parsed
 

@@ -1,6 +1,8 @@
-"""The ``worldrouter-async`` command line: generate, batch, status, emulator and demo.
+"""The ``worldrouter-async`` command line: generate, wait, batch, status, emulator and demo.
 
-Exit codes: 0 when every request succeeded, 1 when some failed, 2 for usage errors.
+Exit codes: 0 when every request succeeded, 1 when some failed (or the network, the server
+or the disk did), 2 for usage errors, 130 when interrupted. No failure prints a traceback
+unless ``--debug`` asks for it.
 """
 
 from __future__ import annotations
@@ -11,20 +13,19 @@ import contextlib
 import json
 import shlex
 import signal
+import sqlite3
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 from .. import __version__
-from .._config import PollPolicy, RetryPolicy
-from .._errors import ConfigurationError, InvalidRequestError, WorldRouterError
+from .._config import Limits, PollPolicy, RetryPolicy
 from .._session import Session
 from ..batch import (
     BatchItem,
     BatchRunner,
     JournalError,
-    JournalInUseError,
     LineError,
     OutcomeKind,
     iter_jsonl,
@@ -33,12 +34,16 @@ from ..batch import (
     read_rows,
 )
 from ..testing import Emulator
+from ._errors import EXIT_FAILED, EXIT_OK, UsageError, report
 from ._progress import make_reporter
+from ._single import check_out_dir, save_images
+from ._warnings import plain_warnings
 
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_USAGE: Final = 2
 EXIT_TERMINATED: Final = 143  # 128 + SIGTERM, as shells report a process ended by it
+#: The model `generate` and `batch` use when neither ``--model`` nor a JSONL line names one.
+DEFAULT_MODEL: Final = "gpt-image-2"
+#: Commands whose rerun picks up where an interrupted run stopped.
+RESUMABLE_COMMANDS: Final = frozenset({"batch", "demo"})
 
 DEMO_SUBJECTS: Final = (
     "a lighthouse at dusk",
@@ -54,8 +59,21 @@ DEMO_SUBJECTS: Final = (
 )
 
 
-class UsageError(Exception):
-    """A user mistake reported in plain words with exit code 2 (no traceback)."""
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default, except where there is none to show (None, a flag off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose subcommands show their defaults too."""
+
+    def __init__(self, **options: Any) -> None:
+        options.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(**options)
 
 
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
@@ -99,13 +117,23 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_request_options(parser: argparse.ArgumentParser, *, default_model: str | None) -> None:
+def _add_request_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("request")
-    group.add_argument("--model", default=default_model, help="image model (default: %(default)s)")
-    group.add_argument("--size", help="WIDTHxHEIGHT or auto (gpt-image-2 only)")
-    group.add_argument("--quality", help="quality tier, such as low, medium or high")
-    group.add_argument("--n", type=int, help="images per prompt (the server caps it)")
-    group.add_argument("--output-format", choices=["png", "jpeg", "jpg", "webp"])
+    group.add_argument("--model", default=DEFAULT_MODEL, help="image model")
+    group.add_argument(
+        "--size", help="WIDTHxHEIGHT or auto; gpt-image-2 only (default: the server's)"
+    )
+    group.add_argument(
+        "--quality", help="quality tier, such as low, medium or high (default: the server's)"
+    )
+    group.add_argument(
+        "--n", type=int, help="images per prompt, capped by the server (default: the server's)"
+    )
+    group.add_argument(
+        "--output-format",
+        choices=["png", "jpeg", "jpg", "webp"],
+        help="image file format (default: the server's)",
+    )
 
 
 def _request_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -115,24 +143,35 @@ def _request_params(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="worldrouter-async",
         description="Generate images with WorldRouter's async image tasks.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     generate = commands.add_parser("generate", help="generate one prompt and save its images")
     generate.add_argument("prompt", help="what to draw")
     generate.add_argument("--out", type=Path, default=Path("."), help="directory for the images")
-    _add_request_options(generate, default_model="gpt-image-2")
+    _add_request_options(generate)
     _add_connection_options(generate)
+
+    wait = commands.add_parser("wait", help="wait for a task created earlier and save its images")
+    wait.add_argument("task_id", metavar="TASK_ID", help="the task's ID, as generate printed it")
+    wait.add_argument("--out", type=Path, default=Path("."), help="directory for the images")
+    _add_connection_options(wait)
 
     batch = commands.add_parser("batch", help="run a JSONL file of prompts, resumably")
     batch.add_argument("prompts", type=Path, help="JSON Lines: one {'prompt': ...} per line")
     batch.add_argument("--out", type=Path, required=True, help="directory for the images")
     batch.add_argument("--journal", type=Path, help="journal file (default: OUT/journal.sqlite3)")
-    batch.add_argument("--concurrency", type=int, default=16, help="creates in flight at once")
+    batch.add_argument(
+        "--concurrency",
+        type=int,
+        default=Limits().max_concurrent_creates,
+        help="creates in flight at once",
+    )
     batch.add_argument("--plain", action="store_true", help="log lines instead of a live bar")
     batch.add_argument(
         "--retry-ambiguous",
@@ -146,22 +185,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a new journal even though --out already holds images (their requests"
         " are then created, and paid for, again)",
     )
-    _add_request_options(batch, default_model=None)
+    _add_request_options(batch)
     _add_connection_options(batch)
 
     status = commands.add_parser("status", help="show the counts and failures in a journal")
-    status.add_argument("journal", type=Path)
+    status.add_argument(
+        "journal", type=Path, help="the journal of a batch run (by default OUT/journal.sqlite3)"
+    )
 
     emulator = commands.add_parser("emulator", help="serve the WorldRouter emulator")
-    emulator.add_argument("--host", default="127.0.0.1")
-    emulator.add_argument("--port", type=int, default=8080)
-    emulator.add_argument("--storage-port", type=int, default=0)
+    emulator.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    emulator.add_argument("--port", type=int, default=8080, help="API port (0 picks a free one)")
+    emulator.add_argument(
+        "--storage-port", type=int, default=0, help="image storage port (0 picks a free one)"
+    )
     emulator.add_argument("--api-key", default="test-key", help="the key it accepts")
-    emulator.add_argument("--time-scale", type=float, default=1.0, help="duration multiplier")
-    emulator.add_argument("--seed", type=int, default=0)
-    emulator.add_argument("--fail-rate", type=float, default=0.0, help="5xx probability")
-    emulator.add_argument("--drop-rate", type=float, default=0.0, help="dropped-connection rate")
-    emulator.add_argument("--rate-limit", type=float, help="requests per second before 429")
+    emulator.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="multiplies every generation time (0.01 makes a 25 s task take 0.25 s)",
+    )
+    emulator.add_argument(
+        "--seed", type=int, default=0, help="seed of the random faults and durations"
+    )
+    emulator.add_argument(
+        "--fail-rate", type=float, default=0.0, help="probability of a 5xx answer per request"
+    )
+    emulator.add_argument(
+        "--drop-rate", type=float, default=0.0, help="probability of a dropped connection"
+    )
+    emulator.add_argument(
+        "--rate-limit", type=float, help="requests per second before 429 (default: unlimited)"
+    )
     emulator.add_argument("--burst", type=float, default=10.0, help="rate-limit bucket depth")
     emulator.add_argument(
         "--ignore-idempotency",
@@ -173,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--count", type=int, default=100, help="how many prompts")
     demo.add_argument("--out", type=Path, default=Path("worldrouter-demo"), help="output folder")
     demo.add_argument("--plain", action="store_true", help="log lines instead of a live bar")
+
+    for command in commands.choices.values():  # also accepted after the command's name
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
     return parser
 
 
@@ -193,10 +254,17 @@ def _session(args: argparse.Namespace, **overrides: Any) -> Session:
 
 
 async def _generate(args: argparse.Namespace) -> int:
+    await check_out_dir(args.out)  # before the create: a task is paid for once it exists
     async with _session(args) as session:
-        result = await session.generate(prompt=args.prompt, **_request_params(args))
-        for path in await session.download(result, args.out):
-            print(path)
+        handle = await session.submit(prompt=args.prompt, **_request_params(args))
+        await save_images(session, handle, args.out)
+    return EXIT_OK
+
+
+async def _wait(args: argparse.Namespace) -> int:
+    await check_out_dir(args.out)
+    async with _session(args) as session:
+        await save_images(session, session.track(args.task_id), args.out)
     return EXIT_OK
 
 
@@ -216,14 +284,15 @@ async def _run_batch(
     plain: bool,
     new_journal: bool = False,
 ) -> BatchRunner:
-    reporter = make_reporter(total, plain=plain)
-    with reporter:
-        async with BatchRunner(
+    reporter = make_reporter(total, plain=plain, stats=lambda: session.stats)
+    async with (
+        reporter,
+        BatchRunner(
             session, journal, out_dir=out, concurrency=concurrency, new_journal=new_journal
-        ) as runner:
-            async for outcome in runner.run(items):
-                stats = session.stats
-                reporter.outcome(outcome, submitted=stats.creates, running=stats.pending)
+        ) as runner,
+    ):
+        async for outcome in runner.run(items):
+            reporter.outcome(outcome)
     reporter.summary(runner.summary, journal=str(journal))  # below the finished bar
     return runner
 
@@ -255,6 +324,7 @@ async def _batch(args: argparse.Namespace) -> int:
         total = await asyncio.to_thread(_count_lines, args.prompts)
     except OSError as exc:
         raise UsageError(f"cannot read {args.prompts}: {exc.strerror or exc}") from exc
+    await check_out_dir(args.out)
     bad_lines: list[LineError] = []
 
     def items() -> Iterator[BatchItem]:
@@ -289,11 +359,6 @@ async def _batch(args: argparse.Namespace) -> int:
                 plain=args.plain,
                 new_journal=args.new_journal,
             )
-    except JournalInUseError as exc:
-        raise UsageError(str(exc)) from exc
-    except JournalError as exc:
-        print(f"worldrouter-async: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
     except asyncio.CancelledError:
         if not terminated.is_set():
             raise
@@ -311,7 +376,12 @@ async def _batch(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     try:
         rows = read_rows(args.journal)
-    except (OSError, ValueError) as exc:
+    except (JournalError, sqlite3.DatabaseError) as exc:
+        raise UsageError(
+            f"{args.journal} is not a batch journal ({exc}); "
+            "pass the journal.sqlite3 that batch wrote into its --out directory"
+        ) from exc
+    except (OSError, ValueError, sqlite3.Error) as exc:
         raise UsageError(f"cannot read journal {args.journal}: {exc}") from exc
     counts: dict[str, int] = {}
     for row in rows:  # counted by outcome kind, as the batch summary counts them
@@ -351,7 +421,7 @@ async def _emulator(args: argparse.Namespace) -> int:
 async def _demo(args: argparse.Namespace) -> int:
     if args.count < 1:
         raise UsageError(f"--count must be at least 1 (got {args.count})")
-    args.out.mkdir(parents=True, exist_ok=True)
+    await check_out_dir(args.out)
     prompts = args.out / "prompts.jsonl"
     models = ("gpt-image-2", "gemini-2.5-flash-image")
     with prompts.open("w", encoding="utf-8") as file:
@@ -387,17 +457,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to print resume commands
-    try:
-        if args.command == "status":
-            return _status(args)
-        runner = {"generate": _generate, "batch": _batch, "emulator": _emulator, "demo": _demo}
-        return asyncio.run(runner[args.command](args))
-    except (UsageError, ConfigurationError, InvalidRequestError) as exc:
-        print(f"worldrouter-async: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except WorldRouterError as exc:
-        print(f"worldrouter-async: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    commands = {
+        "generate": _generate,
+        "wait": _wait,
+        "batch": _batch,
+        "emulator": _emulator,
+        "demo": _demo,
+    }
+    with plain_warnings():
+        try:
+            if args.command == "status":
+                return _status(args)
+            return asyncio.run(commands[args.command](args))
+        except BaseException as exc:  # the edge: every failure becomes one line and a code
+            return report(exc, debug=args.debug, resumable=args.command in RESUMABLE_COMMANDS)

@@ -1,0 +1,69 @@
+"""One task from the command line: `generate` creates it, `wait` tracks one created earlier.
+
+Both save the task's images into ``--out``. `generate` checks that directory before it pays
+for a task, and once a task exists every failure names it with the command that fetches it.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import anyio.to_thread
+
+from .._errors import TaskFailedError, TaskNotFoundError
+from .._handles import TaskHandle
+from .._session import Session
+from ._errors import PROG, UsageError
+
+
+def prepare_out_dir(path: Path) -> None:
+    """Create `path` if missing and prove a file can be written there, or raise `UsageError`."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(
+            f"--out {path} is a file, not a directory; pass a directory (it is created if missing)"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".worldrouter-probe-"):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write images to --out {path}: {exc.strerror or exc}; "
+            "pass a directory you can write to"
+        ) from exc
+
+
+async def check_out_dir(path: Path) -> None:
+    """`prepare_out_dir` off the event loop."""
+    await anyio.to_thread.run_sync(prepare_out_dir, path)
+
+
+def wait_command(task_id: str, out: Path) -> str:
+    """The command line that fetches task `task_id` into `out` again."""
+    return f"{PROG} wait {task_id} --out {out}"
+
+
+async def save_images(session: Session, handle: TaskHandle, out: Path) -> None:
+    """Wait for `handle`, save its images into `out` and print their paths.
+
+    If anything stops that after the task exists (a timeout, a download or disk failure,
+    Ctrl-C), stderr names the task and the `wait` command that fetches it again, so the
+    paid-for images are never lost with the error.
+    """
+    try:
+        result = await handle
+        paths = await session.download(result, out)
+    except (TaskFailedError, TaskNotFoundError):
+        raise  # the server failed the task or does not know it: there is nothing to fetch
+    except BaseException:
+        task_id = handle.task_id or ""
+        print(
+            f"{PROG}: task {task_id} is not saved; fetch its images later with: "
+            f"{wait_command(task_id, out)}",
+            file=sys.stderr,
+        )
+        raise
+    for path in paths:
+        print(path)
