@@ -19,7 +19,7 @@ from typing import Final, NoReturn
 
 from anyio.abc import TaskGroup
 
-from ._cadence import LEAD, PARK_LIMIT, PROBES, Cadence, Cohort
+from ._cadence import Cadence, Cohort, first_delay, learn, next_delay
 from ._config import PollPolicy, RetryPolicy
 from ._errors import (
     APIError,
@@ -56,6 +56,7 @@ class _Entry:
         "handle",
         "polls",
         "probe",
+        "seen",
     )
 
     def __init__(
@@ -74,6 +75,7 @@ class _Entry:
         self.errors = 0
         self.active = True
         self.probe = False
+        self.seen = created if created is not None else 0.0
 
 
 class Poller:
@@ -136,35 +138,11 @@ class Poller:
         self._schedule(entry, now + self._first_delay(entry))
 
     def _first_delay(self, entry: _Entry) -> float:
-        delay = self._policy.interval(0)
-        cohort = entry.cohort
-        if cohort is None:
-            return delay
-        learned = cohort.durations.fastest_tenth(self._policy.min_samples)
-        if learned is not None:
-            return max(delay, LEAD * learned)
-        if cohort.probes < PROBES:
-            cohort.probes += 1
-            entry.probe = True
-            return delay
-        cohort.parked.append(entry)
-        return PARK_LIMIT * self._policy.max_interval
+        return first_delay(self._policy, entry.cohort, entry)
 
     def _learn(self, entry: _Entry, *, completed: bool) -> None:
         """Feed a finished task's duration to its cohort and release the parked tasks."""
-        cohort, created = entry.cohort, entry.created
-        if cohort is None or created is None:
-            return
-        now = time.monotonic()
-        if completed:
-            cohort.durations.add(now - created)
-        if not cohort.parked:
-            return
-        learned = cohort.durations.fastest_tenth(1) or now - created
-        parked, cohort.parked = cohort.parked, []
-        for waiting in parked:
-            if waiting.active and waiting.created is not None:
-                self._schedule(waiting, max(now, waiting.created + LEAD * learned))
+        learn(entry.cohort, entry, time.monotonic(), completed=completed, schedule=self._schedule)
 
     def untrack(self, handle: TaskHandle) -> None:
         """Stop polling `handle` (its heap slot is skipped lazily)."""
@@ -276,8 +254,8 @@ class Poller:
                 ),
             )
         elif not self._past_deadline(entry):
-            entry.polls += 1
-            self._schedule(entry, time.monotonic() + self._policy.interval(entry.polls))
+            now = time.monotonic()
+            self._schedule(entry, now + next_delay(self._policy, entry.cohort, entry, now))
 
     def _on_poll_error(self, entry: _Entry, exc: APIError) -> None:
         if isinstance(exc, TaskNotFoundError) or not _is_transient(exc):
