@@ -4,17 +4,18 @@ Tasks of one shape (model, size, quality, n) take similar times. A `Cohort` reme
 long its recent tasks took, and three pure decisions (the poller calls them with the time;
 `benchmarks/sim.py` calls the same functions on virtual time) turn that into a schedule:
 
-- `first_delay`: a new task is first polled just before the fastest tenth of its cohort had
-  finished. Before anything of a cohort has finished, only its first `PROBES` tasks are
-  polled on the policy's growing schedule; the rest are parked until a probe finishes (or
-  `PARK_LIMIT` maximum intervals pass).
-- `next_delay`: after a poll that found the task still running, the next poll comes when
-  the detection delay a poll would save, averaged over what the cohort's durations say
-  about a task of this age, reaches `EFFORT` of the cohort's median duration. Polls are
-  dense where tasks of this age most often finish and sparse where few do; the gap is
-  never longer than `max_interval`.
+- `first_delay`: a new task is first polled one `SPACING` after the time by which all but
+  `EARLY` of its cohort had finished, so that few tasks wait long for their first poll.
+  Before anything of a cohort has finished, only its first `PROBES` tasks are polled (as
+  probes, densely); the rest are parked until a probe finishes (or `PARK_LIMIT` maximum
+  intervals pass).
+- `next_delay`: after a poll that found the task still running, the next comes `SPACING`
+  of the cohort's median duration later (at most `max_interval`), and further apart once
+  the task is older than any learned duration.
 - `learn`: a finished task's duration (the middle of its last two polls) feeds the cohort,
   and releases the parked tasks.
+
+The constants were tuned with `benchmarks/sim.py`; docs/benchmarks.md gives the reasoning.
 """
 
 from __future__ import annotations
@@ -30,24 +31,27 @@ if TYPE_CHECKING:
     from ._config import PollPolicy
 
 PROBES: Final = 8
-"""Tasks per cohort polled on the normal schedule while nothing of it has finished."""
+"""Tasks per cohort polled as probes while nothing of it has finished."""
+
+PROBE_SHARE: Final = 0.1
+"""While tasks are parked on it, a probe is polled every `initial_delay`, or this share of
+its age once that is longer, so the parked tasks are released soon after it finishes."""
 
 PARK_LIMIT: Final = 4
 """A parked task is polled after this many `max_interval`s even if no probe has finished."""
 
+SPACING: Final = 0.12
+"""Learned polls come this share of the cohort's median duration apart (at most
+`max_interval`): a finished task is noticed about that late at worst, half of it on average."""
+
+EARLY: Final = 0.03
+"""The share of a cohort's tasks that may finish more than one `SPACING` before their
+first poll: the price of not polling every task from the start."""
+
 LEAD: Final = 0.9
-"""A learned first poll comes at this fraction of the fastest tenth, to land just before."""
-
-FIRST_QUANTILE: Final = 0.1
-"""The learned first poll aims at this quantile of the cohort's durations (times `LEAD`)."""
-
-EFFORT: Final = 0.012
-"""A poll is due once the detection delay it would save is worth this share of the median
-duration: smaller means more polls and fresher results (tuned with `benchmarks/sim.py`)."""
-
-MIN_AHEAD: Final = 2
-"""`next_delay` follows the learned durations while at least this many are longer than the
-task's age; past them (the tail, or a cold burst) it falls back to the growing schedule."""
+"""A task the first poll found finished is recorded as taking this fraction of the poll's
+age: it finished some time before, and recording the poll time itself would let the learned
+durations creep later with every task the first poll finds finished."""
 
 
 class Scheduled(Protocol):
@@ -75,7 +79,7 @@ class Durations:
 
     __slots__ = ("_recent", "_sorted")
 
-    def __init__(self, size: int = 64) -> None:
+    def __init__(self, size: int = 256) -> None:
         self._recent: deque[float] = deque(maxlen=size)
         self._sorted: list[float] = []
 
@@ -96,30 +100,6 @@ class Durations:
         """
         index = min(int(len(self._sorted) * fraction), len(self._sorted) - 1)
         return self._sorted[index]
-
-    def next_age(self, age: float, worth: float) -> float | None:
-        """The age at which the next poll of a task still running at `age` is due.
-
-        That is the first age `t` at which the detection delay saved by polling, averaged
-        over the recorded durations longer than `age` (sum of `t - d` over those `d <= t`,
-        divided by their count), reaches `worth` seconds. Where durations are dense the
-        gap is short; it grows as 1/sqrt(hazard), the shape that minimises polls plus
-        delay. None when fewer than `MIN_AHEAD` durations are longer than `age`.
-        """
-        ahead = self._sorted
-        start = bisect.bisect_right(ahead, age)
-        count = len(ahead) - start
-        if count < MIN_AHEAD:
-            return None
-        need = worth * count
-        saved = 0.0  # sum of (t - d) over the durations passed so far, at t = ahead[i - 1]
-        for passed in range(1, count):
-            previous, here = ahead[start + passed - 1], ahead[start + passed]
-            step = passed * (here - previous)
-            if saved + step >= need:
-                return previous + (need - saved) / passed
-            saved += step
-        return ahead[-1] + (need - saved) / count
 
 
 class Cohort(Generic[_T]):
@@ -153,15 +133,21 @@ class Cadence(Generic[_T]):
 def first_delay(policy: PollPolicy, cohort: Cohort[_T] | None, entry: _T) -> float:
     """Seconds from tracking `entry` to its first poll; a parked entry joins `cohort.parked`.
 
-    Only the learned first poll may come later than `policy.interval(0)`; a parked entry is
-    polled after `PARK_LIMIT * max_interval` at the latest (or when a probe finishes).
+    The learned first poll comes `SPACING` after the cohort's `EARLY` quantile, and no later
+    than its median. Tasks the first poll finds finished are recorded only roughly (see
+    `LEAD`), so that quantile is not read from the recorded durations but mirrored from the
+    slow side (median squared over the `1 - EARLY` quantile, exact for the lognormal shape
+    of generation times); for a long right tail it errs early, costing polls, not delay.
+    A parked entry is polled after `PARK_LIMIT * max_interval` at the latest.
     """
     delay = policy.interval(0)
     if cohort is None:
         return delay
     durations = cohort.durations
     if len(durations) >= policy.min_samples:
-        return max(delay, LEAD * durations.quantile(FIRST_QUANTILE))
+        median, high = durations.quantile(0.5), durations.quantile(1.0 - EARLY)
+        early = median * median / high if high > 0.0 else 0.0
+        return max(delay, min(early + _spacing(policy, median), median))
     if cohort.probes < PROBES:
         cohort.probes += 1
         entry.probe = True
@@ -170,24 +156,34 @@ def first_delay(policy: PollPolicy, cohort: Cohort[_T] | None, entry: _T) -> flo
     return PARK_LIMIT * policy.max_interval
 
 
+def _spacing(policy: PollPolicy, median: float) -> float:
+    """The gap between learned polls: `SPACING` of the median, within the policy's bounds."""
+    return min(max(SPACING * median, policy.initial_delay / 4), policy.max_interval)
+
+
 def next_delay(policy: PollPolicy, cohort: Cohort[_T] | None, entry: _T, now: float) -> float:
     """Seconds from `now`, when a poll found `entry` still running, to its next poll.
 
-    Follows the learned durations (see `Durations.next_age`) once the cohort has
-    `min_samples` of them, never waiting longer than `max_interval` nor less than a quarter
-    of `initial_delay`; otherwise the policy's growing interval.
+    Once the cohort has `min_samples` durations: `SPACING` of their median, growing in
+    proportion to the task's age once it is older than all of them (the tail, or a burst
+    still running), never more than `max_interval`. Probes with tasks parked on them are
+    polled densely; anything else follows the policy's growing interval.
     """
     entry.polls += 1
     entry.seen = now
     created = entry.created
-    if cohort is not None and created is not None:
-        durations = cohort.durations
-        if len(durations) >= policy.min_samples:
-            age = now - created
-            due = durations.next_age(age, EFFORT * durations.quantile(0.5))
-            if due is not None:
-                return min(max(due - age, policy.initial_delay / 4), policy.max_interval)
-    return policy.interval(entry.polls)
+    if cohort is None or created is None:
+        return policy.interval(entry.polls)
+    age = now - created
+    durations = cohort.durations
+    if len(durations) < policy.min_samples:
+        if entry.probe and cohort.parked:  # tasks wait on this one: notice its finish soon
+            return min(max(policy.initial_delay, PROBE_SHARE * age), policy.max_interval)
+        return policy.interval(entry.polls)
+    median, slowest = durations.quantile(0.5), durations.quantile(1.0)
+    # Older than every learned duration (the tail, or a cold burst whose learned durations
+    # are only its fast tasks so far): this task takes at least its age.
+    return _spacing(policy, age if age > slowest else median)
 
 
 def learn(
@@ -200,21 +196,21 @@ def learn(
 ) -> None:
     """Feed `entry`'s duration (it finished by `now`) to `cohort`; release the parked tasks.
 
-    The task finished between its last two polls, so the middle of them is recorded (the
-    poll time itself when the first poll found it finished). Each parked task is handed
-    to `schedule` with the time of its first poll.
+    The task finished between its last two polls, so the middle of them is recorded (`LEAD`
+    of its age when the first poll found it finished). Each parked task is handed to
+    `schedule` with the time of its first poll: now, or its age of the fastest duration.
     """
     created = entry.created
     if cohort is None or created is None:
         return
     if completed:
-        finished = (entry.seen + now) / 2 if entry.polls else now
-        cohort.durations.add(finished - created)
+        age = now - created
+        cohort.durations.add((entry.seen + now) / 2 - created if entry.polls else LEAD * age)
     if not cohort.parked:
         return
     durations = cohort.durations
-    learned = durations.quantile(FIRST_QUANTILE) if len(durations) else now - created
+    fastest = durations.quantile(0.0) if len(durations) else now - created
     parked, cohort.parked = cohort.parked, []
     for waiting in parked:
         if waiting.active and waiting.created is not None:
-            schedule(waiting, max(now, waiting.created + LEAD * learned))
+            schedule(waiting, max(now, waiting.created + fastest))
