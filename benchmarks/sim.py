@@ -92,7 +92,7 @@ class Workload:
     name: str
     models: dict[str, Sampler]
     window: Callable[[int], float] = lambda tasks: 0.0
-    rate: float | None = None
+    rate: Callable[[int], float | None] = lambda tasks: None
     outages: Callable[[int], tuple[tuple[float, float], ...]] = lambda tasks: ()
 
     def arrivals(self, tasks: int, rng: random.Random) -> Iterator[tuple[float, str, float]]:
@@ -105,17 +105,22 @@ class Workload:
 
     def server(self, tasks: int) -> Server:
         """A fresh server for one run."""
-        return Server(rate=self.rate, outages=self.outages(tasks))
+        return Server(rate=self.rate(tasks), outages=self.outages(tasks))
 
     @property
     def has_faults(self) -> bool:
         """Whether requests can fail (so fixed loops need the event simulation)."""
-        return self.rate is not None or bool(self.outages(1))
+        return self.rate(1) is not None or bool(self.outages(1))
 
 
 def _stream_window(tasks: int) -> float:
     """As the real benchmark: at least 100 s, at most 100 arrivals a second."""
     return max(100.0, tasks / 100)
+
+
+def _tight_rate(tasks: int) -> float:
+    """Four requests per task over the arrival window: less than a stream asks for."""
+    return 4 * tasks / _stream_window(tasks)
 
 
 def _middle_outage(tasks: int) -> tuple[tuple[float, float], ...]:
@@ -138,7 +143,7 @@ WORKLOADS: Final[dict[str, Workload]] = {
             _stream_window,
         ),
         Workload("heavy-burst", {MODEL: emulator_duration(MODEL, sigma=0.6)}),
-        Workload("rate-limited", _ONE, lambda tasks: _stream_window(tasks) / 10, rate=200.0),
+        Workload("rate-limited", _ONE, _stream_window, rate=_tight_rate),
         Workload("outage", _ONE, _stream_window, outages=_middle_outage),
     )
 }
@@ -158,6 +163,7 @@ class SimTask:
         "errors",
         "finish",
         "latency",
+        "paced",
         "polls",
         "probe",
         "requests",
@@ -176,6 +182,7 @@ class SimTask:
         self.finish = duration  # a duration until the create succeeds, then a time
         self.latency = math.nan
         self.requests = 0
+        self.paced = False
 
 
 @define(frozen=True)
@@ -202,6 +209,7 @@ class Outcome:
     latencies: list[float]
     mean_duration: float
     seconds: float = 0.0
+    cohorts: dict[str, Cohort[SimTask]] = field(factory=dict)
 
     def row(self) -> dict[str, Any]:
         """The reported figures: requests per task and detection latency percentiles."""
@@ -255,23 +263,33 @@ def simulate(workload: Workload, client: Client, tasks: int, seed: int) -> Outco
         seq += 1
         heapq.heappush(heap, (due, seq, task))
 
-    paused_until = 0.0  # the SDK's throttle holds every request after a 429
-    pause_all = policy is not None
+    # The SDK's throttle, simplified: after a 429 every request waits out its Retry-After,
+    # then requests are paced at 95% of the server's rate (the real one learns that rate
+    # from what the server granted). Fixed loops retry each request on its own, after the
+    # whole-second Retry-After plus up to as much again of random spread.
+    paused_until = pace = next_slot = 0.0
     while heap:
         now, _, task = heapq.heappop(heap)
         if not task.active or now != task.due:
             continue  # stale: rescheduled since, like the poller's heap
-        if now < paused_until:
-            schedule(task, paused_until)
-            continue
+        if policy is not None and not task.paced:
+            slot = max(now, paused_until, next_slot)
+            next_slot = slot + pace
+            if slot > now:
+                task.paced = True  # its slot is reserved: it goes out when due
+                schedule(task, slot)
+                continue
+        task.paced = False
         task.requests += 1
         answer = server.answer(now)
         if answer != 0.0:
-            if answer > 0.0 and pause_all:
-                paused_until = max(paused_until, now + answer)
             task.errors += 1
-            if answer > 0.0:
-                schedule(task, now + answer)
+            if answer > 0.0 and policy is not None:
+                paused_until = max(paused_until, now + answer)
+                pace = 1.0 / (0.95 * (server.rate or 1.0))
+                schedule(task, paused_until)
+            elif answer > 0.0:  # Retry-After in whole seconds, as the emulator sends it
+                schedule(task, now + math.ceil(answer) * (1.0 + rng.random()))
             elif policy is None:
                 schedule(task, now + client.interval)
             else:  # as the poller's _on_poll_error
@@ -315,6 +333,7 @@ def simulate(workload: Workload, client: Client, tasks: int, seed: int) -> Outco
         latencies=sorted(t.latency for t in entries),
         mean_duration=total_duration / tasks,
         seconds=time.perf_counter() - started,
+        cohorts=cohorts,
     )
 
 
