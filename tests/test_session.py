@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import anyio
 import pytest
@@ -101,3 +102,18 @@ async def test_cancelled_open_leaves_nothing_running(emulator: Emulator) -> None
         await session.__aenter__()
     await anyio.sleep(0.01)
     assert not [t for t in asyncio.all_tasks() if "worldrouter-async poller" in t.get_name()]
+
+
+@pytest.mark.anyio
+async def test_generated_idempotency_keys_are_random_uuid4s(
+    session: Session, emulator: Emulator
+) -> None:
+    """Each create sends a fresh version-4 UUID as its Idempotency-Key."""
+    for _ in range(20):
+        await session.tasks.create("gpt-image-2", "a")
+    keys = emulator.idempotency_keys
+    assert len(set(keys)) == 20
+    for key in keys:
+        assert key is not None
+        parsed = uuid.UUID(key)
+        assert (str(parsed), parsed.version, parsed.variant) == (key, 4, uuid.RFC_4122)
