@@ -16,6 +16,7 @@ is found, so requests compare at equal p95. See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import heapq
 import math
 import random
@@ -372,25 +373,32 @@ def fixed_interval(workload: Workload, interval: float, tasks: int, seed: int) -
     A task of duration d created at time c is polled at c + T, c + 2T, ... and detected at
     the first poll at or after its finish: ceil(d / T) polls, ceil(d / T) * T - d late.
     """
-    rng = random.Random(seed)
-    requests = tasks
-    latencies = []
-    total = 0.0
-    for _, _, duration in workload.arrivals(tasks, rng):
-        polls = max(1, math.ceil(duration / interval))
-        requests += polls
-        latencies.append(polls * interval - duration)
-        total += duration
-    latencies.sort()
+    durations = _durations(workload.name, tasks, seed)
+    polls = [max(1, math.ceil(duration / interval)) for duration in durations]
+    latencies = sorted([n * interval - d for n, d in zip(polls, durations, strict=True)])
     return Outcome(
-        workload.name, f"fixed {interval:.3g} s", tasks, requests, 0, 0, latencies, total / tasks
+        workload.name,
+        f"fixed {interval:.3g} s",
+        tasks,
+        tasks + sum(polls),
+        0,
+        0,
+        latencies,
+        sum(durations) / tasks,
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _durations(workload: str, tasks: int, seed: int) -> list[float]:
+    """The durations `simulate` draws for the same workload, count and seed."""
+    arrivals = WORKLOADS[workload].arrivals(tasks, random.Random(seed))
+    return [duration for _, _, duration in arrivals]
 
 
 def equal_p95(workload: Workload, target: float, tasks: int, seed: int) -> Outcome:
     """The fixed-interval loop whose p95 detection latency equals `target` (bisection)."""
     low, high = target / 2, target * 4
-    for _ in range(40):
+    for _ in range(30):
         middle = (low + high) / 2
         if p95(fixed_interval(workload, middle, tasks, seed).latencies) < target:
             low = middle
