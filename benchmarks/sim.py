@@ -29,7 +29,7 @@ from typing import Any, Final
 from attrs import define, field
 
 from worldrouter_async import PollPolicy, RetryPolicy
-from worldrouter_async._cadence import Cohort, first_delay, learn, next_delay
+from worldrouter_async._cadence import Cohort, first_delay, learn, next_delay, poll_failed
 from worldrouter_async.testing._emulator import MODEL_TIMINGS
 
 MODEL: Final = "gpt-image-2"
@@ -157,6 +157,7 @@ class SimTask:
     """One simulated task, with the attributes the cadence reads (`_cadence.Scheduled`)."""
 
     __slots__ = (
+        "accepted",
         "active",
         "cohort",
         "created",
@@ -172,6 +173,7 @@ class SimTask:
     )
 
     def __init__(self, arrival: float, duration: float, cohort: Cohort[SimTask] | None) -> None:
+        self.accepted = False
         self.created: float | None = None
         self.seen = arrival
         self.polls = 0
@@ -285,6 +287,8 @@ def simulate(workload: Workload, client: Client, tasks: int, seed: int) -> Outco
         answer = server.answer(now)
         if answer != 0.0:
             task.errors += 1
+            if task.accepted and not client.legacy:
+                poll_failed(task)
             if answer > 0.0 and policy is not None:
                 paused_until = max(paused_until, now + answer)
                 pace = 1.0 / (0.95 * (server.rate or 1.0))
@@ -298,7 +302,8 @@ def simulate(workload: Workload, client: Client, tasks: int, seed: int) -> Outco
                 schedule(task, now + max(backoff, policy.interval(task.polls)))
             continue
         task.errors = 0
-        if task.created is None:  # the create succeeded
+        if not task.accepted:  # the create succeeded
+            task.accepted = True
             task.created = task.seen = now
             task.finish += now
             if policy is None:

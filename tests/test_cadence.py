@@ -22,6 +22,7 @@ from worldrouter_async._cadence import (
     first_delay,
     learn,
     next_delay,
+    poll_failed,
     shape_of,
 )
 
@@ -196,6 +197,16 @@ def test_the_learned_first_poll_does_not_creep_later() -> None:
         learn(cohort, entry, now, completed=True, schedule=lambda *_: None)
     first = first_delay(POLICY, cohort, Entry())
     assert truth[len(truth) // 100] < first < truth[len(truth) // 5]
+
+
+def test_a_task_whose_poll_failed_teaches_nothing() -> None:
+    """After a failed poll the task's duration is not learned and it polls on the policy."""
+    cohort = learned([20.0] * 8)
+    entry = Entry(created=0.0)
+    poll_failed(entry)
+    assert next_delay(POLICY, cohort, entry, now=30.0) == 3.0
+    learn(cohort, entry, 90.0, completed=True, schedule=lambda *_: None)
+    assert len(cohort.durations) == 8
 
 
 durations_lists = st.lists(

@@ -54,9 +54,12 @@ def test_a_rate_limited_stream_gets_429s_and_still_finishes_every_task() -> None
     assert len(outcome.latencies) == 5000
 
 
-def test_an_outage_answers_503s_and_delays_detection() -> None:
-    """During the outage polls fail; tasks finishing then are detected after it ends."""
+def test_an_outage_delays_detection_without_spoiling_what_was_learned() -> None:
+    """Polls fail for 60 s; afterwards detection is prompter than v0.1's, which learned
+    durations stretched by the outage."""
     workload = sim.WORKLOADS["outage"]
-    outcome = sim.simulate(workload, sim.Client("sdk", PollPolicy()), 3000, 1)
-    assert outcome.failed_requests > 0
-    assert outcome.latencies[-1] > 30.0
+    sdk = sim.simulate(workload, sim.Client("sdk", PollPolicy()), 5000, 1)
+    v01 = sim.simulate(workload, sim.Client("v0.1", PollPolicy(), legacy=True), 5000, 1)
+    assert sdk.failed_requests > 0
+    assert sdk.latencies[-1] > 30.0
+    assert sdk.row()["mean_s"] < 0.75 * v01.row()["mean_s"]

@@ -19,7 +19,7 @@ from typing import Final, NoReturn
 
 from anyio.abc import TaskGroup
 
-from ._cadence import Cadence, Cohort, first_delay, learn, next_delay
+from ._cadence import Cadence, Cohort, first_delay, learn, next_delay, poll_failed
 from ._config import PollPolicy, RetryPolicy
 from ._errors import (
     APIError,
@@ -265,6 +265,7 @@ class Poller:
         if self._past_deadline(entry):
             return
         entry.errors += 1
+        poll_failed(entry)
         if isinstance(exc, RateLimitError) and self._throttle.paused:
             due = self._throttle.paused_until
         else:
