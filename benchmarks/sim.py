@@ -16,6 +16,7 @@ is found, so requests compare at equal p95. See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import bisect
 import functools
 import heapq
 import math
@@ -412,6 +413,55 @@ def equal_p95(workload: Workload, target: float, tasks: int, seed: int) -> Outco
     return fixed_interval(workload, (low + high) / 2, tasks, seed)
 
 
+def frontier(workload: Workload, tasks: int, seed: int) -> list[dict[str, Any]]:
+    """The fewest requests any schedule can send for a mean detection latency (a bound).
+
+    With the durations known exactly (as no client knows them), dynamic programming over a
+    time grid finds, for each price of a second of latency in polls, the poll times that
+    minimise polls + price x latency. Each row is one point of the best trade-off; a policy
+    that learns durations from its own tasks can only do worse.
+    """
+    durations = sorted(_durations(workload.name, tasks, seed))
+    horizon = durations[int(0.999 * (tasks - 1))]
+    steps = 600
+    step = horizon / steps
+    done = [bisect.bisect_right(durations, i * step) / tasks for i in range(steps + 1)]
+    area = [0.0] * (steps + 1)  # integral of the finished share from 0 to each grid time
+    for i in range(1, steps + 1):
+        area[i] = area[i - 1] + (done[i - 1] + done[i]) / 2 * step
+    mean = statistics.fmean(durations)
+    rows = []
+    for price in (0.25, 0.5, 1.0, 2.0, 4.0, 8.0):
+        weight = price / mean * 25  # polls per second of latency, for 25 s tasks
+        cost = [0.0] * (steps + 1)
+        after = [steps] * (steps + 1)
+        for i in range(steps - 1, -1, -1):
+            best = math.inf
+            for j in range(i + 1, min(steps, i + steps // 2) + 1):
+                late = area[j] - area[i] - done[i] * (j - i) * step
+                total = (1.0 - done[i]) + weight * late + cost[j]
+                if total < best:
+                    best, after[i] = total, j
+            cost[i] = best
+        polls, late, at = 0.0, 0.0, 0
+        while at < steps:
+            then = after[at]
+            polls += 1.0 - done[at]
+            late += area[then] - area[at] - done[at] * (then - at) * step
+            at = then
+        rows.append(
+            {
+                "workload": workload.name,
+                "client": f"optimum, first poll at {after[0] * step:.1f} s",
+                "tasks": tasks,
+                "requests_per_task": 1.0 + polls,
+                "mean_s": late,
+                "mean_pct": 100 * late / mean,
+            }
+        )
+    return rows
+
+
 # --- the report ------------------------------------------------------------------------------
 
 COLUMNS: Final = (
@@ -461,6 +511,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for name in args.workloads:
         workload = WORKLOADS[name]
+        if args.frontier:
+            rows += frontier(workload, args.tasks, args.seed)
         for client in clients(args.clients, args.intervals):
             outcome = simulate(workload, client, args.tasks, args.seed)
             row = outcome.row()
@@ -486,7 +538,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--clients",
-        nargs="+",
+        nargs="*",
         choices=["sdk", "legacy", "non-adaptive"],
         default=["sdk", "legacy", "non-adaptive"],
     )
@@ -496,6 +548,11 @@ def main() -> None:
         nargs="*",
         default=[2.0, 4.0, 6.0],
         help="fixed-interval loops to run beside the SDK (seconds)",
+    )
+    parser.add_argument(
+        "--frontier",
+        action="store_true",
+        help="also print the best trade-off any schedule could reach, knowing the durations",
     )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()

@@ -101,6 +101,16 @@ class Durations:
         index = min(int(len(self._sorted) * fraction), len(self._sorted) - 1)
         return self._sorted[index]
 
+    @property
+    def median(self) -> float:
+        """`quantile(0.5)`, on every poll, so without the arithmetic."""
+        return self._sorted[len(self._sorted) // 2]
+
+    @property
+    def slowest(self) -> float:
+        """`quantile(1.0)`: the longest recorded duration."""
+        return self._sorted[-1]
+
 
 class Cohort(Generic[_T]):
     """What one shape of task has taught the poller, and the tasks parked on it."""
@@ -145,7 +155,7 @@ def first_delay(policy: PollPolicy, cohort: Cohort[_T] | None, entry: _T) -> flo
         return delay
     durations = cohort.durations
     if len(durations) >= policy.min_samples:
-        median, high = durations.quantile(0.5), durations.quantile(1.0 - EARLY)
+        median, high = durations.median, durations.quantile(1.0 - EARLY)
         early = median * median / high if high > 0.0 else 0.0
         return max(delay, min(early + _spacing(policy, median), median))
     if cohort.probes < PROBES:
@@ -180,7 +190,7 @@ def next_delay(policy: PollPolicy, cohort: Cohort[_T] | None, entry: _T, now: fl
         if entry.probe and cohort.parked:  # tasks wait on this one: notice its finish soon
             return min(max(policy.initial_delay, PROBE_SHARE * age), policy.max_interval)
         return policy.interval(entry.polls)
-    median, slowest = durations.quantile(0.5), durations.quantile(1.0)
+    median, slowest = durations.median, durations.slowest
     # Older than every learned duration (the tail, or a cold burst whose learned durations
     # are only its fast tasks so far): this task takes at least its age.
     return _spacing(policy, age if age > slowest else median)
