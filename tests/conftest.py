@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import errno
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+import trustme
+from hypothesis import settings
 
 from worldrouter_async import Session
-from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator
+from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator, FakeClock
 
-pytest_plugins = ["worldrouter_async.testing.pytest_plugin"]
+from .hostile import HostileServer
+
+pytest_plugins = ["pytester", "worldrouter_async.testing.pytest_plugin"]
+
+# Hypothesis's per-example deadline is a wall-clock window: on a busy machine it flakes.
+settings.register_profile("worldrouter", deadline=None)
+settings.load_profile("worldrouter")
 
 SessionFactory = Callable[..., AbstractAsyncContextManager[Session]]
 
@@ -34,15 +52,196 @@ def session(worldrouter_session: Session) -> Session:
     return worldrouter_session
 
 
-@pytest.fixture
-def make_session(emulator: Emulator) -> SessionFactory:
-    """Open extra sessions against `emulator` with custom options (fast policies by default)."""
-
+def _session_factory(emulator: Emulator, **defaults: Any) -> SessionFactory:
     @asynccontextmanager
     async def factory(**options: Any) -> AsyncIterator[Session]:
-        options.setdefault("poll", FAST_POLL)
-        options.setdefault("retry", FAST_RETRY)
+        options = {"poll": FAST_POLL, "retry": FAST_RETRY, **defaults, **options}
         async with Session(emulator.api_key, emulator.base_url, **options) as opened:
             yield opened
 
     return factory
+
+
+@pytest.fixture
+def make_session(emulator: Emulator) -> SessionFactory:
+    """Open extra sessions against `emulator` with custom options (fast policies by default)."""
+    return _session_factory(emulator)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """Virtual time that jumps to the next timer whenever the event loop is idle."""
+    return FakeClock()
+
+
+@pytest.fixture
+async def clocked_emulator(clock: FakeClock, anyio_backend: str) -> AsyncIterator[Emulator]:
+    """An emulator whose tasks, faults and request log run on `clock`."""
+    async with Emulator(clock=clock) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def make_clocked_session(clocked_emulator: Emulator, clock: FakeClock) -> SessionFactory:
+    """Open sessions against `clocked_emulator` that poll, retry and time out on `clock`."""
+    return _session_factory(clocked_emulator, clock=clock)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs mounted for the test (root only; skipped where mounting is not allowed)."""
+    mount_command, umount_command = shutil.which("mount"), shutil.which("umount")
+    if mount_command is None or umount_command is None:
+        pytest.skip("no mount command here")
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    done = subprocess.run(
+        [mount_command, "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run([umount_command, "-l", str(mount)], check=False)
+
+
+def fill_disk(directory: Path) -> Path:
+    """Write a filler file in `directory` until its file system is full; returns the file."""
+    filler = directory / "filler"
+    with filler.open("wb", buffering=0) as file:
+        try:
+            while True:
+                file.write(bytes(4096))
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+    return filler
+
+
+_NETWORK_ENV = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+)
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_network_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sessions read proxies and CAs from the environment: tests start without any."""
+    for name in _NETWORK_ENV:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.fixture(scope="session")
+def tls_ca() -> trustme.CA:
+    """A private certificate authority, trusted by nothing unless a test says so."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def ca_bundle(tls_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`tls_ca`'s certificate as a PEM file, what verify=PATH and --ca-bundle take."""
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    tls_ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def server_tls(tls_ca: trustme.CA) -> ssl.SSLContext:
+    """A server context with a `tls_ca`-signed certificate for 127.0.0.1 and localhost."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture
+async def https_emulator(anyio_backend: str, server_tls: ssl.SSLContext) -> AsyncIterator[Emulator]:
+    """An emulator serving the API and storage over https with a private-CA certificate."""
+    async with Emulator(ssl=server_tls) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+async def hostile(anyio_backend: str) -> AsyncIterator[HostileServer]:
+    """A server with broken API answers and dangerous storage redirects (plain http)."""
+    async with HostileServer() as server:
+        yield server
+
+
+class ForwardProxy:
+    """A real forward proxy (proxy.py from PyPI) on loopback, requiring a user and password."""
+
+    user = "proxyuser"
+    password = "proxy-pass-not-for-logs"
+
+    def __init__(self, port: int, log: Path) -> None:
+        self.port = port
+        self.log = log
+        #: The proxy URL with its credentials, as users write it in HTTPS_PROXY or proxy=.
+        self.url = f"http://{self.user}:{self.password}@127.0.0.1:{port}"
+
+    def tunnels_to(self, port: int) -> int:
+        """How many CONNECT tunnels to 127.0.0.1:`port` the proxy has logged (when they close)."""
+        return self.log.read_text().count(f"CONNECT 127.0.0.1:{port} ")
+
+    async def wait_for_tunnel(self, port: int) -> int:
+        """The tunnel count to `port` once at least one is logged (bounded: 30 s at most)."""
+        for _ in range(1500):
+            if count := self.tunnels_to(port):
+                return count
+            await anyio.sleep(0.02)
+        return 0
+
+
+@pytest.fixture(scope="session")
+def forward_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForwardProxy]:
+    """proxy.py started once per test run as a subprocess on 127.0.0.1 (ephemeral port)."""
+    folder = tmp_path_factory.mktemp("proxy")
+    port_file, log = folder / "port", folder / "access.log"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "proxy",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--log-file",
+            str(log),
+            "--log-level",
+            "INFO",
+            "--num-workers",
+            "1",
+            "--num-acceptors",
+            "1",
+            "--threaded",
+            "--basic-auth",
+            f"{ForwardProxy.user}:{ForwardProxy.password}",
+        ],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(600):  # bounded: 30 s at most on a loaded machine
+            if port_file.exists() and port_file.read_text().strip():
+                break
+            if process.poll() is not None:
+                pytest.fail(f"proxy.py exited with {process.returncode}; see {log}")
+            time.sleep(0.05)
+        else:
+            pytest.fail("proxy.py did not start within 30 s")
+        yield ForwardProxy(int(port_file.read_text()), log)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)

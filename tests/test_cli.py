@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -171,16 +173,8 @@ async def _kill_when(process: Process, condition: Callable[[], bool]) -> None:
     await process.wait()
 
 
-async def test_kill_9_and_resume_never_loses_or_double_creates(
-    emulator: Emulator, tmp_path: Path
-) -> None:
-    """Killed mid-create, mid-run and mid-download, reruns finish every prompt once."""
-    count = 24
-    emulator.time_scale = 0.03  # a gpt-image-2 task takes ~0.75 s
-    prompts = tmp_path / "p.jsonl"
-    _write_prompts(prompts, count)
-    out = tmp_path / "out"
-    command = [
+def _batch_command(emulator: Emulator, prompts: Path, out: Path, *extra: str) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "worldrouter_async",
@@ -196,7 +190,23 @@ async def test_kill_9_and_resume_never_loses_or_double_creates(
         "--base-url",
         emulator.base_url,
         *FAST,
+        *extra,
     ]
+
+
+@pytest.mark.parametrize("ignore_idempotency", [False, True], ids=["dedup", "no-dedup"])
+async def test_kill_9_and_resume_never_double_creates(
+    emulator: Emulator, tmp_path: Path, ignore_idempotency: bool
+) -> None:
+    """Killed mid-create and mid-download, reruns pay once per prompt whatever the server does;
+    --retry-ambiguous then settles the rest, with no loss when the server deduplicates."""
+    count = 24
+    emulator.time_scale = 0.03  # a gpt-image-2 task takes ~0.75 s
+    emulator.ignore_idempotency = ignore_idempotency
+    prompts = tmp_path / "p.jsonl"
+    _write_prompts(prompts, count)
+    out = tmp_path / "out"
+    command = _batch_command(emulator, prompts, out)
     env = _env(WORLDROUTER_API_KEY=emulator.api_key)
     # 1: the first create lands on the server but its answer never comes; kill meanwhile.
     emulator.inject("hang_after_create", route="create")
@@ -205,58 +215,259 @@ async def test_kill_9_and_resume_never_loses_or_double_creates(
     # 2: kill again once some images are being downloaded.
     async with await anyio.open_process(command, env=env) as second:
         await _kill_when(second, lambda: emulator.counters.storage_requests >= 4)
-    # 3: run to the end.
+    # 3: run to the end without --retry-ambiguous: rows whose create got no answer are
+    # reported with the command that resends them, and never resent.
     final = await anyio.run_process(command, env=env, check=False)
-    assert final.returncode == 0, final.stderr
+    assert final.returncode == 1, final.stderr
+    assert shlex.join(["worldrouter-async", *command[3:], "--retry-ambiguous"]) in (
+        final.stderr.decode()
+    )
+    rows = read_rows(out / "journal.sqlite3")
+    ambiguous = [r for r in rows if r.state == State.SUBMITTING]
+    assert len(ambiguous) >= 1  # the hung create at least
+    assert all(r.state == State.COMPLETED for r in rows if r not in ambiguous)
+    assert emulator.counters.duplicate_creates == 0
+    assert emulator.counters.creates <= count
+    assert emulator.counters.creates >= count - len(ambiguous) + 1  # the hung one landed
+    # 4: the user says the server deduplicates; the ambiguous rows are resent by key.
+    retried = await anyio.run_process([*command, "--retry-ambiguous"], env=env, check=False)
+    assert retried.returncode == 0, retried.stderr
     rows = read_rows(out / "journal.sqlite3")
     assert [r.state for r in rows] == [State.COMPLETED] * count
-    assert all(Path(f).read_bytes().startswith(PNG_SIGNATURE) for r in rows for f in r.files)
+    assert all((out / f).read_bytes().startswith(PNG_SIGNATURE) for r in rows for f in r.files)
     assert sorted(p.name for p in out.glob("*.png")) == sorted(f"p{i}-0.png" for i in range(count))
-    # No prompt was ever created twice: one server task per prompt, all distinct.
-    assert emulator.counters.creates == count
-    assert len({r.task_id for r in rows}) == count
-    assert emulator.counters.idempotent_replays >= 1  # the lost answer was resent by key
-    assert "(resubmitted)" in final.stdout.decode() or emulator.counters.idempotent_replays > 1
+    if ignore_idempotency:  # the documented risk of the flag: the hung create paid twice
+        assert emulator.counters.duplicate_creates >= 1
+    else:  # nothing lost and nothing doubled: one server task per prompt, all distinct
+        assert emulator.counters.duplicate_creates == 0
+        assert emulator.counters.creates == count
+        assert len({r.task_id for r in rows}) == count
+        assert emulator.counters.idempotent_replays >= 1
 
 
-async def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(
-    emulator: Emulator, tmp_path: Path
+async def _interrupt_mid_run(
+    emulator: Emulator, command: list[str], signum: int
+) -> tuple[int, str]:
+    async with await anyio.open_process(
+        command, env=_env(WORLDROUTER_API_KEY=emulator.api_key)
+    ) as process:
+        with anyio.fail_after(30):
+            while emulator.counters.creates < 6:
+                await anyio.sleep(0.002)
+        process.send_signal(signum)
+        code = await process.wait()
+        assert process.stderr is not None
+        stderr = (await process.stderr.receive()).decode()
+    return code, stderr
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "message"),
+    [
+        (signal.SIGINT, 130, "interrupted; rerun the same command to resume"),
+        (signal.SIGTERM, 143, "terminated; rerun the same command to resume"),
+    ],
+    ids=["SIGINT", "SIGTERM"],
+)
+@pytest.mark.parametrize("ignore_idempotency", [False, True], ids=["dedup", "no-dedup"])
+async def test_signal_stops_cleanly_and_the_rerun_finishes(
+    emulator: Emulator,
+    tmp_path: Path,
+    signum: int,
+    code: int,
+    message: str,
+    ignore_idempotency: bool,
 ) -> None:
-    """SIGINT mid-run exits 130 with a plain message; the rerun completes, nothing doubled."""
+    """SIGINT and SIGTERM mid-run stop with a plain message; creates in flight are journaled,
+    so the rerun finishes every prompt without resending any, whatever the server does."""
     count = 16
     emulator.time_scale = 0.03
+    emulator.ignore_idempotency = ignore_idempotency
     prompts = tmp_path / "p.jsonl"
     _write_prompts(prompts, count)
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "worldrouter_async",
-        "batch",
-        str(prompts),
-        "--out",
-        str(out),
-        "--model",
-        "gpt-image-2",
-        "--concurrency",
-        "4",
-        "--plain",
-        "--base-url",
-        emulator.base_url,
-        *FAST,
-    ]
+    command = _batch_command(emulator, prompts, out)
+    returncode, stderr = await _interrupt_mid_run(emulator, command, signum)
+    assert returncode == code
+    assert message in stderr
+    assert "Traceback" not in stderr
+    final = await anyio.run_process(
+        command, env=_env(WORLDROUTER_API_KEY=emulator.api_key), check=False
+    )
+    assert final.returncode == 0, final.stderr
+    assert emulator.counters.creates == count
+    assert emulator.counters.duplicate_creates == 0
+    assert [r.state for r in read_rows(out / "journal.sqlite3")] == [State.COMPLETED] * count
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="needs root and unshare to run the CLI as PID 1",
+)
+async def test_sigterm_is_honoured_as_pid_1(emulator: Emulator, tmp_path: Path) -> None:
+    """As PID 1 of a PID namespace (a container's init), SIGTERM still stops the batch."""
+    probe = await anyio.run_process(["unshare", "--pid", "--fork", "true"], check=False)
+    if probe.returncode != 0:
+        pytest.skip("unshare --pid is not permitted here")
+    emulator.time_scale = 0.03
+    prompts = tmp_path / "p.jsonl"
+    _write_prompts(prompts, 16)
+    command = ["unshare", "--pid", "--fork", *_batch_command(emulator, prompts, tmp_path / "o")]
     env = _env(WORLDROUTER_API_KEY=emulator.api_key)
     async with await anyio.open_process(command, env=env) as process:
         with anyio.fail_after(30):
             while emulator.counters.creates < 6:
                 await anyio.sleep(0.002)
-        process.send_signal(signal.SIGINT)
-        assert await process.wait() == 130
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        os.kill(int(children[0]), signal.SIGTERM)  # the CLI: PID 1 inside the namespace
+        with anyio.fail_after(30):
+            assert await process.wait() == 143
         assert process.stderr is not None
         stderr = (await process.stderr.receive()).decode()
-    assert "interrupted; rerun the same command to resume" in stderr
+    assert "terminated; rerun the same command to resume" in stderr
+
+
+async def test_second_batch_on_a_journal_exits_2_naming_the_pid(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """A second run on a journal in use (an overlapping cron job) exits 2 at once."""
+    emulator.time_scale = 1.0  # the first run is still waiting for its tasks when killed
+    prompts = tmp_path / "p.jsonl"
+    _write_prompts(prompts, 16)
+    command = _batch_command(emulator, prompts, tmp_path / "out")
+    env = _env(WORLDROUTER_API_KEY=emulator.api_key)
+    async with await anyio.open_process(command, env=env) as first:
+        with anyio.fail_after(30):
+            while emulator.counters.creates < 1:
+                await anyio.sleep(0.002)
+        second = await anyio.run_process(command, env=env, check=False)
+        first.kill()
+        await first.wait()
+    assert second.returncode == 2
+    journal = tmp_path / "out" / "journal.sqlite3"
+    assert f"journal {journal} is in use by pid {first.pid}" in second.stderr.decode()
+    assert b"Traceback" not in second.stderr
+
+
+async def test_batch_refuses_an_empty_journal(emulator: Emulator, tmp_path: Path) -> None:
+    """A 0-byte journal is an error with one line, not a new job that pays for everything."""
+    prompts = tmp_path / "p.jsonl"
+    _write_prompts(prompts, 3)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "journal.sqlite3").touch()
+    done = await anyio.run_process(
+        _batch_command(emulator, prompts, tmp_path / "out"),
+        env=_env(WORLDROUTER_API_KEY=emulator.api_key),
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "is empty (0 bytes)" in done.stderr.decode()
+    assert b"Traceback" not in done.stderr
+    assert emulator.counters.create_requests == 0
+
+
+async def test_batch_with_a_refused_key_stops_with_one_line(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """A wrong key stops creates after the first 401; summary and status count the same."""
+    prompts = tmp_path / "p.jsonl"
+    _write_prompts(prompts, 30)
+    out = tmp_path / "out"
+    done = await anyio.run_process(
+        _batch_command(emulator, prompts, out),
+        env=_env(WORLDROUTER_API_KEY="wrong-key"),
+        check=False,
+    )
+    assert done.returncode == 1
+    stderr = done.stderr.decode().splitlines()
+    assert len([line for line in stderr if "stopped sending creates" in line]) == 1
+    assert any("refused the API key (HTTP 401" in line for line in stderr)
+    assert emulator.counters.create_requests <= 4 + 1  # --concurrency 4
+    assert "done: 30 requests" in done.stdout.decode()
+    assert "pending 30" in done.stdout.decode()
+    status = await _cli("status", str(out / "journal.sqlite3"))
+    assert "pending     30" in status.stdout.decode()
+
+
+async def test_batch_reports_a_non_utf8_line_and_runs_the_rest(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """One undecodable line is reported with its number; the others complete."""
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_bytes(
+        b'{"id": "a", "prompt": "one"}\n{"prompt": "\xff"}\n{"id": "c", "prompt": "x"}\n'
+    )
+    done = await anyio.run_process(
+        _batch_command(emulator, prompts, tmp_path / "out"),
+        env=_env(WORLDROUTER_API_KEY=emulator.api_key),
+        check=False,
+    )
+    assert done.returncode == 1
+    assert f"{prompts}: line 2: not valid UTF-8" in done.stderr.decode()
+    assert b"Traceback" not in done.stderr
+    assert "completed 2" in done.stdout.decode()
+
+
+async def test_emulator_command_can_ignore_idempotency_keys() -> None:
+    """`emulator --ignore-idempotency` makes a resent create a second task."""
+    async with await anyio.open_process(
+        [
+            sys.executable,
+            "-m",
+            "worldrouter_async",
+            "emulator",
+            "--port",
+            "0",
+            "--ignore-idempotency",
+        ],
+        env=_env(),
+    ) as process:
+        assert process.stdout is not None
+        first = (await process.stdout.receive()).decode().split()
+        base_url = next(word for word in first if word.startswith("http"))
+        async with Session("test-key", base_url) as session:
+            one = await session.tasks.create("gpt-image-2", "a star", idempotency_key="k1")
+            two = await session.tasks.create("gpt-image-2", "a star", idempotency_key="k1")
+        process.kill()
+    assert one.id != two.id
+
+
+async def test_batch_out_that_is_a_file_is_one_line(emulator: Emulator, tmp_path: Path) -> None:
+    """--out naming a file fails with one plain line and sends nothing."""
+    prompts = tmp_path / "p.jsonl"
+    _write_prompts(prompts, 2)
+    (tmp_path / "afile").write_text("x")
+    done = await anyio.run_process(
+        _batch_command(emulator, prompts, tmp_path / "afile"),
+        env=_env(WORLDROUTER_API_KEY=emulator.api_key),
+        check=False,
+    )
+    assert done.returncode == 1
+    assert f"cannot open a journal at {tmp_path / 'afile' / 'journal.sqlite3'}" in (
+        done.stderr.decode()
+    )
+    assert b"Traceback" not in done.stderr
+    assert emulator.counters.create_requests == 0
+
+
+async def test_deleting_out_mid_run_stops_with_one_line(emulator: Emulator, tmp_path: Path) -> None:
+    """Removing --out (and the journal in it) mid-run stops the run; it never exits 0."""
+    emulator.time_scale = 0.03
+    prompts = tmp_path / "p.jsonl"
+    _write_prompts(prompts, 40)
+    out = tmp_path / "out"
+    command = _batch_command(emulator, prompts, out)
+    async with await anyio.open_process(
+        command, env=_env(WORLDROUTER_API_KEY=emulator.api_key)
+    ) as process:
+        with anyio.fail_after(30):
+            while emulator.counters.creates < 2:
+                await anyio.sleep(0.002)
+        shutil.rmtree(out)
+        with anyio.fail_after(30):
+            code = await process.wait()
+        assert process.stderr is not None
+        stderr = (await process.stderr.receive()).decode()
+    assert code == 1
+    assert f"journal {out / 'journal.sqlite3'} was deleted" in stderr
     assert "Traceback" not in stderr
-    final = await anyio.run_process(command, env=env, check=False)
-    assert final.returncode == 0, final.stderr
-    assert emulator.counters.creates == count
-    assert [r.state for r in read_rows(out / "journal.sqlite3")] == [State.COMPLETED] * count

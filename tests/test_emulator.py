@@ -10,7 +10,7 @@ import anyio
 import pytest
 from yarl import URL
 
-from worldrouter_async.testing import Emulator
+from worldrouter_async.testing import Emulator, FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -169,11 +169,14 @@ async def test_same_seed_same_durations() -> None:
 
 async def test_slow_responses_and_random_faults_are_counted() -> None:
     """slow_rate delays answers by slow_delay; fail_rate and drop_rate inject faults."""
-    async with Emulator(slow_rate=1.0, slow_delay=0.1) as emulator, aiohttp.ClientSession() as http:
-        started = anyio.current_time()
+    clock = FakeClock()
+    async with (
+        Emulator(slow_rate=1.0, slow_delay=0.1, clock=clock) as emulator,
+        aiohttp.ClientSession() as http,
+    ):
         async with http.get(f"{emulator.base_url}/images/generation_tasks/x", headers=AUTH) as r:
             assert r.status == 404
-        assert anyio.current_time() - started >= 0.1
+        assert clock.now() == 0.1
     async with Emulator(fail_rate=1.0, seed=3) as emulator, aiohttp.ClientSession() as http:
         for _ in range(6):
             async with http.get(
@@ -181,3 +184,74 @@ async def test_slow_responses_and_random_faults_are_counted() -> None:
             ) as r:
                 assert r.status in (500, 502, 503)
         assert sum(emulator.counters.faults.values()) == 6
+
+
+@pytest.mark.parametrize(("ignore", "tasks"), [(False, 1), (True, 2)])
+async def test_idempotency_key_honoured_or_ignored(
+    http: aiohttp.ClientSession, ignore: bool, tasks: int
+) -> None:
+    """A resent key replays the task, unless the emulator plays a server that ignores it."""
+    async with Emulator(ignore_idempotency=ignore) as emulator:
+        ids = set()
+        for _ in range(2):
+            async with http.post(
+                f"{emulator.base_url}/images/generation_tasks",
+                json={"model": "gpt-image-2", "prompt": "a star"},
+                headers={**AUTH, "Idempotency-Key": "k1"},
+            ) as response:
+                ids.add((await response.json())["id"])
+    assert len(ids) == tasks
+    assert emulator.counters.creates == tasks
+    assert emulator.counters.duplicate_creates == tasks - 1
+    assert emulator.counters.idempotent_replays == 2 - tasks
+
+
+async def test_a_refuse_outage_refuses_connections_until_it_ends(
+    emulator: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """'refuse' closes the port, so nothing can even be sent; then the API serves again."""
+    body = {"model": "gpt-image-2", "prompt": "a"}
+    await emulator.outage("refuse", seconds=0.05)
+    with pytest.raises(aiohttp.ClientConnectorError):
+        await _create(http, emulator, body)
+    with anyio.fail_after(5):
+        while True:
+            try:
+                status, _ = await _create(http, emulator, body)
+                break
+            except aiohttp.ClientConnectorError:
+                await anyio.sleep(0.01)
+    assert status == 200
+    assert emulator.counters.outages == 1
+    assert emulator.counters.creates == 1
+
+
+@pytest.mark.parametrize("kind", ["502", "503", "504"])
+async def test_a_gateway_outage_answers_every_request_and_creates_nothing(
+    emulator: Emulator, http: aiohttp.ClientSession, kind: str
+) -> None:
+    """A gateway outage answers creates and polls with its status; no task is made."""
+    await emulator.outage(kind, seconds=3600)  # type: ignore[arg-type]
+    create = http.post(f"{emulator.base_url}/images/generation_tasks", json={}, headers=AUTH)
+    async with create as created:
+        assert created.status == int(kind)
+    async with http.get(f"{emulator.base_url}/images/generation_tasks/x", headers=AUTH) as got:
+        assert got.status == int(kind)
+    assert emulator.counters.outage_answers == 2
+    assert emulator.counters.create_requests == 0
+
+
+async def test_keepalive_timeout_closes_connections_idle_after_an_answer(
+    http: aiohttp.ClientSession,
+) -> None:
+    """Back-to-back requests share a connection; after an idle gap the server has closed it."""
+    async with Emulator(keepalive_timeout=0.05) as emulator:
+        url = f"{emulator.base_url}/images/generation_tasks/x"
+        for _ in range(2):
+            async with http.get(url, headers=AUTH) as response:
+                await response.read()
+        assert emulator.counters.connections == 1
+        await anyio.sleep(0.1)
+        async with http.get(url, headers=AUTH) as response:
+            await response.read()
+        assert emulator.counters.connections == 2

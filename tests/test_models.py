@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worldrouter_async import ImageRequest, ImageTask, InvalidRequestError, TaskStatus, Usage
+from worldrouter_async import (
+    ImageRequest,
+    ImageTask,
+    InvalidRequestError,
+    Session,
+    TaskStatus,
+    Usage,
+)
 from worldrouter_async.models import converter
 
 DOC_COMPLETED: dict[str, Any] = {
@@ -149,6 +156,7 @@ _tasks = st.builds(
     created_at=st.none() | st.datetimes(timezones=st.just(UTC)),
     usage=st.none()
     | st.builds(Usage, st.integers(0, 10**9), st.integers(0, 10**9), st.integers(0, 10**9)),
+    request_id=st.none() | _text,
 )
 
 
@@ -172,3 +180,15 @@ def test_payload_keeps_every_set_field(request: ImageRequest) -> None:
 def test_task_round_trips_through_the_converter(task: ImageTask) -> None:
     """A task survives unstructure then structure unchanged."""
     assert converter.structure(converter.unstructure(task), ImageTask) == task
+
+
+@pytest.mark.anyio
+async def test_tasks_and_results_carry_the_request_id_of_their_answer(session: Session) -> None:
+    """A create and the poll that saw completion keep their answers' x-request-id headers."""
+    created = await session.tasks.create("gpt-image-2", "a star")
+    assert created.request_id is not None
+    assert created.request_id.startswith("req_")
+    result = await session.track(created.id)
+    assert result.request_id == result.task.request_id
+    assert result.request_id is not None
+    assert result.request_id != created.request_id

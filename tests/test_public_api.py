@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import os
+import types
+import typing
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +61,42 @@ def test_error_tree_roots_and_standard_bases() -> None:
     assert issubclass(wr.APIConnectionError, OSError)
     assert issubclass(wr.InvalidRequestError, ValueError)
     assert issubclass(wr.IgnoredParameterWarning, UserWarning)
+
+
+def _public_callables() -> list[tuple[str, object]]:
+    """Every exported function, class constructor and public method, by dotted name."""
+    found: list[tuple[str, object]] = []
+    for module in (worldrouter_async, worldrouter_async.batch, worldrouter_async.testing):
+        for name in module.__all__:
+            value = getattr(module, name)
+            if inspect.isfunction(value):
+                found.append((name, value))
+            elif inspect.isclass(value):
+                found.append((name, value.__init__))
+                found += [
+                    (f"{name}.{member}", method)
+                    for member, method in vars(value).items()
+                    if not member.startswith("_") and inspect.isfunction(method)
+                ]
+    return found
+
+
+def test_every_path_parameter_takes_str_and_pathlike() -> None:
+    """A public parameter that takes a path accepts `str | os.PathLike[str]`, not only Path."""
+    path_like = {str, os.PathLike[str]}
+    checked = []
+    for name, function in _public_callables():
+        hints = typing.get_type_hints(function)
+        for parameter, hint in hints.items():
+            union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+            accepted = set(typing.get_args(hint)) if union else {hint}
+            if parameter != "return" and (Path in accepted or os.PathLike[str] in accepted):
+                assert path_like <= accepted, f"{name}({parameter}: {hint})"
+                checked.append(f"{name}.{parameter}")
+    assert {
+        "read_jsonl.path",
+        "read_rows.path",
+        "BatchRunner.journal",
+        "BatchRunner.out_dir",
+        "Session.download.dest",
+    } <= set(checked)

@@ -8,9 +8,16 @@ import uuid
 import anyio
 import pytest
 
-from worldrouter_async import ConfigurationError, InvalidRequestError, Session
+from worldrouter_async import (
+    ConfigurationError,
+    InvalidRequestError,
+    RateLimitError,
+    RetryPolicy,
+    Session,
+    TaskTimeoutError,
+)
 from worldrouter_async._session import DEFAULT_BASE_URL
-from worldrouter_async.testing import Emulator
+from worldrouter_async.testing import Emulator, FakeClock
 
 
 def test_missing_key_names_the_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -102,6 +109,47 @@ async def test_cancelled_open_leaves_nothing_running(emulator: Emulator) -> None
         await session.__aenter__()
     await anyio.sleep(0.01)
     assert not [t for t in asyncio.all_tasks() if "worldrouter-async poller" in t.get_name()]
+
+
+@pytest.mark.anyio
+async def test_retries_and_rate_limit_pauses_run_on_the_session_clock(
+    clocked_emulator: Emulator, clock: FakeClock
+) -> None:
+    """Three 429s with Retry-After 30 s delay a create by exactly 90 virtual seconds."""
+    clocked_emulator.inject("429", route="create", retry_after=30.0, count=3)
+    async with Session(clocked_emulator.api_key, clocked_emulator.base_url, clock=clock) as s:
+        task = await s.tasks.create("gpt-image-2", "a star")
+    assert task.id in clocked_emulator.tasks
+    assert clock.now() == 90.0
+    assert [t for t, route, _ in clocked_emulator.requests] == [0.0, 30.0, 60.0, 90.0]
+
+
+@pytest.mark.anyio
+async def test_rate_limit_patience_is_measured_on_the_session_clock(
+    clocked_emulator: Emulator, clock: FakeClock
+) -> None:
+    """With 50 s of patience, 429s every 30 s give up at the first one past 50 s."""
+    clocked_emulator.inject("429", route="create", retry_after=30.0, count=5)
+    retry = RetryPolicy(attempts=1, rate_limit_patience=50.0)
+    async with Session(
+        clocked_emulator.api_key, clocked_emulator.base_url, retry=retry, clock=clock
+    ) as session:
+        with pytest.raises(RateLimitError):
+            await session.tasks.create("gpt-image-2", "a star")
+    assert clock.now() == 60.0
+    assert clocked_emulator.counters.rate_limited == 3
+
+
+@pytest.mark.anyio
+async def test_a_session_deadline_of_fifteen_minutes_takes_no_real_time(
+    clocked_emulator: Emulator, clock: FakeClock
+) -> None:
+    """The default 900 s task timeout on the fake clock ends exactly at 900 s."""
+    async with Session(clocked_emulator.api_key, clocked_emulator.base_url, clock=clock) as s:
+        handle = await s.submit("gpt-image-2", "[never] a star")
+        with pytest.raises(TaskTimeoutError):
+            await handle
+    assert clock.now() == 900.0
 
 
 @pytest.mark.anyio

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import re
 import socket
+import sys
+import tracemalloc
+from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 
 from worldrouter_async import (
@@ -15,6 +22,9 @@ from worldrouter_async import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    ConfigurationError,
+    InvalidRequestError,
+    Limits,
     RateLimitError,
     RetryPolicy,
     ServerError,
@@ -22,10 +32,12 @@ from worldrouter_async import (
     TaskNotFoundError,
     Timeouts,
 )
+from worldrouter_async._retries import is_transient
 from worldrouter_async._transport import parse_retry_after
 from worldrouter_async.testing import FAST_RETRY, Emulator
 
 from .conftest import SessionFactory
+from .hostile import BOMB_INFLATED, HostileServer, gzip_bomb
 
 pytestmark = pytest.mark.anyio
 
@@ -98,13 +110,14 @@ async def test_hostile_answers_are_typed_errors(
     assert text in str(caught.value)
 
 
-async def test_silent_server_trips_the_read_timeout(
+async def test_silent_server_trips_the_request_deadline(
     make_session: SessionFactory, emulator: Emulator
 ) -> None:
     """A server that never answers raises APITimeoutError (also a TimeoutError)."""
-    async with make_session(timeouts=Timeouts(read=0.2), retry=RetryPolicy(attempts=1)) as session:
+    timeouts = Timeouts(request=0.2)
+    async with make_session(timeouts=timeouts, retry=RetryPolicy(attempts=1)) as session:
         emulator.inject("hang", route="poll")
-        with pytest.raises(APITimeoutError, match="read timeout") as caught:
+        with pytest.raises(APITimeoutError, match=r"within its 0\.2s deadline") as caught:
             await session.tasks.retrieve("imgtask_x")
     assert isinstance(caught.value, TimeoutError)
 
@@ -247,3 +260,130 @@ async def test_429_patience_runs_out(make_session: SessionFactory, emulator: Emu
         with pytest.raises(RateLimitError):
             await session.tasks.create("gpt-image-2", "a star")
     assert emulator.counters.rate_limited == 2
+
+
+async def _retrieve_from(server: HostileServer, task_id: str, **options: Any) -> None:
+    async with Session("k", server.base_url, retry=RetryPolicy(attempts=1), **options) as session:
+        await session.tasks.retrieve(task_id)
+
+
+async def test_trickling_answer_fails_at_the_request_deadline(hostile: HostileServer) -> None:
+    """A body trickling a byte every 50 ms fails at Timeouts.request, however long it goes."""
+    with pytest.raises(APITimeoutError, match=r"0\.3s deadline") as caught:
+        await _retrieve_from(hostile, "trickle", timeouts=Timeouts(request=0.3))
+    assert isinstance(caught.value, TimeoutError)
+    assert is_transient(caught.value)
+
+
+async def test_endless_answer_stops_at_the_size_cap(hostile: HostileServer) -> None:
+    """A body that never ends fails once it passes Limits.max_response_bytes."""
+    with pytest.raises(APIResponseError, match="max_response_bytes=1048576"):
+        await _retrieve_from(hostile, "endless", limits=Limits(max_response_bytes=1 << 20))
+
+
+async def test_gzip_bomb_fails_with_bounded_memory(hostile: HostileServer) -> None:
+    """A 250 KiB gzip answer inflating to 256 MiB fails at the cap; memory stays far below."""
+    gzip_bomb()  # built before tracing: only the client is measured
+    tracemalloc.start()
+    try:
+        with pytest.raises(APIResponseError, match="after decompression"):
+            await _retrieve_from(hostile, "bomb")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 * 1024 * 1024 < BOMB_INFLATED
+
+
+@pytest.mark.parametrize(
+    ("task_id", "error", "text"),
+    [
+        ("html", APIResponseError, "HTTP 200 with a body that is not JSON: '<html>"),
+        ("html502", ServerError, "HTTP 502 Bad Gateway with a non-JSON body"),
+    ],
+)
+async def test_html_answers_are_typed_errors(
+    hostile: HostileServer, task_id: str, error: type[Exception], text: str
+) -> None:
+    """A captive portal's 200 page and a proxy's 502 page say what came back."""
+    with pytest.raises(error) as caught:
+        await _retrieve_from(hostile, task_id)
+    assert text in str(caught.value)
+
+
+@pytest.mark.parametrize("task_id", [".", "..", "a/b", "../images", "/"])
+async def test_path_like_task_ids_are_refused_before_any_request(
+    hostile: HostileServer, task_id: str
+) -> None:
+    """'.', '..' and ids with '/' are InvalidRequestError for retrieve and track; no I/O."""
+    async with Session("k", hostile.base_url) as session:
+        with pytest.raises(InvalidRequestError, match="not a task id"):
+            await session.tasks.retrieve(task_id)
+        with pytest.raises(InvalidRequestError, match="not a task id"):
+            session.track(task_id)
+    assert hostile.paths == []
+
+
+async def test_other_task_ids_are_percent_encoded(hostile: HostileServer) -> None:
+    """Any other id stays one path segment, its reserved characters escaped."""
+    with pytest.raises(TaskNotFoundError):
+        await _retrieve_from(hostile, "a b?c#..%2F")
+    assert hostile.raw_paths == ["/v1/images/generation_tasks/a%20b%3Fc%23..%252F"]
+
+
+async def test_one_debug_line_per_request_without_the_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each request logs method, path, status, elapsed ms, attempt and request id at DEBUG."""
+    caplog.set_level(logging.DEBUG, logger="worldrouter_async")
+    async with (
+        Emulator(api_key=SECRET) as emulator,
+        Session(SECRET, emulator.base_url, retry=FAST_RETRY) as session,
+    ):
+        task = await session.tasks.create("gpt-image-2", "a star")
+        emulator.inject("503", route="poll")
+        await session.tasks.retrieve(task.id)
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert re.fullmatch(
+        r"POST /v1/images/generation_tasks -> 200 in \d+\.\d ms \(attempt 1, request id [-\w]+\)",
+        lines[0],
+    )
+    assert lines[1].startswith(f"GET /v1/images/generation_tasks/{task.id} -> 503 ")
+    assert "(attempt 1, request id req_" in lines[1]
+    assert lines[2].startswith(f"GET /v1/images/generation_tasks/{task.id} -> 200 ")
+    assert "(attempt 2, " in lines[2]
+    assert len(lines) == 3
+    retries = [r for r in caplog.records if r.levelno == logging.INFO]
+    assert [r.getMessage().startswith("retrying after") for r in retries] == [True]
+    assert SECRET not in caplog.text
+
+
+async def test_worldrouter_log_env_turns_on_logging(emulator: Emulator, tmp_path: Path) -> None:
+    """WORLDROUTER_LOG=debug prints the per-request lines to stderr, never the key."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        "from worldrouter_async import Session\n"
+        "async def main():\n"
+        "    async with Session(sys.argv[1], sys.argv[2]) as session:\n"
+        "        await session.tasks.create('gpt-image-2', 'a star')\n"
+        "asyncio.run(main())\n"
+    )
+    env = {**os.environ, "WORLDROUTER_LOG": "debug"}
+    async with Emulator(api_key=SECRET) as emulator:
+        done = await anyio.run_process(
+            [sys.executable, str(script), SECRET, emulator.base_url], env=env, check=False
+        )
+    assert done.returncode == 0, done.stderr
+    assert b"DEBUG worldrouter_async: POST /v1/images/generation_tasks -> 200 in " in done.stderr
+    assert SECRET.encode() not in done.stderr
+
+
+async def test_worldrouter_log_must_be_a_level(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unknown WORLDROUTER_LOG value is a ConfigurationError naming the choices."""
+    monkeypatch.setenv("WORLDROUTER_LOG", "loud")
+    session = Session("k", emulator.base_url)
+    with pytest.raises(ConfigurationError, match="debug, info, warning"):
+        await session.__aenter__()
+    await session.aclose()

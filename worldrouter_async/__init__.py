@@ -8,6 +8,7 @@ Example:
     ...         print(result.urls)
 """
 
+from ._clock import Clock
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts
 from ._errors import (
     AmbiguousCreateError,
@@ -22,9 +23,11 @@ from ._errors import (
     DownloadError,
     IgnoredParameterError,
     IgnoredParameterWarning,
+    InsecureConnectionWarning,
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
+    ProxyError,
     RateLimitError,
     ServerError,
     SessionClosedError,
@@ -32,9 +35,12 @@ from ._errors import (
     TaskFailedError,
     TaskNotFoundError,
     TaskTimeoutError,
+    TLSVerificationError,
     WorldRouterError,
 )
+from ._events import LocalStatus, StatusChange, StatusListener, StatusStream
 from ._handles import ImageResult, TaskHandle, as_completed
+from ._pipeline import Pipeline
 from ._session import Session, Tasks
 from ._stats import SessionStats
 from ._support import SUPPORTED_MODELS, ignored_parameters
@@ -51,6 +57,7 @@ __all__ = [
     "AmbiguousCreateError",
     "AuthenticationError",
     "BadRequestError",
+    "Clock",
     "ConfigurationError",
     "DownloadError",
     "IgnoredParameterError",
@@ -59,17 +66,25 @@ __all__ = [
     "ImageRequest",
     "ImageResult",
     "ImageTask",
+    "InsecureConnectionWarning",
     "InvalidRequestError",
     "Limits",
+    "LocalStatus",
     "NotFoundError",
     "PermissionDeniedError",
+    "Pipeline",
     "PollPolicy",
+    "ProxyError",
     "RateLimitError",
     "RetryPolicy",
     "ServerError",
     "Session",
     "SessionClosedError",
     "SessionStats",
+    "StatusChange",
+    "StatusListener",
+    "StatusStream",
+    "TLSVerificationError",
     "TaskCancelledError",
     "TaskError",
     "TaskFailedError",

@@ -105,12 +105,27 @@ class PollPolicy:
 
 @define(frozen=True)
 class Timeouts:
-    """Per-request network timeouts in seconds; `read` bounds each wait for bytes and
-    `download` bounds a whole image download."""
+    """Network timeouts in seconds, so no request can hang however the server behaves.
+
+    `connect` bounds opening a connection (TCP and TLS, to the proxy if any); `request` a
+    whole API request (pool wait, connect, headers and body: a server trickling one byte at
+    a time, or going silent, still fails on time); `download` a whole image download and
+    `read` each wait for its next bytes.
+
+    `create_keepalive`: a create reuses a pooled connection only if it was last used less
+    than this long ago, else it opens a fresh one. Keep it under your server's keep-alive
+    timeout, so a paid create is never sent on a connection the server is closing.
+
+    Example:
+        >>> Timeouts(request=10.0).request
+        10.0
+    """
 
     connect: float = field(default=10.0, validator=_positive)
-    read: float = field(default=60.0, validator=_positive)
+    read: float = field(default=30.0, validator=_positive)
+    request: float = field(default=60.0, validator=_positive)
     download: float = field(default=120.0, validator=_positive)
+    create_keepalive: float = field(default=0.5, validator=_positive)
 
 
 @define(frozen=True)
@@ -118,7 +133,10 @@ class Limits:
     """Concurrency and rate bounds shared by every request of one session.
 
     `requests_per_second`, when set, paces creates and polls together so a session stays
-    under an account's rate limit instead of bouncing off 429s.
+    under an account's rate limit instead of bouncing off 429s. `max_response_bytes` caps
+    an API answer after decompression (a task is a few KiB): a larger or endless body fails
+    with `APIResponseError` once the cap is reached, so memory stays bounded.
+    `max_download_bytes` caps one downloaded image.
     """
 
     max_connections: int = field(default=100, validator=_at_least_one)
@@ -126,6 +144,7 @@ class Limits:
     max_concurrent_creates: int = field(default=16, validator=_at_least_one)
     max_concurrent_downloads: int = field(default=8, validator=_at_least_one)
     max_download_bytes: int = field(default=64 * 1024 * 1024, validator=_at_least_one)
+    max_response_bytes: int = field(default=4 * 1024 * 1024, validator=_at_least_one)
     requests_per_second: float | None = field(
         default=None, validator=validators.optional(_positive)
     )

@@ -16,7 +16,9 @@
       + ServerError                         5xx
     + APIResponseError                      a success status with a body we cannot read
     + APIConnectionError (OSError)          the connection failed or dropped
-      + APITimeoutError (TimeoutError)      connect or read timeout
+      + APITimeoutError (TimeoutError)      connect, read or whole-request timeout
+      + TLSVerificationError                the server's certificate is not trusted
+      + ProxyError                          the proxy was unreachable or refused the tunnel
     + AmbiguousCreateError                  a create may or may not have reached the server
     + DownloadError                         a stored image could not be fetched or saved
   + TaskFailedError                         the task ended with status "failed"
@@ -25,7 +27,11 @@
   + SessionClosedError                      the session closed while the task was pending
 ```
 
-Every error about one task carries its `task_id`.
+Every error about one task carries its `task_id`. `TLSVerificationError`, a `ProxyError`
+other than a proxy's 5xx, 401 and 403 are never retried: no retry can fix them.
+
+`InsecureConnectionWarning` (a `UserWarning`) is emitted when certificate verification is
+turned off with ``verify=False``.
 """
 
 from __future__ import annotations
@@ -51,6 +57,10 @@ class IgnoredParameterError(InvalidRequestError):
 
 class IgnoredParameterWarning(UserWarning):
     """A parameter the chosen model accepts but silently ignores (the API never errors)."""
+
+
+class InsecureConnectionWarning(UserWarning):
+    """Certificate verification is off (``verify=False``): anyone on the path can read the key."""
 
 
 class APIError(WorldRouterError):
@@ -79,6 +89,11 @@ class APIStatusError(APIError):
         self.request_id = request_id
         #: The server's Retry-After hint in seconds, when it sent one.
         self.retry_after = retry_after
+
+    @property
+    def status_code(self) -> int:
+        """The HTTP status, under the name openai-python and httpx use; same as `status`."""
+        return self.status
 
     def __str__(self) -> str:
         parts = [f"HTTP {self.status}"]
@@ -145,11 +160,32 @@ class APITimeoutError(APIConnectionError, TimeoutError):
     """Connecting or reading took longer than the configured `Timeouts`."""
 
 
+class TLSVerificationError(APIConnectionError):
+    """The server's TLS certificate could not be verified against the trusted CAs.
+
+    Behind a TLS-inspecting proxy or with a private CA, pass ``verify="/path/to/ca.pem"``
+    (CLI: ``--ca-bundle``) or set ``SSL_CERT_FILE``; retrying cannot help.
+    """
+
+
+class ProxyError(APIConnectionError):
+    """The proxy could not be reached, or refused to open the tunnel.
+
+    `status` is the proxy's HTTP status (407: proxy authentication required), or None when
+    the proxy could not be reached at all. The proxy's credentials are never in the message.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message, request_sent=False)
+        self.status = status
+
+
 class AmbiguousCreateError(APIError):
     """A create failed after the request may have reached the server.
 
-    The task may exist and be billed. Retry with the same `idempotency_key` so the server
-    can deduplicate, rather than sending a fresh create.
+    The task may exist and be billed. Resending it with the same `idempotency_key` is safe
+    only if your deployment deduplicates creates by Idempotency-Key (the API documentation
+    does not promise it); otherwise a resend may create and bill a second task.
     """
 
     def __init__(self, message: str, *, idempotency_key: str) -> None:

@@ -37,6 +37,11 @@ class ImageResult:
             task=task,
         )
 
+    @property
+    def request_id(self) -> str | None:
+        """The ``x-request-id`` of the answer that reported the task completed, if sent."""
+        return self.task.request_id
+
 
 class TaskHandle:
     """One submitted or tracked task; ``await handle`` gives its `ImageResult`.
@@ -89,7 +94,7 @@ class TaskHandle:
     def failed(cls, error: BaseException, *, request: ImageRequest | None = None) -> TaskHandle:
         """A handle for a request whose create failed: awaiting it raises `error`."""
         handle = cls(getattr(error, "task_id", None), request=request)
-        handle.settle_error(error)
+        handle._settle_error(error)
         return handle
 
     def __repr__(self) -> str:
@@ -137,15 +142,16 @@ class TaskHandle:
         """Stop tracking this task; waiters get `TaskCancelledError`. False if already done."""
         if self.done():
             return False
-        if self._on_cancel is not None:
-            self._on_cancel(self)
-        self.settle_error(
+        on_cancel = self._on_cancel
+        self._settle_error(
             TaskCancelledError(
                 f"tracking of task {self._task_id} was cancelled; the task may still run "
                 "on the server: Session.track it again to get its result",
                 task_id=self._task_id or "",
             )
         )
+        if on_cancel is not None:  # after settling, so it sees the handle done
+            on_cancel(self)
         return True
 
     def add_done_callback(self, callback: Callable[[TaskHandle], object]) -> None:
@@ -179,19 +185,19 @@ class TaskHandle:
     def __await__(self) -> Generator[Any, None, ImageResult]:
         return self.wait().__await__()
 
-    def observe(self, task: ImageTask) -> str | None:
+    def _observe(self, task: ImageTask) -> str | None:
         """Record a fresh server view of the task; returns the previous status."""
         previous = self._status
         self._task = task
         self._status = task.status
         return previous
 
-    def settle_result(self, result: ImageResult) -> None:
+    def _settle_result(self, result: ImageResult) -> None:
         """Resolve the handle with a result (poller side)."""
         self._result = result
         self._finish()
 
-    def settle_error(self, error: BaseException) -> None:
+    def _settle_error(self, error: BaseException) -> None:
         """Resolve the handle with an error (poller side)."""
         self._error = error
         self._finish()

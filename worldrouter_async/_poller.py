@@ -1,46 +1,53 @@
 """The one poller coroutine per session, multiplexing the status checks of every pending task.
 
-Pending tasks sit in a due-time heap; the poller sleeps until the earliest is due (or a new
-task is due sooner), then hands it to a fixed pool of `max_inflight` poll workers, so the
-number of coroutines never depends on the number of pending tasks and no task is spawned
-per poll. A poll error only reschedules that task; a 429 holds every poll through the
-transport's `Throttle`.
+Pending tasks sit in a `DueQueue`; the poller sleeps until the earliest is due (or a new
+task is due sooner), then hands it to a pool of `max_inflight` poll workers, so the number
+of coroutines never depends on the number of pending tasks and no task is spawned per poll.
+A poll error only reschedules that task; a 429 holds every poll through the `Throttle`.
+
+Every poll is bounded by one clock timer: it is abandoned (and counted as a transient
+failure) at its `poll_timeout`, or at once when its task's deadline passes, so a hung poll
+never holds a handle past its deadline. A poll still running after `STUCK_AFTER` seconds
+lets a replacement worker in, up to `max_inflight` extra workers, so slow polls never starve
+healthy tasks. Time is read only through the session's `Clock`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable
 from typing import Final, NoReturn
 
 from anyio.abc import TaskGroup
 
 from ._cadence import Cadence, Cohort, first_delay, learn, next_delay, poll_failed
+from ._clock import Clock, TimerHandle
 from ._config import PollPolicy, RetryPolicy
+from ._due import DueQueue
 from ._errors import (
     APIError,
-    APIStatusError,
+    APITimeoutError,
     RateLimitError,
     SessionClosedError,
     TaskFailedError,
     TaskNotFoundError,
     TaskTimeoutError,
 )
+from ._events import StatusFeed
 from ._handles import ImageResult, TaskHandle
+from ._retries import is_transient
 from ._stats import Counters
-from ._transport import Throttle
+from ._throttle import Throttle
 from .models import ImageTask, TaskStatus
 
 logger: Final = logging.getLogger("worldrouter_async")
 
 POLL_TASK_NAME: Final = "worldrouter-async poll"
 
-StatusCallback = Callable[[TaskHandle, "str | None", str], object]
-"""``on_status(handle, old_status, new_status)``, called on every status change."""
+STUCK_AFTER: Final = 1.0
+"""Seconds after which a poll still in flight lets a replacement worker in."""
 
 
 class _Entry:
@@ -51,12 +58,13 @@ class _Entry:
         "cohort",
         "created",
         "deadline",
-        "due",
         "errors",
         "handle",
+        "last_error",
         "polls",
         "probe",
         "seen",
+        "worker",
     )
 
     def __init__(
@@ -70,12 +78,32 @@ class _Entry:
         self.deadline = deadline
         self.created = created
         self.cohort = cohort
-        self.due = math.inf
         self.polls = 0
         self.errors = 0
         self.active = True
         self.probe = False
         self.seen = created if created is not None else 0.0
+        self.last_error: APIError | None = None
+        self.worker: _Worker | None = None
+
+
+class _Worker:
+    """One poll worker and the poll it has in flight, so a timer can abandon that poll."""
+
+    __slots__ = ("entry", "expired", "stuck", "task", "timer")
+
+    def __init__(self, task: asyncio.Task[object]) -> None:
+        self.task = task
+        self.entry: _Entry | None = None
+        self.timer: TimerHandle | None = None
+        self.expired = False
+        self.stuck = False
+
+    def abandon(self) -> None:
+        """Cancel the poll in flight; `Poller._poll` turns that into a transient failure."""
+        if not self.expired:
+            self.expired = True
+            self.task.cancel()
 
 
 class Poller:
@@ -90,30 +118,42 @@ class Poller:
         throttle: Throttle,
         max_inflight: int,
         counters: Counters,
-        on_status: StatusCallback | None = None,
+        events: StatusFeed,
+        clock: Clock,
+        poll_timeout: float,
     ) -> None:
         self._fetch = fetch
         self._policy = policy
         self._retry = retry
         self._throttle = throttle
         self._max_inflight = max_inflight
+        self._clock = clock
+        self._poll_timeout = poll_timeout
+        self._stuck_after = min(STUCK_AFTER, poll_timeout)
         # Timer slack: polls due within this much of each other go out in one wake-up, a
         # few milliseconds early at most, instead of one event-loop round trip each.
         self._slack = min(policy.initial_delay / 10, policy.max_interval / 100, 0.05)
-        self._due: asyncio.Queue[_Entry] = asyncio.Queue(maxsize=max_inflight)
+        self._queue: asyncio.Queue[_Entry] = asyncio.Queue(maxsize=max_inflight)
         self._counters = counters
-        self._on_status = on_status
-        self._heap: list[tuple[float, int, _Entry]] = []
-        self._seq = 0
+        self._events = events
+        self._due: DueQueue[_Entry] = DueQueue()
         self._wakeup = asyncio.Event()
         self._entries: dict[TaskHandle, _Entry] = {}
         self._cadence: Cadence[_Entry] = Cadence()
+        self._task_group: TaskGroup | None = None
+        self._workers = 0
+        self._stuck = 0
         self._closed = False
 
     @property
     def pending(self) -> int:
         """How many tasks are being tracked now."""
         return len(self._entries)
+
+    @property
+    def workers(self) -> int:
+        """Poll workers running now: `max_inflight`, plus replacements for stuck polls."""
+        return self._workers
 
     def track(self, handle: TaskHandle, *, timeout: float, fresh: bool) -> None:
         """Start polling `handle`'s task; `timeout` seconds from now it fails with a timeout.
@@ -122,9 +162,10 @@ class Poller:
         poller about tasks of the same shape (see `_cadence`).
         """
         if self._closed:
-            handle.settle_error(_closed_error(handle))
+            handle._settle_error(_closed_error(handle, None))
+            self._events.ended(handle)
             return
-        now = time.monotonic()
+        now = self._clock.now()
         learns = fresh and self._policy.adaptive and handle.request is not None
         cohort = self._cadence.cohort(handle.request) if learns and handle.request else None
         entry = _Entry(
@@ -142,100 +183,167 @@ class Poller:
 
     def _learn(self, entry: _Entry, *, completed: bool) -> None:
         """Feed a finished task's duration to its cohort and release the parked tasks."""
-        learn(entry.cohort, entry, time.monotonic(), completed=completed, schedule=self._schedule)
+        learn(entry.cohort, entry, self._clock.now(), completed=completed, schedule=self._schedule)
 
     def untrack(self, handle: TaskHandle) -> None:
-        """Stop polling `handle` (its heap slot is skipped lazily)."""
+        """Stop polling `handle`, abandoning its poll in flight if there is one."""
         entry = self._entries.pop(handle, None)
         if entry is not None:
             entry.active = False
+            self._due.cancel(entry)
             self._counters.pending -= 1
             if entry.probe and entry.cohort is not None:
                 entry.cohort.probes -= 1
+            if entry.worker is not None:
+                entry.worker.abandon()
 
     def close(self) -> None:
         """End every outstanding handle with `SessionClosedError`; later tracks fail at once."""
         self._closed = True
         entries, self._entries = self._entries, {}
-        self._heap.clear()
+        self._due.clear()
         for entry in entries.values():
             entry.active = False
             self._counters.pending -= 1
-            entry.handle.settle_error(_closed_error(entry.handle))
+            entry.handle._settle_error(_closed_error(entry.handle, entry.last_error))
+            self._events.ended(entry.handle)
 
     async def run(self, task_group: TaskGroup) -> NoReturn:
         """The poller loop: hand each task to a poll worker when due, forever.
 
-        The workers are started once in `task_group`; the bounded queue between them is
-        what limits polls in flight.
+        The workers are started in `task_group`; the bounded queue between them is what
+        limits polls in flight.
         """
+        self._task_group = task_group
         for _ in range(self._max_inflight):
-            task_group.start_soon(self._poll_worker, name=POLL_TASK_NAME)
+            self._add_worker()
         while True:
             entry = await self._next_due()
             if self._throttle.paused:  # pacing happens per request, in the transport
                 await self._throttle.wait_unpaused()
             if not entry.active:
                 continue
-            if self._due.full():
-                await self._due.put(entry)
+            if self._queue.full():
+                await self._queue.put(entry)
             else:
-                self._due.put_nowait(entry)
+                self._queue.put_nowait(entry)
 
-    async def _poll_worker(self) -> NoReturn:
-        while True:
-            await self._poll(await self._due.get())
+    def _add_worker(self) -> None:
+        assert self._task_group is not None
+        self._workers += 1
+        self._task_group.start_soon(self._poll_worker, name=POLL_TASK_NAME)
+
+    async def _poll_worker(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        worker = _Worker(task)
+        try:
+            # A replacement for a stuck poll leaves once that poll is over, so the pool
+            # shrinks back to `max_inflight` healthy workers.
+            while self._workers - self._stuck <= self._max_inflight:
+                await self._poll(worker, await self._queue.get())
+        finally:
+            self._workers -= 1
 
     def _schedule(self, entry: _Entry, due: float) -> None:
-        """Put `entry` in the heap at `due`; an earlier heap item of it becomes stale."""
-        due = entry.due = min(due, entry.deadline)
-        self._seq += 1
-        heap = self._heap
-        if not heap or due < heap[0][0]:
+        """Make `entry` due at `due`, or at its deadline if that comes first."""
+        if self._due.schedule(entry, min(due, entry.deadline)):
             self._wakeup.set()
-        heapq.heappush(heap, (due, self._seq, entry))
 
     async def _next_due(self) -> _Entry:
-        heap = self._heap
-        loop = asyncio.get_running_loop()
+        due, clock = self._due, self._clock
         while True:
-            while heap and (not heap[0][2].active or heap[0][0] != heap[0][2].due):
-                heapq.heappop(heap)  # cancelled, or rescheduled since it was pushed
-            delay = heap[0][0] - time.monotonic() if heap else math.inf
-            if delay <= self._slack:
-                return heapq.heappop(heap)[2]
+            now = clock.now()
+            entry = due.pop_due(now + self._slack)
+            if entry is not None:
+                if entry.deadline > now + self._slack:
+                    return entry
+                # Due for its deadline, not a poll: end it on time, never a slack early.
+                await clock.sleep_until(entry.deadline)
+                if entry.active:
+                    self._time_out(entry)
+                continue
+            delay = due.next_due() - now
             self._wakeup.clear()
-            # A plain loop timer, not a cancel scope: this runs once per wake-up.
-            timer = loop.call_later(delay, self._wakeup.set) if math.isfinite(delay) else None
+            # A plain timer, not a cancel scope: this runs once per wake-up.
+            timer = clock.call_later(delay, self._wakeup.set) if math.isfinite(delay) else None
             try:
                 await self._wakeup.wait()
             finally:
                 if timer is not None:
                     timer.cancel()
 
-    async def _poll(self, entry: _Entry) -> None:
+    async def _poll(self, worker: _Worker, entry: _Entry) -> None:
         if not entry.active:  # cancelled while waiting in the queue
             return
+        now = self._clock.now()
+        if self._past_deadline(entry, now):  # waited in the queue past its deadline
+            return
+        # One timer bounds the poll: at `STUCK_AFTER` it lets a replacement worker in, at
+        # the poll timeout or the task's deadline (whichever comes first) it abandons it.
+        end = min(now + self._poll_timeout, entry.deadline)
+        worker.entry, entry.worker, worker.expired = entry, worker, False
+        if self._stuck_after < end - now:
+            worker.timer = self._clock.call_later(
+                self._stuck_after, lambda: self._on_slow_poll(worker, entry, end)
+            )
+        else:
+            worker.timer = self._clock.call_later(end - now, worker.abandon)
         handle = entry.handle
+        cancelling = worker.task.cancelling()
         try:
             task = await self._fetch(handle.task_id or "")
         except APIError as exc:
+            self._end_poll(worker, entry)
             if entry.active:
                 self._on_poll_error(entry, exc)
+        except asyncio.CancelledError:
+            self._end_poll(worker, entry)
+            if not worker.expired or worker.task.uncancel() > cancelling:
+                raise  # the session is closing, not our timer
+            if entry.active:
+                self._on_poll_error(
+                    entry,
+                    APITimeoutError(
+                        f"the poll of task {handle.task_id} got no answer within "
+                        f"{self._clock.now() - now:.3g}s and was abandoned"
+                    ),
+                )
         except Exception as exc:  # a bug must end one handle, never the poller
+            self._end_poll(worker, entry)
             logger.exception("unexpected error polling task %s", handle.task_id)
             if entry.active:
                 self._settle(entry, exc)
         else:
+            self._end_poll(worker, entry)
             if entry.active:
                 self._on_task(entry, task)
+
+    def _end_poll(self, worker: _Worker, entry: _Entry) -> None:
+        if worker.timer is not None:
+            worker.timer.cancel()
+        worker.timer = worker.entry = entry.worker = None
+        if worker.stuck:
+            worker.stuck = False
+            self._stuck -= 1
+
+    def _on_slow_poll(self, worker: _Worker, entry: _Entry, end: float) -> None:
+        """Let a replacement worker in for a stuck poll, then abandon the poll at `end`."""
+        if worker.entry is not entry:  # that poll is over
+            return
+        worker.stuck = True
+        self._stuck += 1
+        healthy = self._workers - self._stuck
+        if healthy < self._max_inflight and self._workers < 2 * self._max_inflight:
+            logger.debug("the poll of task %s is slow; adding a poll worker", entry.handle.task_id)
+            self._add_worker()
+        worker.timer = self._clock.call_later(end - self._clock.now(), worker.abandon)
 
     def _on_task(self, entry: _Entry, task: ImageTask) -> None:
         handle = entry.handle
         entry.errors = 0
-        previous = handle.observe(task)
-        if previous != task.status and self._on_status is not None:
-            self._notify(handle, previous, task.status)
+        entry.last_error = None
+        previous = handle._observe(task)
         if task.is_terminal:
             self._learn(entry, completed=task.status == TaskStatus.COMPLETED)
         if task.status == TaskStatus.COMPLETED:
@@ -253,75 +361,74 @@ class Poller:
                     message=error.message if error else "the server gave no reason",
                 ),
             )
-        elif not self._past_deadline(entry):
-            now = time.monotonic()
-            self._schedule(entry, now + next_delay(self._policy, entry.cohort, entry, now))
+        # Published after a final status settles the handle, before a deadline can end it.
+        if previous != task.status:
+            self._events.changed(handle, previous, task.status)
+        if not task.is_terminal:
+            now = self._clock.now()
+            if not self._past_deadline(entry, now):
+                self._schedule(entry, now + next_delay(self._policy, entry.cohort, entry, now))
 
     def _on_poll_error(self, entry: _Entry, exc: APIError) -> None:
-        if isinstance(exc, TaskNotFoundError) or not _is_transient(exc):
+        entry.last_error = exc
+        if isinstance(exc, TaskNotFoundError) or not is_transient(exc):
             self._counters.failed += 1
             self._settle(entry, exc)
             return
-        if self._past_deadline(entry):
+        now = self._clock.now()
+        if self._past_deadline(entry, now):
             return
         entry.errors += 1
         poll_failed(entry)
         if isinstance(exc, RateLimitError) and self._throttle.paused:
             due = self._throttle.paused_until
         else:
-            due = time.monotonic() + max(
-                self._retry.backoff(entry.errors), self._policy.interval(entry.polls)
-            )
+            due = now + max(self._retry.backoff(entry.errors), self._policy.interval(entry.polls))
         logger.debug(
-            "poll of task %s failed (%s); next try in %.3fs",
-            entry.handle.task_id,
-            exc,
-            due - time.monotonic(),
+            "poll of task %s failed (%s); next try in %.3fs", entry.handle.task_id, exc, due - now
         )
         self._schedule(entry, due)
 
-    def _past_deadline(self, entry: _Entry) -> bool:
-        if time.monotonic() < entry.deadline:
+    def _past_deadline(self, entry: _Entry, now: float) -> bool:
+        if now < entry.deadline:
             return False
-        task_id = entry.handle.task_id or ""
-        self._settle(
-            entry,
-            TaskTimeoutError(
-                f"task {task_id} did not finish before its deadline (last status "
-                f"{entry.handle.status!r}); it may still complete: Session.track({task_id!r}) "
-                "to wait again",
-                task_id=task_id,
-            ),
-        )
+        self._time_out(entry)
         return True
+
+    def _time_out(self, entry: _Entry) -> None:
+        task_id = entry.handle.task_id or ""
+        error = TaskTimeoutError(
+            f"task {task_id} did not finish before its deadline (last status "
+            f"{entry.handle.status!r}{_last_failure(entry.last_error)}); it may still complete: "
+            f"Session.track({task_id!r}) to wait again",
+            task_id=task_id,
+        )
+        error.__cause__ = entry.last_error
+        self._settle(entry, error)
 
     def _settle(
         self, entry: _Entry, error: BaseException | None, result: ImageResult | None = None
     ) -> None:
         self.untrack(entry.handle)
         if result is not None:
-            entry.handle.settle_result(result)
+            entry.handle._settle_result(result)
         elif error is not None:
-            entry.handle.settle_error(error)
-
-    def _notify(self, handle: TaskHandle, old: str | None, new: str) -> None:
-        assert self._on_status is not None
-        try:
-            self._on_status(handle, old, new)
-        except Exception:
-            logger.exception("on_status callback raised for task %s", handle.task_id)
+            entry.handle._settle_error(error)
+            self._events.ended(entry.handle)
 
 
-def _is_transient(exc: APIError) -> bool:
-    if isinstance(exc, APIStatusError):
-        return exc.status in (408, 429) or exc.status >= 500
-    return True
+def _last_failure(error: APIError | None) -> str:
+    """The message tail that says why the last poll failed, if it did."""
+    return "" if error is None else f"; last poll failed: {type(error).__name__}: {error}"
 
 
-def _closed_error(handle: TaskHandle) -> SessionClosedError:
+def _closed_error(handle: TaskHandle, last_error: APIError | None) -> SessionClosedError:
     task_id = handle.task_id or ""
-    return SessionClosedError(
-        f"the session closed while task {task_id} was pending; the task may still complete: "
-        f"track it from a new session with Session.track({task_id!r})",
+    error = SessionClosedError(
+        f"the session closed while task {task_id} was pending{_last_failure(last_error)}; "
+        "the task may still complete: track it from a new session with "
+        f"Session.track({task_id!r})",
         task_id=task_id,
     )
+    error.__cause__ = last_error
+    return error

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import math
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
@@ -14,6 +15,8 @@ from typing import Any, Final, Self
 import anyio
 from yarl import URL
 
+from ._client import NetworkSettings, Verify
+from ._clock import SYSTEM_CLOCK, Clock
 from ._config import (
     Limits,
     PollPolicy,
@@ -24,19 +27,19 @@ from ._config import (
 )
 from ._download import Downloader, safe_name
 from ._errors import ConfigurationError, InvalidRequestError, WorldRouterError
+from ._events import DEFAULT_BUFFER, StatusFeed, StatusListener, StatusStream
 from ._handles import ImageResult, TaskHandle, as_completed
-from ._poller import Poller, StatusCallback
+from ._logs import configure_from_env, logger
+from ._pipeline import Pipeline, RequestLike
+from ._poller import Poller
 from ._stats import Counters, SessionStats
 from ._support import check_support
-from ._transport import Secret, Transport, logger
+from ._transport import Secret, Transport
 from .models import ImageRequest, ImageTask, converter
 
 DEFAULT_BASE_URL: Final = "https://inference-api-pre-d80ca3.worldrouter.ai/v1"
 API_KEY_ENV: Final = "WORLDROUTER_API_KEY"
 BASE_URL_ENV: Final = "WORLDROUTER_BASE_URL"
-
-RequestLike = ImageRequest | Mapping[str, Any]
-"""What `Session.submit_many` accepts: an `ImageRequest`, or a mapping of its fields."""
 
 
 def _resolve_api_key(api_key: str | None) -> Secret:
@@ -127,8 +130,18 @@ class Tasks:
 
 
 def _check_task_id(task_id: object) -> str:
+    """`task_id` if it can only name a task: never ``.``, ``..`` or a path with ``/``.
+
+    Such an id would turn the poll URL into another endpoint once dot segments are resolved;
+    everything else is percent-encoded into the path by the transport.
+    """
     if not isinstance(task_id, str) or not task_id.strip():
         raise InvalidRequestError(f"task_id must be a non-empty string (got {task_id!r})")
+    if task_id in (".", "..") or "/" in task_id:
+        raise InvalidRequestError(
+            f"task_id {task_id!r} is not a task id: ids never are '.' or '..' or contain '/'; "
+            "pass the id exactly as the create returned it"
+        )
     return task_id
 
 
@@ -149,11 +162,23 @@ class Session:
         strict: raise `IgnoredParameterError` instead of warning when a model would
             ignore a parameter.
         allow_insecure: allow a plain ``http://`` base URL to a non-loopback host.
-        on_status: called as ``on_status(handle, old, new)`` on every status change.
+        on_status: a plain function called as ``on_status(change)`` with a `StatusChange`
+            on every status change, including local endings (timeout, cancel, close); an
+            ``async def`` function is refused with `TypeError` (see `status_changes`).
         retry_ambiguous_creates: resend a create that may have reached the server with the
             same ``Idempotency-Key``. Turn it on only if your deployment deduplicates creates
             by that key: the API documentation does not promise it, so the default is off
             and an ambiguous create raises `AmbiguousCreateError`.
+        clock: where polls, retries, rate-limit pauses and deadlines read the time; tests
+            pass a `worldrouter_async.testing.FakeClock` to run them on virtual time.
+        proxy: a proxy URL for API calls and downloads, such as
+            ``"http://user:pass@proxy.example:3128"`` (its credentials never appear in a
+            repr, log line or error); overrides the environment.
+        trust_env: read ``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``, ``SSL_CERT_FILE`` and
+            ``SSL_CERT_DIR`` when the session opens (default True, as curl and httpx do).
+        verify: TLS certificate checks: True (the system's CAs), a CA bundle file or
+            directory (your private CA instead), an `ssl.SSLContext`, or False (off: warns
+            with `InsecureConnectionWarning`).
 
     Example:
         >>> async def main():  # doctest: +SKIP
@@ -174,14 +199,20 @@ class Session:
         task_timeout: float = 900.0,
         strict: bool = False,
         allow_insecure: bool = False,
-        on_status: StatusCallback | None = None,
+        on_status: StatusListener | None = None,
         retry_ambiguous_creates: bool = False,
+        clock: Clock = SYSTEM_CLOCK,
+        proxy: str | None = None,
+        trust_env: bool = True,
+        verify: Verify = True,
     ) -> None:
         if not task_timeout > 0:
             raise ConfigurationError(f"task_timeout must be positive (got {task_timeout!r})")
+        self._feed = StatusFeed(on_status)  # first: refuses an async on_status at once
         retry = retry or default_retry_policy()
         poll = poll or default_poll_policy()
         self.base_url: Final = _resolve_base_url(base_url, allow_insecure=allow_insecure)
+        self._network = NetworkSettings(proxy=proxy, trust_env=trust_env, verify=verify)
         self._counters = Counters()
         self.transport: Final = Transport(
             base_url=self.base_url,
@@ -190,6 +221,8 @@ class Session:
             retry=retry,
             limits=limits,
             counters=self._counters,
+            clock=clock,
+            retry_ambiguous_creates=retry_ambiguous_creates,
         )
         self._poller = Poller(
             lambda task_id: self.transport.retrieve(task_id, retry=False),
@@ -198,9 +231,11 @@ class Session:
             throttle=self.transport.throttle,
             max_inflight=limits.max_inflight_polls,
             counters=self._counters,
-            on_status=on_status,
+            events=self._feed,
+            clock=clock,
+            poll_timeout=timeouts.request,
         )
-        self._untrack = self._poller.untrack  # one bound method shared by every handle
+        self._untrack = self._cancelled  # one bound method shared by every handle
         self._downloader = Downloader(timeouts=timeouts, limits=limits, retry=retry)
         self._limits = limits
         self._task_timeout = task_timeout
@@ -216,7 +251,10 @@ class Session:
     async def __aenter__(self) -> Self:
         if self._state != "new":
             raise RuntimeError(f"a Session can be opened once; this one is {self._state}")
-        await self.transport.open()
+        configure_from_env()
+        network = self._network.resolve()
+        await self.transport.open(network)
+        self._downloader.open(network)
         started = asyncio.Event()
         self._runner = asyncio.get_running_loop().create_task(
             self._run_poller(started), name=f"worldrouter-async poller {self.base_url}"
@@ -255,6 +293,7 @@ class Session:
             return
         self._state = "closed"
         self._poller.close()
+        self._feed.close()
         runner, self._runner = self._runner, None
         try:
             if runner is not None:
@@ -270,6 +309,28 @@ class Session:
         async with anyio.create_task_group() as task_group:
             started.set()
             await self._poller.run(task_group)
+
+    def _cancelled(self, handle: TaskHandle) -> None:
+        """A handle's tracking was cancelled: stop polling it and report the ending."""
+        self._poller.untrack(handle)
+        self._feed.ended(handle)
+
+    def status_changes(self, *, buffer: int = DEFAULT_BUFFER) -> StatusStream:
+        """An async iterator of every `StatusChange` of this session from now on.
+
+        Each stream buffers up to `buffer` changes; when its reader falls that far behind,
+        the oldest change is dropped and counted in `StatusStream.dropped`, so the poller
+        never waits for a reader. Iteration ends when the session closes, after the
+        ``closed`` endings of the tasks still pending. Open it before submitting to see
+        every change of those tasks.
+
+        Example:
+            >>> async def main(session):  # doctest: +SKIP
+            ...     async with session.status_changes() as changes:
+            ...         async for change in changes:
+            ...             print(change.task_id, change.new, change.final)
+        """
+        return self._feed.subscribe(buffer)
 
     @property
     def retry_ambiguous_creates(self) -> bool:
@@ -309,7 +370,9 @@ class Session:
 
         Args:
             timeout: seconds to wait for the result (default: the session's task_timeout).
-            idempotency_key: reuse one to retry a create that may have reached the server.
+            idempotency_key: sent as the ``Idempotency-Key`` header (default: a new UUID).
+                Reusing the key of a create that may have reached the server avoids a
+                second paid task only if your deployment deduplicates creates by that key.
             params: any `ImageRequest` field: n, size, quality, output_format, user, extra...
 
         Example:
@@ -358,20 +421,64 @@ class Session:
         async def submit_worker() -> None:
             # A fixed pool of `limit` workers: no task per request, whatever the count.
             for index, item in work:
-                try:
-                    request = converter.structure(item, ImageRequest)
-                except WorldRouterError as exc:
-                    handles[index] = TaskHandle.failed(exc)
-                    continue
-                try:
-                    handles[index] = await self.submit_request(request, timeout=timeout)
-                except WorldRouterError as exc:
-                    handles[index] = TaskHandle.failed(exc, request=request)
+                handles[index] = await self._submit_item(item, timeout=timeout)
 
         async with anyio.create_task_group() as task_group:
             for _ in range(min(limit, len(items))):
                 task_group.start_soon(submit_worker)
         return [handle for handle in handles if handle is not None]
+
+    def pipeline(
+        self,
+        requests: Iterable[RequestLike] | AsyncIterable[RequestLike],
+        *,
+        max_pending: int = 64,
+        ordered: bool = False,
+        timeout: float | None = None,
+    ) -> Pipeline:
+        """Run a stream of requests through a window of at most `max_pending` tasks.
+
+        `requests` may be endless (a generator, or an async generator fed by a queue): a
+        request is taken only when the window has room, and a finished handle holds its
+        place until you take it, so a reader that stops reading stops new creates. Yields
+        done handles, first finished first (``ordered=True``: in input order); a failed
+        request yields a handle that raises its error. Leaving the block stops creating
+        and stops tracking unfinished tasks.
+
+        Args:
+            max_pending: requests being created, tasks pending, and finished handles not
+                yet taken, together.
+            ordered: yield in input order; one slow task then holds back the others.
+            timeout: seconds each task may take (default: the session's task_timeout).
+
+        Example:
+            >>> async def main(session, prompts):  # doctest: +SKIP
+            ...     requests = ({"model": "gpt-image-2", "prompt": p} for p in prompts)
+            ...     async with session.pipeline(requests, max_pending=16) as handles:
+            ...         async for handle in handles:
+            ...             print(handle.task_id, handle.exception() or handle.result().urls)
+        """
+        self._check_open()
+        if max_pending < 1:
+            raise InvalidRequestError(f"max_pending must be at least 1 (got {max_pending!r})")
+        return Pipeline(
+            functools.partial(self._submit_item, timeout=timeout),
+            requests,
+            max_pending=max_pending,
+            ordered=ordered,
+            workers=self._limits.max_concurrent_creates,
+        )
+
+    async def _submit_item(self, item: RequestLike, *, timeout: float | None) -> TaskHandle:
+        """Submit one request; a validation or create error becomes a failed handle."""
+        try:
+            request = converter.structure(item, ImageRequest)
+        except WorldRouterError as exc:
+            return TaskHandle.failed(exc)
+        try:
+            return await self.submit_request(request, timeout=timeout)
+        except WorldRouterError as exc:
+            return TaskHandle.failed(exc, request=request)
 
     def track(self, task_id: str, *, timeout: float | None = None) -> TaskHandle:
         """Attach to a task created earlier (by another process, or before a restart).
@@ -380,7 +487,7 @@ class Session:
             >>> result = await session.track("imgtask_123")  # doctest: +SKIP
         """
         self._check_open()
-        return self._track(_check_task_id(task_id), request=None, task=None, timeout=timeout)
+        return self._track(task_id, request=None, task=None, timeout=timeout)
 
     def _track(
         self,
@@ -390,6 +497,7 @@ class Session:
         task: ImageTask | None,
         timeout: float | None,
     ) -> TaskHandle:
+        _check_task_id(task_id)
         deadline = self._task_timeout if timeout is None else timeout
         if not deadline > 0 or math.isnan(deadline):
             raise InvalidRequestError(f"timeout must be positive seconds (got {timeout!r})")

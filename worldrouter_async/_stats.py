@@ -19,12 +19,18 @@ class SessionStats:
     completed: int
     failed: int
     usage: Usage
+    #: Times the outage breaker opened (the API looked down and requests were held).
+    breaker_opens: int = 0
+    #: Recovery probes sent while the breaker was open (GETs; they create nothing).
+    breaker_probes: int = 0
 
 
 class Counters:
     """The live, mutable counters behind `SessionStats` (plain slots: this is the hot path)."""
 
     __slots__ = (
+        "breaker_opens",
+        "breaker_probes",
         "completed",
         "creates",
         "failed",
@@ -40,6 +46,7 @@ class Counters:
     def __init__(self) -> None:
         self.creates = self.polls = self.retries = self.rate_limit_pauses = 0
         self.pending = self.completed = self.failed = 0
+        self.breaker_opens = self.breaker_probes = 0
         self.input_tokens = self.output_tokens = self.total_tokens = 0
 
     def add_usage(self, usage: Usage | None) -> None:
@@ -60,4 +67,6 @@ class Counters:
             completed=self.completed,
             failed=self.failed,
             usage=Usage(self.input_tokens, self.output_tokens, self.total_tokens),
+            breaker_opens=self.breaker_opens,
+            breaker_probes=self.breaker_probes,
         )

@@ -1,7 +1,8 @@
-"""HTTP to the WorldRouter API: auth, retries, rate-limit pauses and error mapping.
+"""HTTP to the WorldRouter API: auth, bounded requests, outage and rate-limit pauses, status
+mapping and retries.
 
-This is the only module that talks to the API through aiohttp, and the one place where
-aiohttp's exceptions become ours (always ``raise ... from exc``).
+The aiohttp client comes from `_client.Network` (proxy, TLS trust), which also maps
+connection failures; what is worth retrying is decided in `_retries`.
 """
 
 from __future__ import annotations
@@ -11,15 +12,25 @@ import json
 import logging
 import math
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final, TypeVar
+from collections.abc import Mapping
+from typing import Any, Final
 from urllib.parse import quote
 
 import aiohttp
-import anyio
+import attrs
 from cattrs.errors import BaseValidationError
+from yarl import URL
 
+from ._breaker import OUTAGE_STATUSES, Breaker
+from ._client import (
+    Network,
+    Proxy,
+    fits_declared_length,
+    proxy_options,
+    raise_connection_error,
+    read_limited,
+)
+from ._clock import Clock
 from ._config import Limits, RetryPolicy, Timeouts
 from ._errors import (
     AmbiguousCreateError,
@@ -27,26 +38,24 @@ from ._errors import (
     APIError,
     APIResponseError,
     APIStatusError,
-    APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    ConfigurationError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
     ServerError,
     TaskNotFoundError,
 )
+from ._logs import logger
+from ._retries import is_transient, retrying
 from ._stats import Counters
-from ._version import __version__
+from ._throttle import Throttle
 from .models import ImageTask, converter
 
-logger: Final = logging.getLogger("worldrouter_async")
-
-USER_AGENT: Final = f"worldrouter-async/{__version__}"
 _SNIPPET: Final = 200
-_RATE_WINDOW: Final = 2.0  # seconds of accepted requests behind the adaptive rate estimate
-_BACK_OFF: Final = 0.95  # after a 429, pace at this fraction of the rate just granted
-_T = TypeVar("_T")
+#: A task id no server will have: the breaker's probe GETs it and a 404 means "answering".
+_PROBE_TASK_ID: Final = "imgtask_worldrouter_async_breaker_probe"
 
 
 class Secret:
@@ -65,97 +74,6 @@ class Secret:
         return "Secret('***')"
 
     __str__ = __repr__
-
-
-class Throttle:
-    """Holds every request of a session while a 429 pause lasts, and paces to a rate.
-
-    One pause for everyone is what stops a thundering herd: after a 429 no request goes out
-    until its Retry-After has passed, whichever coroutine hit it. Without a configured rate,
-    a 429 also turns on pacing at 95% of the rate the server was just granting, which then
-    grows by 10% for every second without a 429 (additive-increase, multiplicative-decrease
-    in spirit), so a saturated session settles just under the server's limit.
-    """
-
-    __slots__ = (
-        "_configured",
-        "_interval",
-        "_last_raise",
-        "_next_slot",
-        "_successes",
-        "paused_until",
-    )
-
-    def __init__(self, requests_per_second: float | None) -> None:
-        self._configured = requests_per_second
-        self._interval = 1.0 / requests_per_second if requests_per_second else 0.0
-        self._next_slot = 0.0
-        self._successes: deque[float] = deque()
-        self._last_raise = 0.0
-        self.paused_until = 0.0
-
-    @property
-    def rate(self) -> float | None:
-        """The requests per second being paced to now, or None when not pacing."""
-        return 1.0 / self._interval if self._interval else None
-
-    @property
-    def paused(self) -> bool:
-        """True while a 429 pause is in force."""
-        return self.paused_until > time.monotonic()
-
-    @property
-    def holding(self) -> bool:
-        """True while requests must wait (a 429 pause or pacing); checked before `wait`."""
-        return bool(self._interval) or self.paused
-
-    async def wait_unpaused(self) -> None:
-        """Return once no 429 pause is in force."""
-        # A loop, not an Event: a later 429 may extend the pause while we sleep.
-        while (delay := self.paused_until - time.monotonic()) > 0:  # noqa: ASYNC110
-            await anyio.sleep(delay)
-
-    async def wait(self) -> None:
-        """Return when a request may be sent (at once when neither paused nor paced)."""
-        await self.wait_unpaused()
-        if self._interval:
-            now = time.monotonic()
-            slot = max(now, self._next_slot)
-            self._next_slot = slot + self._interval
-            if slot > now:
-                await anyio.sleep(slot - now)
-
-    def record_success(self) -> None:
-        """Note a request the server accepted (the rate estimate behind adaptive pacing)."""
-        if self._configured is not None and self._interval == 1.0 / self._configured:
-            return
-        now = time.monotonic()
-        successes = self._successes
-        successes.append(now)
-        while successes[0] < now - _RATE_WINDOW:
-            successes.popleft()
-        if self._interval and now - self._last_raise >= 1.0:
-            self._last_raise = now
-            self._set_rate(1.1 / self._interval)
-
-    def pause(self, seconds: float) -> bool:
-        """Hold all requests for `seconds`, slow down; True when this extends the pause."""
-        now = time.monotonic()
-        if len(self._successes) >= 2:
-            granted = len(self._successes) / max(now - self._successes[0], 1e-3)
-            if not self._interval or granted * _BACK_OFF < 1.0 / self._interval:
-                self._set_rate(granted * _BACK_OFF)
-            self._last_raise = now
-        until = now + seconds
-        if until <= self.paused_until:
-            return False
-        self.paused_until = until
-        return True
-
-    def _set_rate(self, rate: float) -> None:
-        if self._configured is not None:
-            rate = min(rate, self._configured)
-        self._interval = 1.0 / max(rate, 1.0)
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -235,13 +153,13 @@ def _error_details(body: bytes) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _decode_task(status: int, body: bytes) -> ImageTask:
+def _decode_task(status: int, body: bytes, request_id: str | None) -> ImageTask:
     if not body.strip():
         raise APIResponseError(
             f"HTTP {status} with an empty body; expected a JSON image task", status=status
         )
     try:
-        return converter.structure(json.loads(body), ImageTask)
+        task = converter.structure(json.loads(body), ImageTask)
     except ValueError as exc:
         snippet = body[:_SNIPPET].decode("utf-8", "replace")
         raise APIResponseError(
@@ -251,23 +169,21 @@ def _decode_task(status: int, body: bytes) -> ImageTask:
         raise APIResponseError(
             f"HTTP {status} with JSON that is not an image task ({exc})", status=status
         ) from exc
+    return attrs.evolve(task, request_id=request_id)
 
 
-def _is_retryable_read(exc: APIError) -> bool:
-    if isinstance(exc, APIStatusError):
-        return exc.status in (408, 429) or exc.status >= 500
-    return isinstance(exc, APIConnectionError | APIResponseError)
-
-
-def _is_retryable_create(exc: APIError) -> bool:
+def _is_retryable_create(exc: BaseException) -> bool:
     """A create is paid: retry only where the server cannot have created the task."""
     if isinstance(exc, APIStatusError):
         return exc.status in (429, 503)
-    return isinstance(exc, APIConnectionError) and not exc.request_sent
+    return isinstance(exc, APIConnectionError) and not exc.request_sent and is_transient(exc)
 
 
-def _is_definite(exc: APIError) -> bool:
-    """True when the server certainly did not create the task (a 4xx other than 408)."""
+def _is_definite(exc: BaseException) -> bool:
+    """True when the server certainly did not create the task (a 4xx other than 408, or a
+    request that never left this process, such as one a proxy or TLS check stopped)."""
+    if isinstance(exc, APIConnectionError):
+        return not exc.request_sent
     return isinstance(exc, APIStatusError) and 400 <= exc.status < 500 and exc.status != 408
 
 
@@ -283,6 +199,8 @@ class Transport:
         retry: RetryPolicy,
         limits: Limits,
         counters: Counters,
+        clock: Clock,
+        retry_ambiguous_creates: bool = False,
     ) -> None:
         self._tasks_url = base_url.rstrip("/") + "/images/generation_tasks"
         # Built per request, never as a session default: aiohttp would merge a default
@@ -292,34 +210,67 @@ class Transport:
         self._retry = retry
         self._limits = limits
         self._counters = counters
-        self.throttle = Throttle(limits.requests_per_second)
+        self._retry_ambiguous = retry_ambiguous_creates
+        self._clock = clock
+        self.throttle = Throttle(limits.requests_per_second, clock=clock)
+        self.breaker = Breaker(
+            clock,
+            probe=self._probe,
+            backoff=lambda number: retry.backoff(number, jitter=False),
+            patience=retry.rate_limit_patience,
+            counters=counters,
+        )
         self._client: aiohttp.ClientSession | None = None
+        self._create_client: aiohttp.ClientSession | None = None
+        self._proxy: Proxy | None = None
+        self._proxy_options: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"<Transport {self._tasks_url!r}>"
 
-    async def open(self) -> None:
-        """Create the pooled client; call once, from the event loop."""
-        self._client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._limits.max_connections),
-            timeout=aiohttp.ClientTimeout(
-                total=None, connect=self._timeouts.connect, sock_read=self._timeouts.read
-            ),
-            headers={"User-Agent": USER_AGENT},
-            cookie_jar=aiohttp.DummyCookieJar(),
+    async def open(self, network: Network) -> None:
+        """Create the pooled client from `network`; call once, from the event loop."""
+        url = URL(self._tasks_url)
+        self._proxy = network.proxy_for(url)
+        if self._proxy is not None and url.scheme == "http":
+            raise ConfigurationError(
+                f"refusing to send the API key over plain http:// through the proxy "
+                f"{self._proxy}: the proxy would read it. Use an https:// base URL, or add "
+                f"{url.host} to NO_PROXY"
+            )
+        self._proxy_options = proxy_options(self._proxy)
+        timeouts = self._timeouts
+        self._client = network.client(
+            # One timer per request: the total bounds pool waits, silence and trickles alike
+            # (API answers are small), and sock_connect adds one only when a socket opens.
+            timeout=aiohttp.ClientTimeout(total=timeouts.request, sock_connect=timeouts.connect),
+            max_connections=self._limits.max_connections,
+        )
+        # Creates get their own pool, which hands out only connections idle for less than
+        # `create_keepalive` (aiohttp checks the idle time when it reuses a connection):
+        # a create must never race the server closing an idle keep-alive connection.
+        self._create_client = network.client(
+            timeout=aiohttp.ClientTimeout(total=timeouts.request, sock_connect=timeouts.connect),
+            max_connections=self._limits.max_connections,
+            keepalive_timeout=timeouts.create_keepalive,
         )
 
     async def aclose(self) -> None:
-        """Close the pool; idempotent."""
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.close()
+        """Close the pools and release requests waiting out an outage; idempotent."""
+        self.breaker.close()
+        clients = (self._client, self._create_client)
+        self._client = self._create_client = None
+        for client in clients:
+            if client is not None:
+                await client.close()
 
     async def create(self, payload: Mapping[str, Any], *, idempotency_key: str) -> ImageTask:
         """Create a task, retrying only where no task can have been created.
 
         A failure after the request may have reached the server becomes
-        `AmbiguousCreateError`, never a silent second (paid) create.
+        `AmbiguousCreateError`, never a silent second (paid) create; with
+        ``retry_ambiguous_creates`` such a create is first resent with the same key, which
+        is safe only on a deployment that deduplicates creates by Idempotency-Key.
         """
         body = json.dumps(payload).encode()
         headers = {
@@ -328,20 +279,31 @@ class Transport:
             "Idempotency-Key": idempotency_key,
         }
 
-        async def attempt() -> ImageTask:
-            status, body_out = await self._send("POST", self._tasks_url, headers, body)
-            task = _decode_task(status, body_out)
+        async def attempt(number: int) -> ImageTask:
+            status, body_out, request_id = await self._send(
+                "POST", self._tasks_url, headers, body, number, client=self._create_client
+            )
+            task = _decode_task(status, body_out, request_id)
             self._counters.creates += 1
             return task
 
         try:
-            return await self._with_retries(attempt, _is_retryable_create)
+            return await retrying(
+                attempt,
+                policy=self._retry,
+                clock=self._clock,
+                retryable=is_transient if self._retry_ambiguous else _is_retryable_create,
+                on_retry=self._count_retry,
+            )
         except APIError as exc:
             if _is_definite(exc) or _is_retryable_create(exc):
                 raise
+            resent = "; it was resent with the same key" if self._retry_ambiguous else ""
             raise AmbiguousCreateError(
-                f"the create may have reached the server before it failed ({exc}); "
-                f"retry with idempotency_key={idempotency_key!r} so it is not billed twice",
+                f"the create may have reached the server before it failed ({exc}){resent}. "
+                f"Resending it with idempotency_key={idempotency_key!r} is safe only if your "
+                "deployment deduplicates creates by Idempotency-Key; otherwise a resend may "
+                "create and bill a second task",
                 idempotency_key=idempotency_key,
             ) from exc
 
@@ -349,10 +311,10 @@ class Transport:
         """Fetch a task's current state; with `retry`, transient failures are retried."""
         url = f"{self._tasks_url}/{quote(task_id, safe='')}"
 
-        async def attempt() -> ImageTask:
+        async def attempt(number: int) -> ImageTask:
             self._counters.polls += 1
             try:
-                status, body = await self._send("GET", url, self._auth, None)
+                status, body, request_id = await self._send("GET", url, self._auth, None, number)
             except NotFoundError as exc:
                 raise TaskNotFoundError(
                     f"task {task_id} was not found: {exc.message}; it may have expired, "
@@ -362,73 +324,95 @@ class Transport:
                     code=exc.code,
                     request_id=exc.request_id,
                 ) from exc
-            return _decode_task(status, body)
+            return _decode_task(status, body, request_id)
 
         if not retry:
-            return await attempt()
-        return await self._with_retries(attempt, _is_retryable_read)
+            return await attempt(1)
+        return await retrying(attempt, policy=self._retry, on_retry=self._count_retry)
 
-    async def _with_retries(
-        self, attempt: Callable[[], Awaitable[_T]], retryable: Callable[[APIError], bool]
-    ) -> _T:
-        number = 1
-        patient_until = time.monotonic() + self._retry.rate_limit_patience
-        while True:
-            try:
-                return await attempt()
-            except APIError as exc:
-                out_of_attempts = number >= self._retry.attempts and not (
-                    isinstance(exc, RateLimitError) and time.monotonic() < patient_until
-                )
-                if out_of_attempts or not retryable(exc):
-                    raise
-                delay = self._retry_delay(exc, number)
-                self._counters.retries += 1
-                logger.debug("retrying after %s in %.3fs (attempt %d)", exc, delay, number + 1)
-                await anyio.sleep(delay)
-                number += 1
-
-    def _retry_delay(self, exc: APIError, attempt: int) -> float:
-        hint = exc.retry_after if isinstance(exc, APIStatusError) else None
-        if hint is None:
-            return self._retry.backoff(attempt)
-        if not hint <= self._retry.max_retry_after:  # also catches inf
-            raise exc
-        return 0.0 if isinstance(exc, RateLimitError) else hint  # 429: Throttle already waits
-
-    async def _send(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
-    ) -> tuple[int, bytes]:
+    async def _probe(self) -> bool:
+        """One GET that creates nothing: True once the API answers without 502/503/504."""
         client = self._client
         if client is None:
+            return False
+        url = f"{self._tasks_url}/{_PROBE_TASK_ID}"
+        try:
+            async with client.get(
+                url, headers=self._auth, allow_redirects=False, **self._proxy_options
+            ) as response:
+                await response.read()
+                return response.status not in OUTAGE_STATUSES
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            logger.debug("outage probe failed: %s: %s", type(exc).__name__, exc)
+            return False
+
+    def _count_retry(self) -> None:
+        self._counters.retries += 1
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        attempt: int = 1,
+        *,
+        client: aiohttp.ClientSession | None = None,
+    ) -> tuple[int, bytes, str | None]:
+        client = client or self._client
+        if client is None:
             raise RuntimeError("the transport is not open; use 'async with Session(...)'")
+        breaker = self.breaker
+        if breaker.is_open:  # an outage: wait for a probe to get through
+            await breaker.wait()
+        epoch = breaker.epoch
         if self.throttle.holding:  # a coroutine per request only when it may have to wait
             await self.throttle.wait()
+        started = time.perf_counter()
         try:
             async with client.request(
-                method, url, data=body, headers=headers, allow_redirects=False
+                method,
+                url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                **self._proxy_options,
             ) as response:
-                content = await response.read()
                 status, reason, response_headers = (
                     response.status,
                     response.reason,
                     response.headers,
                 )
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise APITimeoutError(
-                f"{method} {url} timed out connecting after {self._timeouts.connect}s",
-                request_sent=False,
-            ) from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise APIConnectionError(
-                f"{method} {url} could not connect: {exc.os_error}", request_sent=False
-            ) from exc
-        except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
-            raise APITimeoutError(
-                f"{method} {url} got no answer within the {self._timeouts.read}s read timeout"
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise APIConnectionError(f"{method} {url} failed: {type(exc).__name__}: {exc}") from exc
+                cap = self._limits.max_response_bytes
+                if fits_declared_length(response, cap):
+                    content: bytes | None = await response.read()
+                else:
+                    content = await read_limited(response, cap)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            breaker.record_failure()
+            if logger.isEnabledFor(logging.DEBUG):
+                self._log(method, url, f"failed ({type(exc).__name__})", started, attempt, None)
+            raise_connection_error(
+                exc,
+                what=f"{method} {url}",
+                proxy=self._proxy,
+                timeouts=self._timeouts,
+                deadline=self._timeouts.request,
+            )
+        if status in OUTAGE_STATUSES:
+            breaker.record_failure()
+        elif breaker.failures or not breaker.answered:
+            breaker.record_success(epoch)
+        if logger.isEnabledFor(logging.DEBUG):
+            request_id = response_headers.get("x-request-id")
+            self._log(method, url, str(status), started, attempt, request_id)
+        if content is None:
+            raise APIResponseError(
+                f"{method} {url} answered HTTP {status} with a body over "
+                f"max_response_bytes={self._limits.max_response_bytes} (after decompression); "
+                "raise Limits.max_response_bytes if such answers are expected",
+                status=status,
+            )
         if status >= 300:
             error = _status_error(status, reason, response_headers, content)
             if isinstance(error, RateLimitError):
@@ -437,7 +421,27 @@ class Transport:
                 self.throttle.record_success()
             raise error
         self.throttle.record_success()
-        return status, content
+        return status, content, response_headers.get("x-request-id")
+
+    def _log(
+        self,
+        method: str,
+        url: str,
+        outcome: str,
+        started: float,
+        attempt: int,
+        request_id: str | None,
+    ) -> None:
+        """The one debug line per request: never headers, so never the key."""
+        logger.debug(
+            "%s %s -> %s in %.1f ms (attempt %d, request id %s)",
+            method,
+            URL(url).path,
+            outcome,
+            (time.perf_counter() - started) * 1000,
+            attempt,
+            request_id or "-",
+        )
 
     def _pause_for(self, error: RateLimitError) -> None:
         hint = error.retry_after

@@ -200,7 +200,11 @@ class TaskError:
 
 @define(frozen=True)
 class ImageTask:
-    """A task as the API reports it on create and on every poll."""
+    """A task as the API reports it on create and on every poll.
+
+    `request_id` is the ``x-request-id`` header of the answer this view came from, when
+    the server sent one: quote it to support about that answer.
+    """
 
     id: str
     status: str
@@ -212,6 +216,7 @@ class ImageTask:
     data: tuple[ImageData, ...] = ()
     usage: Usage | None = None
     error: TaskError | None = None
+    request_id: str | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -2,10 +2,11 @@
 
 import asyncio
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import worldrouter_async as wr
-from worldrouter_async.batch import BatchRunner, read_jsonl
+from worldrouter_async.batch import BatchItem, BatchRunner, LineError, iter_jsonl
 
 
 def write_sample_prompts(path: Path) -> None:
@@ -14,16 +15,22 @@ def write_sample_prompts(path: Path) -> None:
     path.write_text("\n".join(lines))
 
 
+def requests(path: Path) -> Iterator[BatchItem]:
+    """The file's requests, read lazily (any size fits in memory); bad lines are reported."""
+    for parsed in iter_jsonl(path, defaults={"model": "gpt-image-2"}):
+        if isinstance(parsed, LineError):
+            print("skipped", parsed)
+        else:
+            yield parsed
+
+
 async def main() -> None:
     prompts = Path("prompts.jsonl")
     write_sample_prompts(prompts)
-    items, bad_lines = read_jsonl(prompts, defaults={"model": "gpt-image-2"})
-    for error in bad_lines:
-        print("skipped", error)
     async with wr.Session() as session:
         for attempt in ("first run", "rerun: everything comes from the journal"):
             async with BatchRunner(session, "job.sqlite3", out_dir="images") as runner:
-                async for outcome in runner.run(items):
+                async for outcome in runner.run(requests(prompts)):
                     print(outcome.key, outcome.kind, outcome.source, outcome.files)
             print(attempt, runner.summary)
 

@@ -1,20 +1,20 @@
-"""Handling errors: what to catch, and how to retry a create that may have landed."""
+"""Handling errors: what to catch, and what to do with a create that may have landed."""
 
 import asyncio
 
 import worldrouter_async as wr
 
 
-async def create_once(session: wr.Session, prompt: str) -> wr.ImageTask:
-    """Create a task; on an ambiguous failure retry with the same idempotency key."""
-    key = "order-1234-image"  # one key per logical create, the same on every retry
-    for _ in range(3):
-        try:
-            return await session.tasks.create("gpt-image-2", prompt, idempotency_key=key)
-        except wr.AmbiguousCreateError as exc:
-            print("may have landed, retrying with the same key:", exc.idempotency_key)
-            await asyncio.sleep(1)
-    raise RuntimeError("the API kept failing; the key can still be retried later")
+async def create_once(session: wr.Session, prompt: str) -> wr.ImageTask | None:
+    """Create a task; on an ambiguous failure keep its key instead of paying twice."""
+    key = "order-1234-image"  # one key per logical create; store it before you send
+    try:
+        return await session.tasks.create("gpt-image-2", prompt, idempotency_key=key)
+    except wr.AmbiguousCreateError as exc:
+        # Resending with this key is safe only if your deployment deduplicates creates by
+        # Idempotency-Key; if it does, open the session with retry_ambiguous_creates=True.
+        print("may have been created; not resent automatically:", exc.idempotency_key)
+        return None
 
 
 async def main() -> None:
@@ -24,6 +24,8 @@ async def main() -> None:
         except wr.InvalidRequestError as exc:  # before any network call
             print("bad request:", exc)
         task = await create_once(session, "a fox in snow")
+        if task is None:
+            return
         try:
             result = await session.track(task.id, timeout=300)
             print(result.urls)

@@ -7,7 +7,7 @@ import worldrouter_async as wr
 
 async def main() -> None:
     prompts = [f"a lighthouse, variation {i}" for i in range(20)]
-    async with wr.Session(on_status=lambda h, old, new: print(h.task_id, old, "->", new)) as s:
+    async with wr.Session(on_status=lambda c: print(c.task_id, c.old, "->", c.new)) as s:
         handles = await s.submit_many(
             [{"model": "gpt-image-2", "prompt": p} for p in prompts], concurrency=8
         )

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import assert_type
 
 import worldrouter_async as wr
-from worldrouter_async.batch import BatchRunner, BatchSummary, Outcome
+from worldrouter_async.batch import (
+    BatchItem,
+    BatchRunner,
+    BatchSummary,
+    JournalRow,
+    LineError,
+    Outcome,
+    read_jsonl,
+    read_rows,
+)
 
 
 async def usage() -> None:
@@ -19,6 +29,7 @@ async def usage() -> None:
         result = await handle
         assert_type(result, wr.ImageResult)
         assert_type(result.urls, tuple[str, ...])
+        assert_type(result.request_id, str | None)
         handles = await session.submit_many([wr.ImageRequest(model="m", prompt="p")])
         assert_type(handles, list[wr.TaskHandle])
         async for done in session.as_completed(handles):
@@ -26,7 +37,57 @@ async def usage() -> None:
         paths = await session.download(result, Path("out"))
         assert_type(paths, tuple[Path, ...])
         assert_type(session.stats, wr.SessionStats)
+        assert_type(session.stats.breaker_opens, int)
         async with BatchRunner(session, "job.sqlite3") as runner:
             async for outcome in runner.run([wr.ImageRequest(model="m", prompt="p")]):
                 assert_type(outcome, Outcome)
         assert_type(runner.summary, BatchSummary)
+        async with session.status_changes(buffer=64) as changes:
+            async for change in changes:
+                assert_type(change, wr.StatusChange)
+                assert_type(change.new, str)
+                assert_type(change.old, str | None)
+                assert_type(change.final, bool)
+        assert_type(changes.dropped, int)
+        requests = ({"model": "m", "prompt": p} for p in ("a", "b"))
+        async with session.pipeline(requests, max_pending=8, ordered=True) as finished:
+            async for done in finished:
+                assert_type(done, wr.TaskHandle)
+        assert_type(finished, wr.Pipeline)
+        async with BatchRunner(session, Path("job.sqlite3"), out_dir="images"):
+            pass
+    assert_type(read_jsonl("prompts.jsonl"), tuple[list[BatchItem], list[LineError]])
+    assert_type(read_rows(Path("job.sqlite3")), list[JournalRow])
+    async with wr.Session(
+        "key", retry_ambiguous_creates=True, timeouts=wr.Timeouts(create_keepalive=0.5)
+    ) as deduplicating:
+        assert_type(deduplicating.retry_ambiguous_creates, bool)
+    try:
+        pass
+    except wr.APIStatusError as exc:
+        assert_type(exc.status_code, int)
+
+
+async def request_stream() -> AsyncIterator[wr.ImageRequest]:
+    """An async generator of requests is a pipeline input too."""
+    yield wr.ImageRequest(model="m", prompt="p")
+
+
+async def pipelines(session: wr.Session) -> None:
+    async with session.pipeline(request_stream()) as finished:
+        assert_type(finished.pending, int)
+        assert_type(await anext(finished), wr.TaskHandle)
+
+
+def on_status(change: wr.StatusChange) -> None:
+    """A plain function is an `on_status` listener."""
+
+
+async def on_status_async(change: wr.StatusChange) -> None:
+    """An async function is not: nothing would await it."""
+
+
+def listeners() -> None:
+    wr.Session(on_status=on_status)
+    wr.Session(on_status=print)
+    wr.Session(on_status=on_status_async)  # type: ignore[arg-type]

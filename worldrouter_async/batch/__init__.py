@@ -1,28 +1,38 @@
 """Bulk generation: a write-ahead journal and a resumable runner.
 
 Example:
-    >>> from worldrouter_async.batch import BatchRunner, read_jsonl
+    >>> from worldrouter_async.batch import BatchItem, BatchRunner, iter_jsonl
     >>> async def main(session):  # doctest: +SKIP
-    ...     items, bad_lines = read_jsonl(Path("prompts.jsonl"))
+    ...     items = (i for i in iter_jsonl("prompts.jsonl") if isinstance(i, BatchItem))
     ...     async with BatchRunner(session, "job.sqlite3", out_dir="images") as runner:
     ...         async for outcome in runner.run(items):
     ...             print(outcome.key, outcome.kind)
 """
 
-from ._journal import JournalRow, State, read_rows
-from ._jsonl import BatchItem, LineError, read_jsonl
-from ._runner import BatchRunner, BatchSummary, Outcome, OutcomeKind, Source
+from ._errors import JournalError, JournalInUseError
+from ._journal import JournalRow, JournalStore, SqliteJournal, State, read_rows
+from ._jsonl import BatchItem, LineError, iter_jsonl, read_jsonl
+from ._names import file_stem
+from ._outcomes import BatchSummary, Outcome, OutcomeKind, Source, kind_of
+from ._runner import BatchRunner
 
 __all__ = [
     "BatchItem",
     "BatchRunner",
     "BatchSummary",
+    "JournalError",
+    "JournalInUseError",
     "JournalRow",
+    "JournalStore",
     "LineError",
     "Outcome",
     "OutcomeKind",
     "Source",
+    "SqliteJournal",
     "State",
+    "file_stem",
+    "iter_jsonl",
+    "kind_of",
     "read_jsonl",
     "read_rows",
 ]

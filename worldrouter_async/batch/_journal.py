@@ -1,40 +1,47 @@
-"""The write-ahead journal of a bulk job: one SQLite row per request, in WAL mode.
+"""The write-ahead journal of a bulk job: one row per request and named state transitions.
 
 The intent (request and idempotency key) is committed before the create is sent, and the
 task ID as soon as the create answers, so a crash at any instant leaves enough on disk to
-resume without losing a task or paying for one twice.
+resume without losing a task. `JournalStore` is what the runner needs; `SqliteJournal` (one
+SQLite file in WAL mode, written from a worker thread) is the implementation it ships with.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Sequence
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import anyio
 import anyio.to_thread
 from attrs import define
 
 from ..models import ImageRequest, Usage, converter
+from ._errors import JournalError
 
 
-class State:
+class State(StrEnum):
     """Journal states of one request, in the order a request moves through them."""
 
-    PENDING: Final = "pending"  # intent recorded, create never sent
-    SUBMITTING: Final = "submitting"  # create sent (or about to be); answer not recorded
-    CREATED: Final = "created"  # task ID recorded; waiting for the task
-    COMPLETED: Final = "completed"  # URLs recorded (files column says what is on disk)
-    FAILED: Final = "failed"  # the task or its create failed for good
-    EXPIRED: Final = "expired"  # the server no longer knows the task (404 on resume)
-    FINAL: Final = frozenset({COMPLETED, FAILED, EXPIRED})
+    PENDING = "pending"  # intent recorded, no create sent (or one certainly refused)
+    SUBMITTING = "submitting"  # create sent (or about to be); answer not recorded
+    CREATED = "created"  # task ID recorded; waiting for the task
+    COMPLETED = "completed"  # URLs recorded (files column says what is on disk)
+    FAILED = "failed"  # the task or its create failed for good
+    EXPIRED = "expired"  # the server no longer knows the task (404 on resume)
 
+
+FINAL_STATES: Final = frozenset({State.COMPLETED, State.FAILED, State.EXPIRED})
+SCHEMA_VERSION: Final = "2"
+_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 
 SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS requests (
+CREATE TABLE requests (
     key TEXT PRIMARY KEY,
     position INTEGER NOT NULL,
     request TEXT NOT NULL,
@@ -44,13 +51,21 @@ CREATE TABLE IF NOT EXISTS requests (
     status TEXT,
     urls TEXT NOT NULL DEFAULT '[]',
     files TEXT NOT NULL DEFAULT '[]',
+    digests TEXT NOT NULL DEFAULT '[]',
     usage TEXT,
     error TEXT,
     sends INTEGER NOT NULL DEFAULT 0,
+    run TEXT,
     updated_at REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-INSERT OR IGNORE INTO meta VALUES ('schema_version', '1');
+CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta VALUES ('schema_version', '2');
+"""
+# Version 1 journals (v0.1) lack the digests and run columns; opening one adds them.
+_MIGRATE_1_TO_2: Final = """
+ALTER TABLE requests ADD COLUMN digests TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE requests ADD COLUMN run TEXT;
+UPDATE meta SET value = '2' WHERE name = 'schema_version';
 """
 
 _COLUMNS: Final = (
@@ -63,29 +78,37 @@ _COLUMNS: Final = (
     "status",
     "urls",
     "files",
+    "digests",
     "usage",
     "error",
     "sends",
+    "run",
 )
-_UPDATABLE: Final = frozenset(_COLUMNS) - {"key", "position", "request", "idempotency_key"}
+_SELECT: Final = f"SELECT {', '.join(_COLUMNS)} FROM requests"  # noqa: S608 - fixed names
 
 
 @define(frozen=True)
 class JournalRow:
-    """One request as the journal holds it."""
+    """One request as the journal holds it.
+
+    `files` are relative to the run's output directory, so a resume from another working
+    directory finds them; `digests` holds each file's SHA-256 as saved.
+    """
 
     key: str
     position: int
     request: ImageRequest
     idempotency_key: str
-    state: str
+    state: State
     task_id: str | None = None
     status: str | None = None
     urls: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
+    digests: tuple[str, ...] = ()
     usage: Usage | None = None
     error: str | None = None
     sends: int = 0
+    run: str | None = None
 
 
 def _row(values: tuple[Any, ...]) -> JournalRow:
@@ -95,14 +118,16 @@ def _row(values: tuple[Any, ...]) -> JournalRow:
         position=record["position"],
         request=converter.structure(json.loads(record["request"]), ImageRequest),
         idempotency_key=record["idempotency_key"],
-        state=record["state"],
+        state=State(record["state"]),
         task_id=record["task_id"],
         status=record["status"],
         urls=tuple(json.loads(record["urls"])),
         files=tuple(json.loads(record["files"])),
+        digests=tuple(json.loads(record["digests"])),
         usage=converter.structure(json.loads(record["usage"]), Usage) if record["usage"] else None,
         error=record["error"],
         sends=record["sends"],
+        run=record["run"],
     )
 
 
@@ -111,16 +136,92 @@ def encode_request(request: ImageRequest) -> str:
     return json.dumps(converter.unstructure(request), sort_keys=True)
 
 
-class Journal:
-    """Synchronous access to the journal file; `AsyncJournal` runs it off the event loop."""
+class JournalStore(Protocol):
+    """What the runner needs from a journal: lookups and one named call per transition.
 
-    def __init__(self, path: Path) -> None:
+    Every call commits before it returns, and raises `JournalError` when it cannot.
+    """
+
+    @property
+    def path(self) -> Path:
+        """Where the journal lives (for messages)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the store."""
+
+    async def lookup(self, keys: Sequence[str]) -> dict[str, JournalRow]:
+        """The rows of those `keys` that exist."""
+        ...
+
+    async def add(self, rows: Sequence[JournalRow]) -> None:
+        """Record new intents (state `pending`) before anything is sent for them."""
+
+    async def mark_seen(self, keys: Sequence[str], run: str) -> None:
+        """Note that `run` has read these keys (a key seen twice in one run is a repeat)."""
+
+    async def mark_submitting(self, key: str) -> None:
+        """A create is about to be sent: committed first, so a crash leaves `submitting`."""
+
+    async def mark_created(self, key: str, task_id: str | None, status: str | None) -> None:
+        """The create answered with a task ID."""
+
+    async def mark_pending(self, key: str, error: str) -> None:
+        """The create certainly created nothing (refused, never connected): send it later."""
+
+    async def mark_ambiguous(self, key: str, error: str) -> None:
+        """The create may have landed: the row stays `submitting`."""
+
+    async def mark_failed(self, key: str, error: str) -> None:
+        """The task failed, or its create was refused for good."""
+
+    async def mark_expired(self, key: str, error: str) -> None:
+        """The server no longer knows the task."""
+
+    async def mark_unfinished(self, key: str, status: str | None, error: str) -> None:
+        """Tracking stopped before the task ended (deadline, shutdown); it stays `created`."""
+
+    async def mark_completed(
+        self, key: str, status: str, urls: Sequence[str], usage: Usage | None
+    ) -> None:
+        """The task completed; files are recorded by `mark_files` once saved."""
+
+    async def mark_files(self, key: str, files: Sequence[str], digests: Sequence[str]) -> None:
+        """The images are saved (paths relative to the output directory)."""
+
+    async def mark_download_failed(self, key: str, error: str) -> None:
+        """Saving the images failed; the task is done, so a rerun only downloads."""
+
+
+class SqliteFile:
+    """Synchronous access to one journal file; `SqliteJournal` runs it off the event loop."""
+
+    def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        if not path.exists():
+            if not create:
+                raise FileNotFoundError(f"no journal at {path}")
+            try:
+                _create(path)
+            except (sqlite3.Error, OSError) as exc:
+                raise JournalError(f"cannot create a journal at {path} ({exc})") from exc
+        _check_header(path)
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            version = self._db.execute(
+                "SELECT value FROM meta WHERE name = 'schema_version'"
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise JournalError(f"{path} is not a worldrouter-async journal ({exc})") from exc
+        if version is None or version[0] not in ("1", SCHEMA_VERSION):
+            self._db.close()
+            raise JournalError(f"{path} is a journal of an unknown version {version}")
+        stat = path.stat()
+        self._identity = (stat.st_dev, stat.st_ino)
         # NORMAL under WAL survives a killed process; only a power cut may lose the last commit.
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        if version[0] == "1":
+            self._write(lambda: self._db.executescript(_MIGRATE_1_TO_2))
 
     def close(self) -> None:
         """Close the database file."""
@@ -128,92 +229,215 @@ class Journal:
 
     def rows(self) -> list[JournalRow]:
         """Every request, in input order."""
-        cursor = self._db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM requests ORDER BY position"  # noqa: S608 - fixed names
-        )
-        return [_row(values) for values in cursor]
+        return [_row(v) for v in self._db.execute(f"{_SELECT} ORDER BY position")]
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, JournalRow]:
+        """The rows of `keys` that exist."""
+        found: dict[str, JournalRow] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            cursor = self._db.execute(f"{_SELECT} WHERE key IN ({marks})", chunk)
+            found.update((row.key, row) for row in map(_row, cursor))
+        return found
 
     def add(self, rows: Iterable[JournalRow]) -> None:
         """Record new intents in one transaction."""
         now = time.time()
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT INTO requests (key, position, request, idempotency_key, state, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (r.key, r.position, encode_request(r.request), r.idempotency_key, r.state, now)
-                    for r in rows
-                ],
-            )
-
-    def update(self, key: str, fields: Mapping[str, Any]) -> None:
-        """Set `fields` of one request and commit."""
-        unknown = set(fields) - _UPDATABLE
-        if unknown:
-            raise ValueError(f"journal columns {sorted(unknown)} cannot be updated")
         values = [
-            json.dumps(list(v)) if name in ("urls", "files") else v for name, v in fields.items()
+            (r.key, r.position, encode_request(r.request), r.idempotency_key, r.state, r.run, now)
+            for r in rows
         ]
-        assignments = ", ".join(f"{name} = ?" for name in fields)
-        self._db.execute(
-            f"UPDATE requests SET {assignments}, updated_at = ? WHERE key = ?",  # noqa: S608
-            [*values, time.time(), key],
+        self._write(
+            lambda: self._db.executemany(
+                "INSERT INTO requests"
+                " (key, position, request, idempotency_key, state, run, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                values,
+            )
         )
 
-    def count_sends(self, key: str) -> None:
-        """Note that a create for `key` is about to be sent (committed before sending)."""
-        self._db.execute(
-            "UPDATE requests SET state = ?, sends = sends + 1, updated_at = ? WHERE key = ?",
-            (State.SUBMITTING, time.time(), key),
+    def mark_seen(self, keys: Sequence[str], run: str) -> None:
+        """Stamp `run` on existing rows."""
+        self._write(
+            lambda: self._db.executemany(
+                "UPDATE requests SET run = ? WHERE key = ?", [(run, key) for key in keys]
+            )
         )
 
+    def set(self, key: str, **fields: Any) -> None:
+        """Set columns of one row (JSON-encoding sequences) and commit."""
+        encoded = {
+            name: json.dumps(list(value)) if isinstance(value, tuple | list) else value
+            for name, value in fields.items()
+        }
+        assignments = "".join(f"{name} = ?, " for name in encoded)
+        self._write(
+            lambda: self._db.execute(
+                f"UPDATE requests SET {assignments}updated_at = ? WHERE key = ?",  # noqa: S608
+                [*encoded.values(), time.time(), key],
+            )
+        )
 
-class AsyncJournal:
-    """The journal with every call run on one worker thread, in order."""
+    def count_send(self, key: str) -> None:
+        """Mark `key` submitting and count the send, in one commit."""
+        self._write(
+            lambda: self._db.execute(
+                "UPDATE requests SET state = ?, sends = sends + 1, updated_at = ? WHERE key = ?",
+                (State.SUBMITTING, time.time(), key),
+            )
+        )
 
-    def __init__(self, journal: Journal) -> None:
-        self._journal = journal
+    def _write(self, statement: Callable[[], object]) -> None:
+        """Run one committed write, after checking the file is still the one opened."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            raise JournalError(
+                f"journal {self.path} was deleted while this run was using it; the run stopped "
+                "so that nothing is sent that no journal records. Restore the file to resume"
+            ) from None
+        if (stat.st_dev, stat.st_ino) != self._identity:
+            raise JournalError(
+                f"journal {self.path} was replaced by another file while this run was using "
+                "it; the run stopped. Put the original back to resume"
+            )
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                statement()
+        except (sqlite3.Error, OSError) as exc:
+            raise JournalError(
+                f"cannot write journal {self.path} ({exc}); the run stopped and everything "
+                "recorded so far is kept: fix the problem (disk space, permissions) and rerun"
+            ) from exc
+
+
+def _create(path: Path) -> None:
+    """Build a new journal beside `path` and move it in whole, so no half-made file remains."""
+    temp = path.with_name(f".{path.name}.new")
+    temp.unlink(missing_ok=True)
+    db = sqlite3.connect(temp, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(SCHEMA)
+    finally:
+        db.close()
+    os.replace(temp, path)
+
+
+def _check_header(path: Path) -> None:
+    with path.open("rb") as file:
+        header = file.read(len(_SQLITE_MAGIC))
+    if not header:
+        raise JournalError(
+            f"journal {path} is empty (0 bytes), so it cannot say which tasks were already "
+            "created. Restore it from a backup, or delete it to start over (every request is "
+            "then created, and paid for, again)"
+        )
+    if header != _SQLITE_MAGIC:
+        raise JournalError(f"{path} is not a worldrouter-async journal (not an SQLite file)")
+
+
+class SqliteJournal:
+    """The SQLite `JournalStore`: every call runs on one worker thread, in order."""
+
+    def __init__(self, file: SqliteFile) -> None:
+        self._file = file
         self._limiter = anyio.CapacityLimiter(1)
 
     @classmethod
-    async def open(cls, path: Path) -> AsyncJournal:
-        """Open (creating if needed) the journal at `path`."""
-        journal = await anyio.to_thread.run_sync(Journal, path)
-        return cls(journal)
+    async def open(cls, path: Path) -> SqliteJournal:
+        """Open the journal at `path`, creating it if there is none."""
+        return cls(await anyio.to_thread.run_sync(SqliteFile, path))
 
     @property
     def path(self) -> Path:
         """The journal file."""
-        return self._journal.path
+        return self._file.path
+
+    async def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await anyio.to_thread.run_sync(
+            lambda: function(*args, **kwargs), limiter=self._limiter
+        )
 
     async def aclose(self) -> None:
         """Close the database."""
-        await anyio.to_thread.run_sync(self._journal.close, limiter=self._limiter)
+        await self._call(self._file.close)
 
-    async def rows(self) -> list[JournalRow]:
-        """Every request, in input order."""
-        return await anyio.to_thread.run_sync(self._journal.rows, limiter=self._limiter)
+    async def lookup(self, keys: Sequence[str]) -> dict[str, JournalRow]:
+        """The rows of `keys` that exist."""
+        found: dict[str, JournalRow] = await self._call(self._file.lookup, keys)
+        return found
 
-    async def add(self, rows: list[JournalRow]) -> None:
+    async def add(self, rows: Sequence[JournalRow]) -> None:
         """Record new intents."""
-        await anyio.to_thread.run_sync(self._journal.add, rows, limiter=self._limiter)
+        await self._call(self._file.add, rows)
 
-    async def update(self, key: str, **fields: Any) -> None:
-        """Set fields of one request."""
-        await anyio.to_thread.run_sync(self._journal.update, key, fields, limiter=self._limiter)
+    async def mark_seen(self, keys: Sequence[str], run: str) -> None:
+        """Stamp `run` on existing rows."""
+        await self._call(self._file.mark_seen, keys, run)
 
-    async def count_sends(self, key: str) -> None:
+    async def mark_submitting(self, key: str) -> None:
         """Commit that a create is about to be sent."""
-        await anyio.to_thread.run_sync(self._journal.count_sends, key, limiter=self._limiter)
+        await self._call(self._file.count_send, key)
+
+    async def mark_created(self, key: str, task_id: str | None, status: str | None) -> None:
+        """Record the task ID."""
+        await self._call(
+            self._file.set, key, state=State.CREATED, task_id=task_id, status=status, error=None
+        )
+
+    async def mark_pending(self, key: str, error: str) -> None:
+        """Back to pending: nothing was created."""
+        await self._call(self._file.set, key, state=State.PENDING, error=error)
+
+    async def mark_ambiguous(self, key: str, error: str) -> None:
+        """Stays submitting, with the reason."""
+        await self._call(self._file.set, key, state=State.SUBMITTING, error=error)
+
+    async def mark_failed(self, key: str, error: str) -> None:
+        """Failed for good."""
+        await self._call(self._file.set, key, state=State.FAILED, error=error)
+
+    async def mark_expired(self, key: str, error: str) -> None:
+        """The server forgot the task."""
+        await self._call(self._file.set, key, state=State.EXPIRED, error=error)
+
+    async def mark_unfinished(self, key: str, status: str | None, error: str) -> None:
+        """Still created; tracked again by a rerun."""
+        await self._call(self._file.set, key, status=status, error=error)
+
+    async def mark_completed(
+        self, key: str, status: str, urls: Sequence[str], usage: Usage | None
+    ) -> None:
+        """Completed, with its URLs and usage."""
+        usage_json = json.dumps(converter.unstructure(usage)) if usage is not None else None
+        await self._call(
+            self._file.set,
+            key,
+            state=State.COMPLETED,
+            status=status,
+            urls=tuple(urls),
+            usage=usage_json,
+            error=None,
+        )
+
+    async def mark_files(self, key: str, files: Sequence[str], digests: Sequence[str]) -> None:
+        """Files saved."""
+        await self._call(
+            self._file.set, key, files=tuple(files), digests=tuple(digests), error=None
+        )
+
+    async def mark_download_failed(self, key: str, error: str) -> None:
+        """Files not saved; a rerun downloads them."""
+        await self._call(self._file.set, key, files=(), digests=(), error=error)
 
 
-def read_rows(path: Path) -> list[JournalRow]:
-    """Read a journal without writing to it (for `worldrouter-async status`)."""
-    if not path.exists():
-        raise FileNotFoundError(f"no journal at {path}")
-    journal = Journal(path)
+def read_rows(path: str | os.PathLike[str]) -> list[JournalRow]:
+    """Every row of an existing journal, in input order (for `worldrouter-async status`)."""
+    file = SqliteFile(Path(path), create=False)
     try:
-        return journal.rows()
+        return file.rows()
     finally:
-        journal.close()
+        file.close()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ class BatchItem:
 
     key: str
     request: ImageRequest
+    #: The JSONL line it came from (0 when it did not come from a file).
+    line: int = 0
 
 
 @define(frozen=True)
@@ -51,36 +54,56 @@ def parse_line(
         request = converter.structure({**defaults, **record}, ImageRequest)
     except WorldRouterError as exc:
         return LineError(line, str(exc))
-    return BatchItem(key=str(key) if key is not None else f"line-{line}", request=request)
+    return BatchItem(
+        key=str(key) if key is not None else f"line-{line}", request=request, line=line
+    )
+
+
+def iter_jsonl(
+    path: str | os.PathLike[str], *, defaults: Mapping[str, Any] | None = None
+) -> Iterator[BatchItem | LineError]:
+    """Each line of `path` as a `BatchItem` or a `LineError`, read lazily (blank lines skipped).
+
+    The file is read as bytes and decoded line by line, so one line that is not UTF-8 is a
+    bad line like any other. Repeated ids are left to the runner, which reports them.
+    """
+    with Path(path).open("rb") as file:
+        for number, raw in enumerate(file, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield LineError(number, f"not valid UTF-8 (byte {exc.start + 1} of the line)")
+                continue
+            parsed = parse_line(text, line=number, defaults=defaults or {})
+            if parsed is not None:
+                yield parsed
 
 
 def read_jsonl(
-    path: Path, *, defaults: Mapping[str, Any] | None = None
+    path: str | os.PathLike[str], *, defaults: Mapping[str, Any] | None = None
 ) -> tuple[list[BatchItem], list[LineError]]:
     """Every request in `path` plus the lines that failed, each with its line number.
 
     Lines without an ``id`` are keyed by line number, so keep the file unchanged between a
-    run and its resume (or give every line an ``id``).
+    run and its resume (or give every line an ``id``). For files too large to hold in
+    memory, pass `iter_jsonl` to the runner instead.
     """
     items: list[BatchItem] = []
     errors: list[LineError] = []
     seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as file:
-        for number, text in enumerate(file, start=1):
-            parsed = parse_line(text, line=number, defaults=defaults or {})
-            if isinstance(parsed, BatchItem) and parsed.key in seen:
-                parsed = LineError(number, f"id {parsed.key!r} repeats line {seen[parsed.key]}")
-            if isinstance(parsed, BatchItem):
-                seen[parsed.key] = number
-                items.append(parsed)
-            elif parsed is not None:
-                errors.append(parsed)
+    for parsed in iter_jsonl(path, defaults=defaults):
+        if isinstance(parsed, BatchItem) and parsed.key in seen:
+            parsed = LineError(parsed.line, f"id {parsed.key!r} repeats line {seen[parsed.key]}")
+        if isinstance(parsed, BatchItem):
+            seen[parsed.key] = parsed.line
+            items.append(parsed)
+        else:
+            errors.append(parsed)
     return items, errors
 
 
-def items_from_requests(requests: Iterable[ImageRequest | BatchItem]) -> list[BatchItem]:
-    """Key plain requests by position (``item-N``), keeping `BatchItem` keys as given."""
-    return [
-        r if isinstance(r, BatchItem) else BatchItem(key=f"item-{i}", request=r)
-        for i, r in enumerate(requests, start=1)
-    ]
+def as_item(request: ImageRequest | BatchItem, position: int) -> BatchItem:
+    """Key a plain request by its position (``item-N``, from 1); a `BatchItem` keeps its key."""
+    if isinstance(request, BatchItem):
+        return request
+    return BatchItem(key=f"item-{position + 1}", request=request)

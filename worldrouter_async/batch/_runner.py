@@ -1,113 +1,105 @@
 """The resumable bulk runner: journal first, then create, track, download, report.
 
-A pool of create workers sends the creates; finished handles arrive through done-callbacks
-and a bounded pool finishes them (journal, download). Nothing here spawns a task per request.
+Input is read and journaled in chunks, and at most `max_pending` requests are between
+their journal entry and their reported outcome, so memory follows the concurrency, not the
+input size. A pool of create workers sends the creates; finished handles arrive through
+done-callbacks and a bounded pool finishes them (journal, download). Nothing here spawns a
+task per request.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import errno
 import math
+import os
+import re
 import time
 import uuid
-from collections import Counter, deque
-from collections.abc import AsyncIterator, Iterable
+from collections import Counter
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
+from itertools import islice
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self
+from typing import Final, Self, TypeVar
 
 import anyio
+import anyio.lowlevel
+import anyio.to_thread
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectSendStream
-from attrs import define, field
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from attrs import define
 
-from .._download import safe_name
 from .._errors import (
     AmbiguousCreateError,
-    BadRequestError,
+    APIConnectionError,
+    APIStatusError,
+    AuthenticationError,
     DownloadError,
     InvalidRequestError,
-    SessionClosedError,
-    TaskCancelledError,
+    PermissionDeniedError,
     TaskFailedError,
     TaskNotFoundError,
-    TaskTimeoutError,
     WorldRouterError,
 )
 from .._handles import TaskHandle
 from .._session import Session
-from ..models import ImageRequest, Usage, converter
-from ._journal import AsyncJournal, JournalRow, State, encode_request
-from ._jsonl import BatchItem, items_from_requests
+from ..models import ImageRequest, Usage
+from ._errors import JournalError
+from ._journal import JournalRow, JournalStore, SqliteJournal, State, encode_request
+from ._jsonl import BatchItem, as_item
+from ._lock import JournalLock
+from ._names import file_digest, file_stem
+from ._outcomes import BatchSummary, Outcome, OutcomeKind, Source, kind_of
 
-
-class OutcomeKind:
-    """How one request of a run ended."""
-
-    COMPLETED: Final = "completed"
-    FAILED: Final = "failed"  # the task failed, or its create was refused
-    EXPIRED: Final = "expired"  # the server forgot the task (404 when tracked again)
-    AMBIGUOUS: Final = "ambiguous"  # the create may have landed; a rerun resends its key
-    UNFINISHED: Final = "unfinished"  # deadline or shutdown; a rerun tracks it again
-    DOWNLOAD_FAILED: Final = "download_failed"  # done, but files are missing; a rerun fetches
-    INVALID: Final = "invalid"  # the input changed since the journal recorded it
-    SUCCESS: Final = frozenset({COMPLETED})
-
-
-class Source:
-    """What this run did for a request."""
-
-    NEW: Final = "new"  # created for the first time
-    RESUBMITTED: Final = "resubmitted"  # in flight at a crash: sent again with the same key
-    TRACKED: Final = "tracked"  # created earlier: tracked again by task ID
-    JOURNAL: Final = "journal"  # already final in the journal: nothing sent
-
-
-@define(frozen=True)
-class Outcome:
-    """The result of one request of a bulk run."""
-
-    key: str
-    kind: str
-    source: str
-    task_id: str | None = None
-    urls: tuple[str, ...] = ()
-    files: tuple[str, ...] = ()
-    usage: Usage | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """True when the request completed (and its files, if wanted, are on disk)."""
-        return self.kind in OutcomeKind.SUCCESS
+#: Requests read and journaled per transaction.
+CHUNK: Final = 256
+#: Creates that fail to connect in a row before the run stops sending creates.
+CONNECTION_FAILURES_TO_STOP: Final = 5
+#: Seconds an interrupted run waits for the answers of creates already sent.
+STOP_GRACE: Final = 5.0
+#: Statuses that refuse a request for good: resending the same request cannot succeed.
+FINAL_STATUSES: Final = frozenset({400, 413, 422})
+NOT_RESENT: Final = (
+    "the create sent by an earlier run may have reached the server (its answer never "
+    "came), so it was not sent again: against a server that ignores Idempotency-Key that "
+    "would pay for the image twice. Resend it with retry_ambiguous_creates=True only if "
+    "your server deduplicates creates by Idempotency-Key"
+)
+NOT_SENT: Final = "not sent: the run had stopped sending creates (see stop_reason)"
+_IMAGE_FILE: Final = re.compile(r".+-[0-9]+\.(png|jpg|jpeg|webp|gif|bin)")
+_T = TypeVar("_T")
 
 
 @define(frozen=True)
-class BatchSummary:
-    """Counts by outcome kind and source, summed token usage and wall time of a run."""
+class _Finished:
+    """A request this run is done acting on, and what became of it."""
 
-    counts: dict[str, int] = field(factory=dict)
-    sources: dict[str, int] = field(factory=dict)
-    usage: Usage = field(factory=Usage)
-    wall_time: float = 0.0
-
-    @property
-    def total(self) -> int:
-        """How many requests the run reported on."""
-        return sum(self.counts.values())
-
-    @property
-    def ok(self) -> bool:
-        """True when every request completed."""
-        return all(kind in OutcomeKind.SUCCESS for kind in self.counts)
-
-
-_Done = tuple[JournalRow, TaskHandle | WorldRouterError | None, str]
+    row: JournalRow
+    source: Source
+    handle: TaskHandle | None = None
+    error: WorldRouterError | None = None
+    note: str | None = None  # why nothing was done, when the journal state says the rest
 
 
 class BatchRunner:
     """Runs many requests to completion through a journal, so a rerun resumes the job.
+
+    One run at a time holds a journal (an OS lock); a second raises `JournalInUseError`.
+    A row whose create may have reached the server (``submitting``) is resent on resume only
+    when ``session.retry_ambiguous_creates`` is on; otherwise it is reported ``ambiguous``.
+
+    Args:
+        session: the open session that sends the creates.
+        journal: the journal file (created when missing), or any other `JournalStore`,
+            which the caller opens, locks and closes.
+        out_dir: where images are saved (``KEY-INDEX.EXT``); None keeps URLs only.
+        concurrency: creates (and finishing downloads) in flight at once.
+        max_pending: requests between their journal entry and their outcome at once; bounds
+            memory and the tasks waiting on the server.
+        timeout: seconds to wait for each task (None: the session's default).
+        new_journal: start a new journal even though `out_dir` already holds images (whose
+            journal is then presumed lost: every request is created, and paid for, again).
 
     Example:
         >>> async def main(session, requests):  # doctest: +SKIP
@@ -120,29 +112,62 @@ class BatchRunner:
     def __init__(
         self,
         session: Session,
-        journal: str | Path,
+        journal: str | os.PathLike[str] | JournalStore,
         *,
-        out_dir: str | Path | None = None,
+        out_dir: str | os.PathLike[str] | None = None,
         concurrency: int = 16,
+        max_pending: int = 1024,
         timeout: float | None = None,
+        new_journal: bool = False,
     ) -> None:
         if concurrency < 1:
             raise InvalidRequestError(f"concurrency must be at least 1 (got {concurrency!r})")
+        if max_pending < concurrency:
+            raise InvalidRequestError(
+                f"max_pending must be at least concurrency={concurrency} (got {max_pending!r})"
+            )
         self._session = session
-        self._journal_path = Path(journal)
+        if isinstance(journal, str | os.PathLike):
+            self._given_store: JournalStore | None = None
+            self._journal_path = Path(journal)
+            self._lock: JournalLock | None = JournalLock(self._journal_path)
+        else:
+            self._given_store = journal
+            self._journal_path = journal.path
+            self._lock = None
         self._out_dir = Path(out_dir) if out_dir is not None else None
         self._concurrency = concurrency
         self._timeout = timeout
-        self._journal: AsyncJournal | None = None
+        self._new_journal = new_journal
+        self._store: JournalStore | None = None
         self._task_group: TaskGroup | None = None
         self._scope = anyio.CancelScope()
+        self._window = anyio.Semaphore(max_pending)
+        self._run_id = uuid.uuid4().hex
+        self._ran = False
+        self._stop_reason: str | None = None
+        self._fatal: JournalError | None = None
+        self._connection_failures = 0
+        self._dispatched = self._delivered = 0
+        self._input_done = False
+        self._done: MemoryObjectSendStream[_Finished] | None = None
+        self._in_flight: set[anyio.CancelScope] = set()
         self._counts: Counter[str] = Counter()
         self._sources: Counter[str] = Counter()
         self._usage = Usage()
         self._started = self._ended = 0.0
 
     async def __aenter__(self) -> Self:
-        self._journal = await AsyncJournal.open(self._journal_path)
+        if self._lock is None:  # a store given by the caller locks (or not) on its own
+            self._store = self._given_store
+        else:
+            await anyio.to_thread.run_sync(self._prepare)
+            try:
+                self._store = await SqliteJournal.open(self._journal_path)
+            except BaseException:
+                self._lock.release()
+                raise
+        await anyio.to_thread.run_sync(self._remove_partial_downloads)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         return self
@@ -154,13 +179,62 @@ class BatchRunner:
         tb: TracebackType | None,
     ) -> bool | None:
         assert self._task_group is not None
-        assert self._journal is not None
+        assert self._store is not None
         self._scope.cancel()
+        for shield in self._in_flight:  # creates answering after an interrupt: bounded
+            shield.deadline = anyio.current_time() + STOP_GRACE
         try:
-            return await self._task_group.__aexit__(exc_type, exc, tb)
+            # The body's own exception (or cancellation) propagates as it is, never wrapped
+            # in an ExceptionGroup; a failure of the runner's task surfaces alone likewise.
+            await self._task_group.__aexit__(None, None, None)
+        except BaseExceptionGroup as group:
+            if exc is None:
+                raise (group.exceptions[0] if len(group.exceptions) == 1 else group) from None
         finally:
-            with anyio.CancelScope(shield=True):
-                await self._journal.aclose()
+            if self._lock is not None:  # the runner opened the journal, so it closes it
+                with anyio.CancelScope(shield=True):
+                    await self._store.aclose()
+                self._lock.release()
+        return None
+
+    def _prepare(self) -> None:
+        """Lock the journal file, then refuse a silent fresh start (unlocking on error)."""
+        assert self._lock is not None
+        try:
+            self._journal_path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire()
+        except OSError as exc:
+            raise JournalError(
+                f"cannot open a journal at {self._journal_path} ({exc.strerror or exc}); "
+                "choose an output directory (or journal path) that can be written"
+            ) from exc
+        try:
+            self._refuse_fresh_start_over_images()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _refuse_fresh_start_over_images(self) -> None:
+        out = self._out_dir
+        if (
+            out is not None
+            and out.is_dir()
+            and not self._journal_path.exists()
+            and not self._new_journal
+            and _holds_images(out)
+        ):
+            raise JournalError(
+                f"{out} already holds images but there is no journal at "
+                f"{self._journal_path}: starting a new journal would create (and pay "
+                "for) every request again. Point the journal at the old one, or start "
+                "over on purpose with new_journal=True (CLI: --new-journal)"
+            )
+
+    def _remove_partial_downloads(self) -> None:
+        """Delete the ``.*.part`` files a run killed mid-download left behind."""
+        if self._out_dir is not None and self._out_dir.is_dir():
+            for part in self._out_dir.glob(".*.part"):
+                part.unlink(missing_ok=True)
 
     @property
     def summary(self) -> BatchSummary:
@@ -173,16 +247,31 @@ class BatchRunner:
             wall_time=end - self._started if self._started else 0.0,
         )
 
-    async def run(self, requests: Iterable[ImageRequest | BatchItem]) -> AsyncIterator[Outcome]:
-        """Record, create, track and download every request; yield outcomes as they finish."""
-        if self._journal is None or self._task_group is None:
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the run stopped sending creates early (bad key, no connection, disk full)."""
+        return self._stop_reason
+
+    async def run(
+        self, requests: Iterable[ImageRequest | BatchItem] | AsyncIterable[ImageRequest | BatchItem]
+    ) -> AsyncIterator[Outcome]:
+        """Record, create, track and download every request; yield outcomes as they finish.
+
+        `requests` may be a list, any iterable or an async iterable; it is read in chunks as
+        the run needs more. Raises `JournalError` (after the outcomes so far) when the journal
+        cannot be written: everything committed until then is kept for the rerun.
+        """
+        if self._store is None or self._task_group is None:
             raise RuntimeError("use the runner inside 'async with BatchRunner(...)'")
+        if self._ran:
+            raise RuntimeError(
+                "this BatchRunner has already run; open a new 'async with BatchRunner(...)' "
+                "on the same journal to run again (it resumes from the journal)"
+            )
+        self._ran = True
         self._started = time.monotonic()
-        rows, invalid = await self._register(items_from_requests(requests))
-        send, receive = anyio.create_memory_object_stream[Outcome](math.inf)
-        for outcome in invalid:
-            send.send_nowait(outcome)
-        self._task_group.start_soon(self._drive, rows, send)
+        send, receive = anyio.create_memory_object_stream[Outcome](self._concurrency)
+        self._task_group.start_soon(self._drive, requests, send)
         try:
             async with receive:
                 async for outcome in receive:
@@ -191,6 +280,8 @@ class BatchRunner:
         finally:
             self._ended = time.monotonic()
             self._scope.cancel()
+        if self._fatal is not None:
+            raise self._fatal
 
     def _count(self, outcome: Outcome) -> None:
         self._counts[outcome.kind] += 1
@@ -198,166 +289,264 @@ class BatchRunner:
         if outcome.usage is not None and outcome.source != Source.JOURNAL:
             self._usage += outcome.usage
 
-    async def _register(self, items: list[BatchItem]) -> tuple[list[JournalRow], list[Outcome]]:
-        """Commit the intent of every new request before anything is sent."""
-        assert self._journal is not None
-        existing = {row.key: row for row in await self._journal.rows()}
+    def _stop(self, reason: str) -> None:
+        if self._stop_reason is None:
+            self._stop_reason = f"stopped sending creates: {reason}"
+
+    # --- reading and dispatching ---------------------------------------------------------
+
+    async def _drive(
+        self,
+        requests: Iterable[ImageRequest | BatchItem] | AsyncIterable[ImageRequest | BatchItem],
+        send: MemoryObjectSendStream[Outcome],
+    ) -> None:
+        done_send, done_receive = anyio.create_memory_object_stream[_Finished](math.inf)
+        creates_send, creates_receive = anyio.create_memory_object_stream[JournalRow](0)
+        self._done = done_send
+        with self._scope, send, done_send:
+            try:
+                async with anyio.create_task_group() as task_group:
+                    task_group.start_soon(self._finisher, done_receive, send)
+                    with creates_receive:
+                        for _ in range(self._concurrency):
+                            task_group.start_soon(self._create_worker, creates_receive.clone())
+                    # Workers only go away when the run fails; that failure is reported.
+                    with creates_send, contextlib.suppress(anyio.BrokenResourceError):
+                        await self._feed(requests, creates_send, send)
+                    self._input_done = True
+                    self._close_done_when_all_delivered()
+            except* JournalError as group:
+                fatal = _first_leaf(group)
+                assert isinstance(fatal, JournalError)
+                self._fatal = fatal
+
+    async def _feed(
+        self,
+        requests: Iterable[ImageRequest | BatchItem] | AsyncIterable[ImageRequest | BatchItem],
+        creates: MemoryObjectSendStream[JournalRow],
+        send: MemoryObjectSendStream[Outcome],
+    ) -> None:
+        assert self._store is not None
+        position = 0
+        async with contextlib.aclosing(_chunks(requests, CHUNK)) as chunks:
+            async for chunk in chunks:
+                if self._stop_reason is not None:
+                    return  # what was not read is not journaled: status and summary agree
+                items = [as_item(request, position + i) for i, request in enumerate(chunk)]
+                rows, invalid = await self._register(items, position)
+                position += len(chunk)
+                for outcome in invalid:
+                    await send.send(outcome)
+                for row in rows:
+                    await self._window.acquire()
+                    self._dispatched += 1
+                    await self._dispatch(row, creates)
+
+    async def _register(
+        self, items: list[BatchItem], first_position: int
+    ) -> tuple[list[JournalRow], list[Outcome]]:
+        """Commit the intent of every new request of a chunk before anything is sent."""
+        assert self._store is not None
+        existing = await self._store.lookup([item.key for item in items])
         rows: list[JournalRow] = []
         new: list[JournalRow] = []
         invalid: list[Outcome] = []
-        for position, item in enumerate(items):
+        seen: list[str] = []
+        in_chunk: set[str] = set()
+        for offset, item in enumerate(items):
             row = existing.get(item.key)
+            if item.key in in_chunk or (row is not None and row.run == self._run_id):
+                where = f" (line {item.line})" if item.line else ""
+                invalid.append(
+                    _invalid(item.key, f"id {item.key!r}{where} repeats an earlier request")
+                )
+                continue
+            in_chunk.add(item.key)
             if row is None:
                 row = JournalRow(
                     key=item.key,
-                    position=position,
+                    position=first_position + offset,
                     request=item.request,
                     idempotency_key=str(uuid.uuid4()),
                     state=State.PENDING,
+                    run=self._run_id,
                 )
                 new.append(row)
-            elif encode_request(row.request) != encode_request(item.request):
-                invalid.append(
-                    Outcome(
-                        item.key,
-                        OutcomeKind.INVALID,
-                        Source.JOURNAL,
-                        task_id=row.task_id,
-                        error=f"request {item.key!r} differs from the one journaled in "
-                        f"{self._journal.path}; restore it, give it a new id, or use a new journal",
+            else:
+                seen.append(item.key)
+                if encode_request(row.request) != encode_request(item.request):
+                    invalid.append(
+                        _invalid(
+                            item.key,
+                            f"request {item.key!r} differs from the one journaled in "
+                            f"{self._store.path}; restore it, give it a new id, or use a new "
+                            "journal",
+                            task_id=row.task_id,
+                        )
                     )
-                )
-                continue
+                    continue
             rows.append(row)
-        await self._journal.add(new)
+        await self._store.add(new)
+        await self._store.mark_seen(seen, self._run_id)
         return rows, invalid
 
-    async def _drive(self, rows: list[JournalRow], send: MemoryObjectSendStream[Outcome]) -> None:
-        done_send, done_receive = anyio.create_memory_object_stream[_Done](math.inf)
-        with self._scope, send, done_send, done_receive:
-            creates: deque[JournalRow] = deque()
-            for row in rows:
-                if row.state in (State.PENDING, State.SUBMITTING):
-                    creates.append(row)
-                elif row.state == State.CREATED and row.task_id:
-                    self._watch(row, self._track(row), Source.TRACKED, done_send)
-                else:
-                    done_send.send_nowait((row, None, Source.JOURNAL))
-            finishing = anyio.Semaphore(self._concurrency)
-            async with anyio.create_task_group() as task_group:
-                for _ in range(min(self._concurrency, len(creates))):
-                    task_group.start_soon(self._create_worker, creates, done_send)
-                for _ in range(len(rows)):
-                    row, item, source = await done_receive.receive()
-                    await finishing.acquire()
-                    task_group.start_soon(self._finish, row, item, source, send, finishing)
+    async def _dispatch(self, row: JournalRow, creates: MemoryObjectSendStream[JournalRow]) -> None:
+        if row.state == State.PENDING:
+            await creates.send(row)
+        elif row.state == State.SUBMITTING:
+            if self._session.retry_ambiguous_creates:
+                await creates.send(row)
+            else:
+                self._deliver(_Finished(row, Source.JOURNAL, note=NOT_RESENT))
+        elif row.state == State.CREATED and row.task_id:
+            self._watch(row, self._track(row), Source.TRACKED)
+        else:
+            self._deliver(_Finished(row, Source.JOURNAL))
+
+    def _deliver(self, finished: _Finished) -> None:
+        assert self._done is not None
+        # After an interrupted run the stream is closed; the journal already holds what a
+        # rerun needs (the task ID, or the state to resend from).
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._done.send_nowait(finished)
+        self._delivered += 1
+        self._close_done_when_all_delivered()
+
+    def _close_done_when_all_delivered(self) -> None:
+        if self._input_done and self._delivered == self._dispatched and self._done is not None:
+            self._done.close()
 
     def _track(self, row: JournalRow) -> TaskHandle:
         assert row.task_id is not None
         return self._session.track(row.task_id, timeout=self._timeout)
 
-    @staticmethod
-    def _watch(
-        row: JournalRow,
-        handle: TaskHandle,
-        source: str,
-        done: MemoryObjectSendStream[_Done],
-    ) -> None:
-        def on_done(finished: TaskHandle) -> None:
-            # After an interrupted run the stream is closed; the journal already holds the
-            # task ID, so the next run tracks the task again.
-            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-                done.send_nowait((row, finished, source))
+    def _watch(self, row: JournalRow, handle: TaskHandle, source: Source) -> None:
+        handle.add_done_callback(lambda finished: self._deliver(_Finished(row, source, finished)))
 
-        handle.add_done_callback(on_done)
+    # --- creating ------------------------------------------------------------------------
 
-    async def _create_worker(
-        self, creates: deque[JournalRow], done: MemoryObjectSendStream[_Done]
-    ) -> None:
-        assert self._journal is not None
-        while creates:
-            row = creates.popleft()
-            source = Source.RESUBMITTED if row.state == State.SUBMITTING else Source.NEW
-            await self._journal.count_sends(row.key)  # committed before the create is sent
+    async def _create_worker(self, creates: MemoryObjectReceiveStream[JournalRow]) -> None:
+        with creates:
+            async for row in creates:
+                if self._stop_reason is not None:
+                    self._deliver(_Finished(row, Source.JOURNAL, note=NOT_SENT))
+                else:
+                    await self._create(row)
+
+    async def _create(self, row: JournalRow) -> None:
+        # A create cut off mid-flight leaves a row nobody can settle without risking a second
+        # payment, so an interrupted run lets creates in flight get their answer (and records
+        # it) for up to STOP_GRACE seconds; see __aexit__.
+        with anyio.CancelScope(shield=True) as shield:
+            self._in_flight.add(shield)
             try:
-                handle = await self._session.submit_request(
-                    row.request, timeout=self._timeout, idempotency_key=row.idempotency_key
-                )
-            except AmbiguousCreateError as exc:  # stays SUBMITTING: a rerun resends its key
-                await self._journal.update(row.key, error=str(exc))
-                done.send_nowait((row, exc, source))
-                continue
-            except WorldRouterError as exc:
-                # Refused for good (400/422, strict mode) is final; anything else (429, 503,
-                # no connection, a bad key) certainly created nothing, so a rerun tries again.
-                final = isinstance(exc, BadRequestError | InvalidRequestError)
-                await self._journal.update(
-                    row.key, state=State.FAILED if final else State.PENDING, error=str(exc)
-                )
-                done.send_nowait((row, exc, source))
-                continue
-            await self._journal.update(
-                row.key, state=State.CREATED, task_id=handle.task_id, status=handle.status
+                await self._send_create(row)
+            finally:
+                self._in_flight.discard(shield)
+
+    async def _send_create(self, row: JournalRow) -> None:
+        assert self._store is not None
+        source = Source.RESUBMITTED if row.state == State.SUBMITTING else Source.NEW
+        await self._store.mark_submitting(row.key)  # committed before the create is sent
+        try:
+            handle = await self._session.submit_request(
+                row.request, timeout=self._timeout, idempotency_key=row.idempotency_key
             )
-            self._watch(row, handle, source, done)
+        except AmbiguousCreateError as exc:  # stays SUBMITTING: see retry_ambiguous_creates
+            await self._store.mark_ambiguous(row.key, str(exc))
+            self._count_unanswered(exc)
+            self._deliver(_Finished(row, source, error=exc))
+            return
+        except WorldRouterError as exc:
+            # Refused for good (400, 413, 422, strict mode) is final; anything else (429,
+            # 503, no connection, a bad key) certainly created nothing: a rerun sends it.
+            if _is_final(exc):
+                await self._store.mark_failed(row.key, str(exc))
+            else:
+                await self._store.mark_pending(row.key, str(exc))
+            if isinstance(exc, AuthenticationError | PermissionDeniedError):
+                self._stop(f"the server refused the API key (HTTP {exc.status}: {exc})")
+            self._count_unanswered(exc)
+            self._deliver(_Finished(row, source, error=exc))
+            return
+        self._count_unanswered(None)
+        await self._store.mark_created(row.key, handle.task_id, handle.status)
+        self._watch(row, handle, source)
+
+    def _count_unanswered(self, exc: WorldRouterError | None) -> None:
+        """Count creates in a row that got no answer at all; any answer resets the count."""
+        if not isinstance(exc, APIConnectionError) and not isinstance(
+            getattr(exc, "__cause__", None), APIConnectionError
+        ):
+            self._connection_failures = 0
+            return
+        self._connection_failures += 1
+        if self._connection_failures >= CONNECTION_FAILURES_TO_STOP:
+            self._stop(
+                f"{self._connection_failures} creates in a row could not reach the server "
+                f"(last: {exc}); check the network and the base URL"
+            )
+
+    # --- finishing -----------------------------------------------------------------------
+
+    async def _finisher(
+        self, done: MemoryObjectReceiveStream[_Finished], send: MemoryObjectSendStream[Outcome]
+    ) -> None:
+        finishing = anyio.Semaphore(self._concurrency)
+        async with anyio.create_task_group() as task_group:
+            with done:
+                async for finished in done:
+                    await finishing.acquire()
+                    task_group.start_soon(self._finish, finished, send, finishing)
 
     async def _finish(
-        self,
-        row: JournalRow,
-        item: TaskHandle | WorldRouterError | None,
-        source: str,
-        send: MemoryObjectSendStream[Outcome],
-        finishing: anyio.Semaphore,
+        self, finished: _Finished, send: MemoryObjectSendStream[Outcome], slot: anyio.Semaphore
     ) -> None:
         try:
-            if item is None:
-                outcome = await self._from_journal(row)
-            elif isinstance(item, WorldRouterError):
-                kind = (
-                    OutcomeKind.AMBIGUOUS
-                    if isinstance(item, AmbiguousCreateError)
-                    else OutcomeKind.FAILED
-                )
-                outcome = Outcome(row.key, kind, source, error=str(item))
-            else:
-                outcome = await self._from_handle(row, item, source)
-            send.send_nowait(outcome)
+            outcome = await self._outcome(finished)
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await send.send(outcome)
         finally:
-            finishing.release()
+            slot.release()
+            self._window.release()
 
-    async def _from_handle(self, row: JournalRow, handle: TaskHandle, source: str) -> Outcome:
-        assert self._journal is not None
+    async def _outcome(self, finished: _Finished) -> Outcome:
+        row, source = finished.row, finished.source
+        if finished.handle is not None:
+            return await self._from_handle(row, finished.handle, source)
+        if finished.error is not None:
+            error = finished.error
+            if isinstance(error, AmbiguousCreateError):
+                kind = OutcomeKind.AMBIGUOUS
+            else:
+                kind = OutcomeKind.FAILED if _is_final(error) else OutcomeKind.PENDING
+            return Outcome(row.key, kind, source, error=str(error))
+        return await self._from_journal(row, finished.note)
+
+    async def _from_handle(self, row: JournalRow, handle: TaskHandle, source: Source) -> Outcome:
+        assert self._store is not None
         error = handle.exception()
         task_id = handle.task_id
         if error is None:
             result = handle.result()
-            await self._journal.update(
-                row.key,
-                state=State.COMPLETED,
-                status=result.task.status,
-                urls=result.urls,
-                usage=_usage_json(result.usage),
-                error=None,
-            )
+            await self._store.mark_completed(row.key, result.task.status, result.urls, result.usage)
             return await self._download(row.key, task_id, result.urls, result.usage, source)
         if isinstance(error, TaskFailedError):
-            await self._journal.update(
-                row.key, state=State.FAILED, status="failed", error=str(error)
-            )
-            return Outcome(row.key, OutcomeKind.FAILED, source, task_id=task_id, error=str(error))
-        if isinstance(error, TaskNotFoundError):
-            await self._journal.update(row.key, state=State.EXPIRED, error=str(error))
-            return Outcome(row.key, OutcomeKind.EXPIRED, source, task_id=task_id, error=str(error))
-        await self._journal.update(row.key, status=handle.status, error=str(error))
-        kind = OutcomeKind.UNFINISHED if _is_unfinished(error) else OutcomeKind.FAILED
+            await self._store.mark_failed(row.key, str(error))
+            kind = OutcomeKind.FAILED
+        elif isinstance(error, TaskNotFoundError):
+            await self._store.mark_expired(row.key, str(error))
+            kind = OutcomeKind.EXPIRED
+        else:  # deadline, shutdown, or tracking failed: the task lives on; a rerun tracks it
+            await self._store.mark_unfinished(row.key, handle.status, str(error))
+            kind = OutcomeKind.UNFINISHED
         return Outcome(row.key, kind, source, task_id=task_id, error=str(error))
 
-    async def _from_journal(self, row: JournalRow) -> Outcome:
-        kind = {
-            State.COMPLETED: OutcomeKind.COMPLETED,
-            State.EXPIRED: OutcomeKind.EXPIRED,
-        }.get(row.state, OutcomeKind.FAILED)
-        if kind == OutcomeKind.COMPLETED and await self._files_missing(row.files):
+    async def _from_journal(self, row: JournalRow, note: str | None) -> Outcome:
+        kind = kind_of(row)
+        if kind in (OutcomeKind.COMPLETED, OutcomeKind.DOWNLOAD_FAILED) and not (
+            await self._files_intact(row)
+        ):
             return await self._download(row.key, row.task_id, row.urls, row.usage, Source.JOURNAL)
         return Outcome(
             row.key,
@@ -365,20 +554,32 @@ class BatchRunner:
             Source.JOURNAL,
             task_id=row.task_id,
             urls=row.urls,
-            files=row.files,
+            files=tuple(str(path) for path in self._paths(row.files)),
             usage=row.usage,
-            error=row.error,
+            error=note or row.error,
         )
 
-    async def _files_missing(self, files: tuple[str, ...]) -> bool:
+    def _paths(self, files: Iterable[str]) -> list[Path]:
+        """Journal file names as paths (names are relative to the output directory)."""
+        out = self._out_dir or Path()
+        return [out / name for name in files]  # an absolute name (older journals) stays as is
+
+    async def _files_intact(self, row: JournalRow) -> bool:
+        """True when every file of the row exists and still has the bytes it was saved with."""
         if self._out_dir is None:
-            return False
-        if not files:
             return True
-        for name in files:
-            if not await anyio.Path(name).exists():
-                return True
-        return False
+        if not row.files or row.error:
+            return False
+        paths = self._paths(row.files)
+        digests = row.digests or (None,) * len(paths)
+
+        def check() -> bool:
+            return all(
+                path.is_file() and (digest is None or file_digest(path) == digest)
+                for path, digest in zip(paths, digests, strict=True)
+            )
+
+        return await anyio.to_thread.run_sync(check)
 
     async def _download(
         self,
@@ -386,16 +587,23 @@ class BatchRunner:
         task_id: str | None,
         urls: tuple[str, ...],
         usage: Usage | None,
-        source: str,
+        source: Source,
     ) -> Outcome:
-        assert self._journal is not None
+        assert self._store is not None
         files: tuple[str, ...] = ()
         if self._out_dir is not None:
-            stem = safe_name(key)
+            out = self._out_dir
             try:
-                paths = await self._session.download_urls(urls, self._out_dir, stem=stem)
-            except DownloadError as exc:
-                await self._journal.update(key, files=(), error=str(exc))
+                paths = await self._session.download_urls(urls, out, stem=file_stem(key))
+                digests = await anyio.to_thread.run_sync(lambda: [file_digest(p) for p in paths])
+            except (DownloadError, OSError, ExceptionGroup) as caught:
+                exc = _first_leaf(caught)  # concurrent downloads report in a group
+                if not isinstance(exc, DownloadError | OSError):
+                    raise
+                if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    self._stop(f"the disk holding {out} is full ({exc.strerror})")
+                message = f"saving the images of {key!r} in {out} failed: {exc}"
+                await self._store.mark_download_failed(key, message)
                 return Outcome(
                     key,
                     OutcomeKind.DOWNLOAD_FAILED,
@@ -403,10 +611,10 @@ class BatchRunner:
                     task_id=task_id,
                     urls=urls,
                     usage=usage,
-                    error=str(exc),
+                    error=message,
                 )
+            await self._store.mark_files(key, [p.name for p in paths], digests)
             files = tuple(str(path) for path in paths)
-            await self._journal.update(key, files=files, error=None)
         return Outcome(
             key,
             OutcomeKind.COMPLETED,
@@ -418,9 +626,44 @@ class BatchRunner:
         )
 
 
-def _is_unfinished(error: BaseException) -> bool:
-    return isinstance(error, TaskTimeoutError | SessionClosedError | TaskCancelledError)
+def _is_final(error: WorldRouterError) -> bool:
+    """True when resending the same request cannot succeed."""
+    if isinstance(error, InvalidRequestError):
+        return True
+    return isinstance(error, APIStatusError) and error.status in FINAL_STATUSES
 
 
-def _usage_json(usage: Usage | None) -> str | None:
-    return json.dumps(converter.unstructure(usage)) if usage is not None else None
+def _invalid(key: str, message: str, *, task_id: str | None = None) -> Outcome:
+    return Outcome(key, OutcomeKind.INVALID, Source.JOURNAL, task_id=task_id, error=message)
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    """The first exception that is not a group, found depth first."""
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+def _holds_images(directory: Path) -> bool:
+    with os.scandir(directory) as entries:
+        return any(entry.is_file() and _IMAGE_FILE.fullmatch(entry.name) for entry in entries)
+
+
+async def _chunks(
+    source: Iterable[_T] | AsyncIterable[_T], size: int
+) -> AsyncGenerator[list[_T], None]:
+    """Lists of up to `size` items from a sync or async iterable, read only as needed."""
+    if isinstance(source, AsyncIterable):
+        chunk: list[_T] = []
+        async for item in source:
+            chunk.append(item)
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+        return
+    iterator = iter(source)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+        await anyio.lowlevel.checkpoint()

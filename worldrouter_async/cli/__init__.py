@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import shlex
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -17,13 +20,25 @@ from .. import __version__
 from .._config import PollPolicy, RetryPolicy
 from .._errors import ConfigurationError, InvalidRequestError, WorldRouterError
 from .._session import Session
-from ..batch import BatchItem, BatchRunner, BatchSummary, LineError, read_jsonl, read_rows
+from ..batch import (
+    BatchItem,
+    BatchRunner,
+    JournalError,
+    JournalInUseError,
+    LineError,
+    OutcomeKind,
+    iter_jsonl,
+    kind_of,
+    read_jsonl,
+    read_rows,
+)
 from ..testing import Emulator
 from ._progress import make_reporter
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
+EXIT_TERMINATED: Final = 143  # 128 + SIGTERM, as shells report a process ended by it
 
 DEMO_SUBJECTS: Final = (
     "a lighthouse at dusk",
@@ -48,6 +63,19 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--api-key", help="API key (default: $WORLDROUTER_API_KEY)")
     group.add_argument("--base-url", help="API base URL (default: $WORLDROUTER_BASE_URL)")
     group.add_argument("--insecure", action="store_true", help="allow plain http:// to any host")
+    group.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="proxy for API calls and downloads, such as http://proxy.example:3128 "
+        "(default: $HTTPS_PROXY / $HTTP_PROXY, except hosts in $NO_PROXY)",
+    )
+    group.add_argument(
+        "--ca-bundle",
+        type=Path,
+        metavar="PATH",
+        help="PEM file (or directory) of CA certificates to trust instead of the system's, "
+        "for a private CA or a TLS-inspecting proxy (default: $SSL_CERT_FILE, else the system's)",
+    )
     group.add_argument(
         "--poll-initial",
         type=float,
@@ -106,6 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--journal", type=Path, help="journal file (default: OUT/journal.sqlite3)")
     batch.add_argument("--concurrency", type=int, default=16, help="creates in flight at once")
     batch.add_argument("--plain", action="store_true", help="log lines instead of a live bar")
+    batch.add_argument(
+        "--retry-ambiguous",
+        action="store_true",
+        help="resend creates that may have reached the server, with the same Idempotency-Key;"
+        " only if your server deduplicates creates by that key (else each pays twice)",
+    )
+    batch.add_argument(
+        "--new-journal",
+        action="store_true",
+        help="start a new journal even though --out already holds images (their requests"
+        " are then created, and paid for, again)",
+    )
     _add_request_options(batch, default_model=None)
     _add_connection_options(batch)
 
@@ -123,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--drop-rate", type=float, default=0.0, help="dropped-connection rate")
     emulator.add_argument("--rate-limit", type=float, help="requests per second before 429")
     emulator.add_argument("--burst", type=float, default=10.0, help="rate-limit bucket depth")
+    emulator.add_argument(
+        "--ignore-idempotency",
+        action="store_true",
+        help="play a server that ignores Idempotency-Key (a resent create is a new paid task)",
+    )
 
     demo = commands.add_parser("demo", help="run a bulk job against an in-process emulator")
     demo.add_argument("--count", type=int, default=100, help="how many prompts")
@@ -140,6 +185,8 @@ def _session(args: argparse.Namespace, **overrides: Any) -> Session:
         "allow_insecure": args.insecure,
         "task_timeout": args.timeout,
         "poll": PollPolicy(initial_delay=args.poll_initial, max_interval=args.poll_max),
+        "proxy": args.proxy,
+        "verify": True if args.ca_bundle is None else args.ca_bundle,
     }
     options.update(overrides)
     return Session(**options)
@@ -160,43 +207,105 @@ def _print_line_errors(errors: Sequence[LineError], source: Path) -> None:
 
 async def _run_batch(
     session: Session,
-    items: list[BatchItem],
+    items: Iterable[BatchItem],
     *,
+    total: int,
     out: Path,
     journal: Path,
     concurrency: int,
     plain: bool,
-) -> BatchSummary:
-    reporter = make_reporter(len(items), plain=plain)
+    new_journal: bool = False,
+) -> BatchRunner:
+    reporter = make_reporter(total, plain=plain)
     with reporter:
-        async with BatchRunner(session, journal, out_dir=out, concurrency=concurrency) as runner:
+        async with BatchRunner(
+            session, journal, out_dir=out, concurrency=concurrency, new_journal=new_journal
+        ) as runner:
             async for outcome in runner.run(items):
                 stats = session.stats
                 reporter.outcome(outcome, submitted=stats.creates, running=stats.pending)
     reporter.summary(runner.summary, journal=str(journal))  # below the finished bar
-    return runner.summary
+    return runner
+
+
+def _count_lines(path: Path) -> int:
+    """Non-blank lines of `path`, for the progress bar's total (read without parsing)."""
+    with path.open("rb") as file:
+        return sum(1 for line in file if line.strip())
+
+
+def _report_stops(runner: BatchRunner, *, resend_command: str | None) -> None:
+    """One line for a stopped run, and the command that resends ambiguous creates."""
+    if runner.stop_reason is not None:
+        print(f"worldrouter-async: {runner.stop_reason}; rerun to resume", file=sys.stderr)
+    ambiguous = runner.summary.counts.get(OutcomeKind.AMBIGUOUS, 0)
+    if ambiguous and resend_command is not None:
+        print(
+            f"worldrouter-async: {ambiguous} request(s) may already have been created (their "
+            "create got no answer) and were not resent. Only if your server deduplicates "
+            f"creates by Idempotency-Key, resend them with:\n  {resend_command}",
+            file=sys.stderr,
+        )
 
 
 async def _batch(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1 (got {args.concurrency})")
     try:
-        items, errors = read_jsonl(args.prompts, defaults=_request_params(args))
+        total = await asyncio.to_thread(_count_lines, args.prompts)
     except OSError as exc:
         raise UsageError(f"cannot read {args.prompts}: {exc.strerror or exc}") from exc
-    _print_line_errors(errors, args.prompts)
+    bad_lines: list[LineError] = []
+
+    def items() -> Iterator[BatchItem]:
+        for parsed in iter_jsonl(args.prompts, defaults=_request_params(args)):
+            if isinstance(parsed, LineError):
+                bad_lines.append(parsed)
+                _print_line_errors([parsed], args.prompts)
+            else:
+                yield parsed
+
     journal = args.journal or args.out / "journal.sqlite3"
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    async with _session(args) as session:
-        summary = await _run_batch(
-            session,
-            items,
-            out=args.out,
-            journal=journal,
-            concurrency=args.concurrency,
-            plain=args.plain,
-        )
-    return EXIT_OK if summary.ok and not errors else EXIT_FAILED
+    task = asyncio.current_task()
+    assert task is not None
+    terminated = asyncio.Event()
+
+    def on_sigterm() -> None:  # installed explicitly: as PID 1 no default handler exists
+        terminated.set()
+        task.cancel()
+
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError):  # Windows: no loop signal handlers
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    try:
+        async with _session(args, retry_ambiguous_creates=args.retry_ambiguous) as session:
+            runner = await _run_batch(
+                session,
+                items(),
+                total=total,
+                out=args.out,
+                journal=journal,
+                concurrency=args.concurrency,
+                plain=args.plain,
+                new_journal=args.new_journal,
+            )
+    except JournalInUseError as exc:
+        raise UsageError(str(exc)) from exc
+    except JournalError as exc:
+        print(f"worldrouter-async: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except asyncio.CancelledError:
+        if not terminated.is_set():
+            raise
+        task.uncancel()
+        print("terminated; rerun the same command to resume", file=sys.stderr)
+        return EXIT_TERMINATED
+    finally:
+        with contextlib.suppress(NotImplementedError):
+            loop.remove_signal_handler(signal.SIGTERM)
+    resend = shlex.join(["worldrouter-async", *args.argv, "--retry-ambiguous"])
+    _report_stops(runner, resend_command=None if args.retry_ambiguous else resend)
+    return EXIT_OK if runner.summary.ok and not bad_lines else EXIT_FAILED
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -205,14 +314,14 @@ def _status(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read journal {args.journal}: {exc}") from exc
     counts: dict[str, int] = {}
-    for row in rows:
-        counts[row.state] = counts.get(row.state, 0) + 1
+    for row in rows:  # counted by outcome kind, as the batch summary counts them
+        counts[kind_of(row)] = counts.get(kind_of(row), 0) + 1
     print(f"{args.journal}: {len(rows)} requests")
     for state, count in sorted(counts.items()):
         print(f"  {state:<11} {count}")
-    problems = [row for row in rows if row.error and row.state != "completed"]
+    problems = [row for row in rows if row.error and kind_of(row) != OutcomeKind.COMPLETED]
     for row in problems:
-        print(f"  {row.key} ({row.state}, task {row.task_id}): {row.error}")
+        print(f"  {row.key} ({kind_of(row)}, task {row.task_id}): {row.error}")
     return EXIT_OK if counts.keys() <= {"completed"} else EXIT_FAILED
 
 
@@ -225,6 +334,7 @@ async def _emulator(args: argparse.Namespace) -> int:
         drop_rate=args.drop_rate,
         rate_limit=args.rate_limit,
         burst=args.burst,
+        ignore_idempotency=args.ignore_idempotency,
         host=args.host,
         port=args.port,
         storage_port=args.storage_port,
@@ -259,21 +369,24 @@ async def _demo(args: argparse.Namespace) -> int:
             poll=PollPolicy(initial_delay=0.05, max_interval=0.2),
             retry=RetryPolicy(base=0.05, cap=1.0),
         ) as session:
-            summary = await _run_batch(
+            runner = await _run_batch(
                 session,
                 items,
+                total=len(items),
                 out=args.out / "images",
                 journal=args.out / "journal.sqlite3",
                 concurrency=32,
                 plain=args.plain,
             )
+    _report_stops(runner, resend_command=None)
     print(f"images in {args.out / 'images'}")
-    return EXIT_OK if summary.ok else EXIT_FAILED
+    return EXIT_OK if runner.summary.ok else EXIT_FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to print resume commands
     try:
         if args.command == "status":
             return _status(args)

@@ -12,7 +12,16 @@ The pytest fixtures live in ``worldrouter_async.testing.pytest_plugin``; enable 
 """
 
 from .._config import FAST_POLL, FAST_RETRY, is_testing, set_testing
-from ._emulator import EmulatedTask, Emulator, EmulatorCounters, Fault, FaultKind, Route
+from ._clock import FakeClock
+from ._emulator import (
+    EmulatedTask,
+    Emulator,
+    EmulatorCounters,
+    Fault,
+    FaultKind,
+    OutageKind,
+    Route,
+)
 
 __all__ = [
     "FAST_POLL",
@@ -20,8 +29,10 @@ __all__ = [
     "EmulatedTask",
     "Emulator",
     "EmulatorCounters",
+    "FakeClock",
     "Fault",
     "FaultKind",
+    "OutageKind",
     "Route",
     "is_testing",
     "set_testing",

@@ -11,21 +11,27 @@ import asyncio
 import math
 import random
 import re
+import socket
 import time
 import uuid
+import weakref
 from collections import Counter, deque
 from datetime import UTC, datetime
+from ssl import SSLContext
 from types import TracebackType
 from typing import Any, Final, Literal, Self
 
 from aiohttp import web
 from attrs import define, field
 
+from .._clock import SYSTEM_CLOCK, Clock
 from .._support import GEMINI_MODELS, SUPPORTED_MODELS
 from ._png import colour_for, solid_png
 
 Route = Literal["create", "poll", "any", "storage"]
+OutageKind = Literal["refuse", "502", "503", "504"]
 FaultKind = Literal[
+    "413",
     "429",
     "500",
     "502_html",
@@ -68,12 +74,18 @@ class EmulatorCounters:
     creates: int = 0
     create_requests: int = 0
     idempotent_replays: int = 0
+    #: Creates that made a second (paid) task for an Idempotency-Key already used, which
+    #: only an emulator started with ``ignore_idempotency=True`` does.
+    duplicate_creates: int = 0
     polls: int = 0
     polls_by_task: Counter[str] = field(factory=Counter)
     faults: Counter[str] = field(factory=Counter)
     storage_requests: int = 0
     storage_auth_headers: int = 0
     rate_limited: int = 0  # requests answered 429 (counted in neither creates nor polls)
+    connections: int = 0  # API connections that carried at least one request
+    outages: int = 0  # outages begun (see `Emulator.outage`)
+    outage_answers: int = 0  # requests answered 502/503/504 by an outage, never handled
     #: Accepted API requests per whole second of the monotonic clock (for rate benchmarks).
     per_second: Counter[int] = field(factory=Counter)
 
@@ -83,11 +95,15 @@ class EmulatorCounters:
             "creates": self.creates,
             "create_requests": self.create_requests,
             "idempotent_replays": self.idempotent_replays,
+            "duplicate_creates": self.duplicate_creates,
             "polls": self.polls,
             "faults": dict(self.faults),
             "storage_requests": self.storage_requests,
             "storage_auth_headers": self.storage_auth_headers,
             "rate_limited": self.rate_limited,
+            "connections": self.connections,
+            "outages": self.outages,
+            "outage_answers": self.outage_answers,
             "per_second": dict(self.per_second),
         }
 
@@ -120,15 +136,16 @@ class EmulatedTask:
 
 
 class _TokenBucket:
-    def __init__(self, rate: float, burst: float) -> None:
+    def __init__(self, rate: float, burst: float, clock: Clock) -> None:
         self.rate = rate
         self.capacity = burst
         self.tokens = burst
-        self.updated = time.monotonic()
+        self.clock = clock
+        self.updated = clock.now()
 
     def take(self) -> float:
         """Take a token; 0.0 if granted, else the seconds until one is available."""
-        now = time.monotonic()
+        now = self.clock.now()
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
         if self.tokens >= 1.0:
@@ -141,8 +158,12 @@ def _error(status: int, message: str, code: str, kind: str) -> web.Response:
     return web.json_response(
         {"error": {"message": message, "type": kind, "code": code, "param": None}},
         status=status,
-        headers={"x-request-id": f"req_{uuid.uuid4().hex[:12]}"},
+        headers={"x-request-id": _request_id()},
     )
+
+
+def _request_id() -> str:
+    return f"req_{uuid.uuid4().hex[:12]}"
 
 
 class Emulator:
@@ -159,6 +180,15 @@ class Emulator:
         fail_rate: probability per API request of a 500, 502 or 503.
         drop_rate: probability per API request of a dropped connection.
         slow_rate: probability per API request of an answer delayed by `slow_delay` seconds.
+        ignore_idempotency: play a server that ignores the Idempotency-Key header: a resent
+            create makes a second paid task (counted in ``counters.duplicate_creates``).
+        keepalive_timeout: seconds the API server keeps a connection open once it has
+            answered and no new request came (like nginx ``keepalive_timeout``); None keeps
+            connections open for aiohttp's default hour.
+        clock: the time task progress, rate limits, slow answers and `requests` are on;
+            share a `FakeClock` with the `Session` to run both on virtual time.
+        ssl: serve both origins over https with this server context (for example from
+            ``trustme``), to test TLS trust and proxies' CONNECT tunnels.
 
     Example:
         >>> async def main():  # doctest: +SKIP
@@ -180,10 +210,14 @@ class Emulator:
         drop_rate: float = 0.0,
         slow_rate: float = 0.0,
         slow_delay: float = 0.5,
+        ignore_idempotency: bool = False,
+        keepalive_timeout: float | None = None,
         record_requests: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
         storage_port: int = 0,
+        clock: Clock = SYSTEM_CLOCK,
+        ssl: SSLContext | None = None,
     ) -> None:
         self.api_key = api_key
         self.time_scale = time_scale
@@ -193,6 +227,8 @@ class Emulator:
         self.drop_rate = drop_rate
         self.slow_rate = slow_rate
         self.slow_delay = slow_delay
+        self.ignore_idempotency = ignore_idempotency
+        self.keepalive_timeout = keepalive_timeout
         self.counters = EmulatorCounters()
         #: (monotonic time, route, path) of every API request, when `record_requests`.
         self.requests: list[tuple[float, Route, str]] = []
@@ -200,14 +236,27 @@ class Emulator:
         self.idempotency_keys: list[str | None] = []
         self._record = record_requests
         self.tasks: dict[str, EmulatedTask] = {}
-        self._bucket = _TokenBucket(rate_limit, burst) if rate_limit else None
+        self.clock = clock
+        self._bucket = _TokenBucket(rate_limit, burst, clock) if rate_limit else None
         self._random = random.Random(seed)
         self._idempotency: dict[str, str] = {}
         self._faults: deque[Fault] = deque()
         self._host = host
         self._ports = (port, storage_port)
+        self._ssl = ssl
         self._runners: list[web.AppRunner] = []
+        self._api_site: web.SockSite | None = None
+        self._api_socket: socket.socket | None = None
+        self._api_port = 0
+        self._outage: OutageKind | None = None
+        #: Requests seen per API connection; the keep-alive timer compares it to see reuse.
+        self._served: weakref.WeakKeyDictionary[asyncio.BaseTransport, int] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._planned_outage: tuple[OutageKind, float, int] | None = None
+        self._outage_end: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._sleepers: set[asyncio.Event] = set()
         self.base_url = ""
         self.storage_url = ""
 
@@ -228,28 +277,41 @@ class Emulator:
 
     async def start(self) -> None:
         """Serve the API and the storage origin on their ports (0 picks free ones)."""
-        api = web.Application(middlewares=[self._faults_middleware])
+        api = web.Application(middlewares=[self._request_id_middleware, self._faults_middleware])
+        api.on_response_prepare.append(self._start_keepalive_timer)
         api.router.add_post("/v1/images/generation_tasks", self._create)
         api.router.add_get("/v1/images/generation_tasks/{task_id}", self._retrieve)
         api.router.add_get("/_emulator/stats", self._stats)
         storage = web.Application()
         storage.router.add_get("/images/{task_id}/{name}", self._image)
-        api_port = await self._serve(api, self._ports[0])
-        storage_port = await self._serve(storage, self._ports[1])
-        self.base_url = f"http://{self._host}:{api_port}/v1"
-        self.storage_url = f"http://{self._host}:{storage_port}"
+        self._api_site, self._api_socket = await self._serve(api, self._ports[0])
+        storage_port = int((await self._serve(storage, self._ports[1]))[1].getsockname()[1])
+        self._api_port = int(self._api_socket.getsockname()[1])
+        scheme = "http" if self._ssl is None else "https"
+        self.base_url = f"{scheme}://{self._host}:{self._api_port}/v1"
+        self.storage_url = f"{scheme}://{self._host}:{storage_port}"
 
-    async def _serve(self, app: web.Application, port: int) -> int:
+    async def _serve(self, app: web.Application, port: int) -> tuple[web.SockSite, socket.socket]:
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
         self._runners.append(runner)
-        site = web.TCPSite(runner, self._host, port)
+        return await self._listen(runner, port)
+
+    async def _listen(self, runner: web.AppRunner, port: int) -> tuple[web.SockSite, socket.socket]:
+        # Our own listening socket, so an outage can stop accepting before it closes it.
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        listener = socket.create_server((self._host, port), family=family)
+        site = web.SockSite(runner, listener, ssl_context=self._ssl)
         await site.start()
-        return int(runner.addresses[0][1])
+        return site, listener
 
     async def stop(self) -> None:
         """Stop both servers, releasing any request held by a ``hang`` fault."""
         self._stopping.set()
+        for woken in self._sleepers:
+            woken.set()
+        if self._outage_end is not None:
+            await self._outage_end
         runners, self._runners = self._runners, []
         for runner in runners:
             await runner.cleanup()
@@ -265,6 +327,47 @@ class Emulator:
         """Answer the next `count` requests on `route` with fault `kind`, in order."""
         for _ in range(count):
             self._faults.append(Fault(kind, route, retry_after))
+
+    async def outage(
+        self, kind: OutageKind = "refuse", *, seconds: float, after_creates: int = 0
+    ) -> None:
+        """Take the API down for `seconds`, once `after_creates` more creates have arrived.
+
+        ``"refuse"`` closes the listening socket and aborts every open connection (requests
+        in flight are lost, as when a server dies); ``"502"``, ``"503"`` and ``"504"``
+        answer every API request as a gateway whose backend is down (nothing is created).
+        The storage origin stays up.
+        """
+        self._planned_outage = (kind, seconds, self.counters.create_requests + after_creates)
+        if after_creates <= 0:
+            await self._begin_outage()
+
+    async def _begin_outage(self) -> None:
+        if self._planned_outage is None:
+            return
+        kind, seconds, _ = self._planned_outage
+        self._planned_outage = None
+        self._outage = kind
+        self.counters.outages += 1
+        server = self._runners[0].server
+        listener = self._api_socket
+        if kind == "refuse" and self._api_site is not None and listener and server is not None:
+            # Stop accepting and let connections already accepted attach first: asyncio
+            # would leak the socket of one still being set up when its server closes.
+            asyncio.get_running_loop().remove_reader(listener.fileno())
+            for _ in range(5):
+                await asyncio.sleep(0)
+            await self._api_site.stop()
+            for handler in server.connections:
+                if handler.transport is not None:
+                    handler.transport.abort()
+        self._outage_end = asyncio.get_running_loop().create_task(self._end_outage(seconds))
+
+    async def _end_outage(self, seconds: float) -> None:
+        await self._sleep(seconds)
+        if self._outage == "refuse" and not self._stopping.is_set():
+            self._api_site, self._api_socket = await self._listen(self._runners[0], self._api_port)
+        self._outage = None
 
     def force_status(self, task_id: str, status: str | None) -> None:
         """Report `status` for the task from now on (None returns it to its timeline)."""
@@ -286,9 +389,10 @@ class Emulator:
         if (denied := self._check_auth(request)) is not None:
             return denied
         key = request.headers.get("Idempotency-Key")
-        if key and key in self._idempotency and self._idempotency[key] in self.tasks:
+        known = self._idempotency.get(key) if key else None
+        if known is not None and not self.ignore_idempotency and known in self.tasks:
             self.counters.idempotent_replays += 1
-            task = self.tasks[self._idempotency[key]]
+            task = self.tasks[known]
             return web.json_response(self._task_json(task, status="queued"))
         try:
             body = await request.json()
@@ -302,6 +406,8 @@ class Emulator:
         if problem is not None:
             return _error(400, problem[1], problem[0], "invalid_request_error")
         task = self._new_task(body)
+        if known is not None:
+            self.counters.duplicate_creates += 1
         if key:
             self._idempotency[key] = task.id
         return web.json_response(self._task_json(task, status="queued"))
@@ -317,7 +423,7 @@ class Emulator:
             return _error(
                 404, f"No task found with id '{task_id}'", "task_not_found", "invalid_request_error"
             )
-        return web.json_response(self._task_json(task, status=task.status(time.monotonic())))
+        return web.json_response(self._task_json(task, status=task.status(self.clock.now())))
 
     async def _stats(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(
@@ -378,7 +484,7 @@ class Emulator:
             params.pop("size", None)
         n = 1 if gemini else min(int(body.get("n", 1)), self.n_cap)
         queue_s, run_s = MODEL_TIMINGS.get(model, _DEFAULT_TIMING)
-        now = time.monotonic()
+        now = self.clock.now()
         started = now + self._random.uniform(0.5, 1.5) * queue_s * self.time_scale
         finishes = started + self._random.lognormvariate(math.log(run_s), 0.3) * self.time_scale
         marker = _MARKER_RE.search(prompt)
@@ -448,17 +554,41 @@ class Emulator:
         return None
 
     @web.middleware
+    async def _request_id_middleware(
+        self, request: web.Request, handler: Any
+    ) -> web.StreamResponse:
+        """Tag every API answer, success or error, with an ``x-request-id``."""
+        response: web.StreamResponse = await handler(request)
+        response.headers.setdefault("x-request-id", _request_id())
+        return response
+
+    @web.middleware
     async def _faults_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if request.path.startswith("/_emulator/"):
             return await handler(request)  # type: ignore[no-any-return]
         route: Route = "create" if request.method == "POST" else "poll"
+        transport = request.transport
+        if transport is not None:
+            served = self._served.get(transport, 0)
+            if not served:
+                self.counters.connections += 1
+            self._served[transport] = served + 1
+        planned = self._planned_outage
+        if (
+            planned is not None
+            and route == "create"
+            and self.counters.create_requests >= planned[2]
+        ):
+            await self._begin_outage()
+        if self._outage is not None:
+            return self._gateway_error(request)
         if self._record:
-            self.requests.append((time.monotonic(), route, request.path))
+            self.requests.append((self.clock.now(), route, request.path))
             if route == "create":
                 self.idempotency_keys.append(request.headers.get("Idempotency-Key"))
         if self._bucket is not None and (wait := self._bucket.take()) > 0:
             return self._rate_limited(wait)
-        self.counters.per_second[int(time.monotonic())] += 1
+        self.counters.per_second[int(self.clock.now())] += 1
         fault = self._take_fault(route) or self._random_fault()
         if fault is not None and not fault.kind.endswith("_after_create"):
             return await self._apply_fault(request, fault)
@@ -468,6 +598,33 @@ class Emulator:
         if fault is not None:  # the task was created; now lose or garble the answer
             return await self._apply_fault(request, fault)
         return response
+
+    async def _start_keepalive_timer(
+        self, request: web.Request, response: web.StreamResponse
+    ) -> None:
+        """Like nginx: close the connection if no new request comes soon after this answer."""
+        transport = request.transport
+        if self.keepalive_timeout is not None and transport is not None:
+            asyncio.get_running_loop().call_later(
+                self.keepalive_timeout, self._close_if_idle, transport, self._served.get(transport)
+            )
+
+    def _close_if_idle(self, transport: asyncio.BaseTransport, served: int | None) -> None:
+        if self._served.get(transport) == served:
+            transport.close()
+
+    def _gateway_error(self, request: web.Request) -> web.StreamResponse:
+        if self._outage == "refuse":  # the request that began it: lost with the server
+            if request.transport is not None:
+                request.transport.abort()
+            raise web.HTTPException()
+        self.counters.outage_answers += 1
+        status = int(self._outage or 502)
+        return web.Response(
+            status=status,
+            text=f"<html><body><h1>{status} from the gateway</h1></body></html>",
+            content_type="text/html",
+        )
 
     def _rate_limited(self, wait: float) -> web.Response:
         self.counters.faults["429"] += 1
@@ -490,6 +647,10 @@ class Emulator:
                 "server_error",
                 "server_error",
             )
+        if kind == "413":  # what a proxy in front of the API says to an oversized body
+            return _error(
+                413, "Request body too large", "payload_too_large", "invalid_request_error"
+            )
         if kind == "502_html":
             return web.Response(
                 status=502,
@@ -510,8 +671,15 @@ class Emulator:
         raise web.HTTPException()  # the connection is gone; nothing is written
 
     async def _sleep(self, seconds: float) -> None:
-        """Sleep, but wake at once when the emulator stops (so shutdown never waits)."""
-        try:
-            await asyncio.wait_for(self._stopping.wait(), None if math.isinf(seconds) else seconds)
-        except TimeoutError:
+        """Sleep on the emulator's clock, but wake at once when the emulator stops."""
+        if self._stopping.is_set():
             return
+        woken = asyncio.Event()
+        self._sleepers.add(woken)
+        timer = self.clock.call_later(seconds, woken.set) if math.isfinite(seconds) else None
+        try:
+            await woken.wait()
+        finally:
+            self._sleepers.discard(woken)
+            if timer is not None:
+                timer.cancel()

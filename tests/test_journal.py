@@ -1,0 +1,113 @@
+"""The journal file and its lock: nothing silently new, nothing shared, nothing vanished."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from worldrouter_async import ImageRequest
+from worldrouter_async.batch import JournalError, JournalInUseError, JournalRow, State, read_rows
+from worldrouter_async.batch._journal import SqliteFile
+from worldrouter_async.batch._lock import JournalLock
+
+
+def _row(key: str = "r0") -> JournalRow:
+    return JournalRow(
+        key=key,
+        position=0,
+        request=ImageRequest(model="gpt-image-2", prompt="p"),
+        idempotency_key="k",
+        state=State.PENDING,
+    )
+
+
+def test_a_new_journal_round_trips_rows(tmp_path: Path) -> None:
+    """Rows added and transitioned read back with their typed state and files."""
+    journal = SqliteFile(tmp_path / "j.db")
+    journal.add([_row()])
+    journal.set("r0", state=State.COMPLETED, files=("r0-0.png",), digests=("ab",))
+    journal.close()
+    (row,) = read_rows(tmp_path / "j.db")
+    assert (row.state, row.files, row.digests) == (State.COMPLETED, ("r0-0.png",), ("ab",))
+    assert isinstance(row.state, State)
+
+
+def test_zero_byte_journal_is_refused_not_taken_as_new(tmp_path: Path) -> None:
+    """An empty file cannot say what was created, so it is an error, not a fresh start."""
+    (tmp_path / "j.db").touch()
+    with pytest.raises(JournalError, match="is empty"):
+        SqliteFile(tmp_path / "j.db")
+    assert (tmp_path / "j.db").stat().st_size == 0
+
+
+@pytest.mark.parametrize("content", [b"hello, not a journal", b"SQLite format 3\x00" + bytes(100)])
+def test_a_file_that_is_not_a_journal_is_refused(tmp_path: Path, content: bytes) -> None:
+    """Any other file (text, or a broken SQLite file) is refused with its path named."""
+    (tmp_path / "j.db").write_bytes(content)
+    with pytest.raises(JournalError, match="is not a worldrouter-async journal"):
+        SqliteFile(tmp_path / "j.db")
+
+
+def test_another_sqlite_database_is_refused(tmp_path: Path) -> None:
+    """An SQLite file of some other program is not adopted as a journal."""
+    db = sqlite3.connect(tmp_path / "other.db")
+    db.execute("CREATE TABLE t (x)")
+    db.commit()
+    db.close()
+    with pytest.raises(JournalError, match="is not a worldrouter-async journal"):
+        SqliteFile(tmp_path / "other.db")
+
+
+def test_a_deleted_journal_stops_the_next_write(tmp_path: Path) -> None:
+    """Deleting the file under an open journal makes the next write fail loudly."""
+    journal = SqliteFile(tmp_path / "j.db")
+    journal.add([_row()])
+    (tmp_path / "j.db").unlink()
+    with pytest.raises(JournalError, match="was deleted"):
+        journal.set("r0", state=State.FAILED)
+    journal.close()
+
+
+def test_a_replaced_journal_stops_the_next_write(tmp_path: Path) -> None:
+    """A different file put in the journal's place is noticed before writing to either."""
+    journal = SqliteFile(tmp_path / "j.db")
+    journal.add([_row()])
+    os.replace(tmp_path / "j.db", tmp_path / "moved.db")
+    SqliteFile(tmp_path / "j.db").close()
+    with pytest.raises(JournalError, match="was replaced"):
+        journal.set("r0", state=State.FAILED)
+    journal.close()
+
+
+def test_a_version_1_journal_is_migrated(tmp_path: Path) -> None:
+    """A v0.1 journal (no digests or run columns) opens and keeps its rows."""
+    db = sqlite3.connect(tmp_path / "j.db")
+    db.executescript(
+        "CREATE TABLE requests (key TEXT PRIMARY KEY, position INTEGER NOT NULL, request TEXT"
+        " NOT NULL, idempotency_key TEXT NOT NULL, state TEXT NOT NULL, task_id TEXT, status"
+        " TEXT, urls TEXT NOT NULL DEFAULT '[]', files TEXT NOT NULL DEFAULT '[]', usage TEXT,"
+        " error TEXT, sends INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL);"
+        "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema_version', '1');"
+        "INSERT INTO requests (key, position, request, idempotency_key, state, updated_at)"
+        " VALUES ('a', 0, '{\"model\": \"gpt-image-2\", \"prompt\": \"p\"}', 'k', 'created', 0);"
+    )
+    db.close()
+    SqliteFile(tmp_path / "j.db").close()
+    (row,) = read_rows(tmp_path / "j.db")
+    assert (row.key, row.state, row.digests) == ("a", State.CREATED, ())
+
+
+def test_a_second_lock_names_the_holding_pid(tmp_path: Path) -> None:
+    """While one lock is held, another on the same journal fails at once with the pid."""
+    first = JournalLock(tmp_path / "j.db")
+    first.acquire()
+    second = JournalLock(tmp_path / "j.db")
+    with pytest.raises(JournalInUseError, match=f"is in use by pid {os.getpid()}"):
+        second.acquire()
+    first.release()
+    second.acquire()  # free again once released
+    second.release()

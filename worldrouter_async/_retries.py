@@ -1,0 +1,99 @@
+"""The one place that says which failures are worth retrying, and how long to wait first.
+
+The transport, the poller and the downloader all ask `is_transient`; the transport and the
+downloader retry through `retrying`, so "408, 429 and 5xx are transient" is written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from ._clock import SYSTEM_CLOCK, Clock
+from ._config import RetryPolicy
+from ._errors import (
+    APIConnectionError,
+    APIError,
+    APIResponseError,
+    APIStatusError,
+    DownloadError,
+    ProxyError,
+    RateLimitError,
+    TLSVerificationError,
+)
+from ._logs import logger
+
+_T = TypeVar("_T")
+
+
+def _transient_status(status: int) -> bool:
+    return status in (408, 429) or status >= 500
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when sending the same request again later may succeed.
+
+    408, 429, 5xx, dropped connections, timeouts and unreadable answers are transient. An
+    untrusted certificate, an unreachable proxy or one refusing the tunnel (407), 401, 403,
+    404 and other 4xx are not: no retry can fix them, so a handle ends at once.
+    """
+    if isinstance(exc, TLSVerificationError):
+        return False
+    if isinstance(exc, ProxyError):
+        return exc.status is not None and exc.status >= 500  # the proxy's upstream failed
+    if isinstance(exc, APIStatusError):
+        return _transient_status(exc.status)
+    if isinstance(exc, DownloadError):
+        if exc.status is not None:
+            return _transient_status(exc.status)
+        return isinstance(exc.__cause__, APIError) and is_transient(exc.__cause__)
+    return isinstance(exc, APIConnectionError | APIResponseError)
+
+
+def retry_delay(policy: RetryPolicy, exc: BaseException, attempt: int) -> float | None:
+    """Seconds to wait before retry number `attempt`, or None when the server asks too much.
+
+    A server's Retry-After replaces the backoff; one longer than `max_retry_after` (or not
+    finite) means give up now rather than sleep for hours. After a 429 the session's throttle
+    already holds every request for the hint, so the retry itself adds no wait.
+    """
+    hint = exc.retry_after if isinstance(exc, APIStatusError) else None
+    if hint is None:
+        return policy.backoff(attempt)
+    if not hint <= policy.max_retry_after:  # also catches inf
+        return None
+    return 0.0 if isinstance(exc, RateLimitError) else hint
+
+
+async def retrying(
+    attempt: Callable[[int], Awaitable[_T]],
+    *,
+    policy: RetryPolicy,
+    clock: Clock = SYSTEM_CLOCK,
+    retryable: Callable[[BaseException], bool] = is_transient,
+    on_retry: Callable[[], object] | None = None,
+) -> _T:
+    """Call ``attempt(number)`` until it succeeds, retrying what `retryable` allows.
+
+    Gives up after `policy.attempts`, except that 429s (not processed by the server) are
+    retried for up to `policy.rate_limit_patience` seconds. Waits are on `clock`.
+    """
+    number = 1
+    patient_until = clock.now() + policy.rate_limit_patience
+    while True:
+        try:
+            return await attempt(number)
+        except APIError as exc:
+            out_of_attempts = number >= policy.attempts and not (
+                isinstance(exc, RateLimitError) and clock.now() < patient_until
+            )
+            if out_of_attempts or not retryable(exc):
+                raise
+            delay = retry_delay(policy, exc, number)
+            if delay is None:
+                raise
+            if on_retry is not None:
+                on_retry()
+            logger.info("retrying after %s in %.3fs (attempt %d)", exc, delay, number + 1)
+            await clock.sleep_until(clock.now() + delay)
+            number += 1

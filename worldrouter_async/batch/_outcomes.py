@@ -1,0 +1,88 @@
+"""What a bulk run reports: one `Outcome` per request, and the summary of a run."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+from attrs import define, field
+
+from ..models import Usage
+from ._journal import JournalRow, State
+
+
+class OutcomeKind(StrEnum):
+    """How one request of a run ended; `worldrouter-async status` counts the same kinds."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"  # the task failed, or its create was refused for good (400, 413, 422)
+    EXPIRED = "expired"  # the server forgot the task (404 when tracked again)
+    AMBIGUOUS = "ambiguous"  # the create may have landed; see retry_ambiguous_creates
+    PENDING = "pending"  # not created (refused for now, or creates stopped); a rerun sends it
+    UNFINISHED = "unfinished"  # deadline or shutdown; a rerun tracks it again
+    DOWNLOAD_FAILED = "download_failed"  # done, but files are missing; a rerun fetches them
+    INVALID = "invalid"  # the input changed since the journal recorded it, or repeats a key
+
+
+SUCCESS: Final = frozenset({OutcomeKind.COMPLETED})
+
+
+class Source(StrEnum):
+    """What this run did for a request."""
+
+    NEW = "new"  # created for the first time
+    RESUBMITTED = "resubmitted"  # in flight at a crash: sent again with the same key
+    TRACKED = "tracked"  # created earlier: tracked again by task ID
+    JOURNAL = "journal"  # nothing sent: reported from the journal
+
+
+def kind_of(row: JournalRow) -> OutcomeKind:
+    """The outcome a journal row stands for when nothing more is done for it."""
+    if row.state == State.COMPLETED:
+        return OutcomeKind.DOWNLOAD_FAILED if row.error else OutcomeKind.COMPLETED
+    return {
+        State.PENDING: OutcomeKind.PENDING,
+        State.SUBMITTING: OutcomeKind.AMBIGUOUS,
+        State.CREATED: OutcomeKind.UNFINISHED,
+        State.FAILED: OutcomeKind.FAILED,
+        State.EXPIRED: OutcomeKind.EXPIRED,
+    }[row.state]
+
+
+@define(frozen=True)
+class Outcome:
+    """The result of one request of a bulk run."""
+
+    key: str
+    kind: OutcomeKind
+    source: Source
+    task_id: str | None = None
+    urls: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    usage: Usage | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the request completed (and its files, if wanted, are on disk)."""
+        return self.kind in SUCCESS
+
+
+@define(frozen=True)
+class BatchSummary:
+    """Counts by outcome kind and source, summed token usage and wall time of a run."""
+
+    counts: dict[str, int] = field(factory=dict)
+    sources: dict[str, int] = field(factory=dict)
+    usage: Usage = field(factory=Usage)
+    wall_time: float = 0.0
+
+    @property
+    def total(self) -> int:
+        """How many requests the run reported on."""
+        return sum(self.counts.values())
+
+    @property
+    def ok(self) -> bool:
+        """True when every request completed."""
+        return all(kind in SUCCESS for kind in self.counts)
