@@ -209,6 +209,18 @@ def test_a_task_whose_poll_failed_teaches_nothing() -> None:
     assert len(cohort.durations) == 8
 
 
+def test_a_probe_whose_poll_failed_still_releases_the_parked() -> None:
+    """A probe that hit an error teaches nothing when it finishes, but frees the others."""
+    cohort: Cohort[Entry] = Cohort()
+    probe, parked = Entry(created=0.0), Entry(created=0.0)
+    cohort.parked.append(parked)
+    poll_failed(probe)
+    scheduled: list[tuple[Entry, float]] = []
+    learn(cohort, probe, 9.0, completed=True, schedule=lambda e, t: scheduled.append((e, t)))
+    assert len(cohort.durations) == 0
+    assert scheduled == [(parked, 9.0)]
+
+
 durations_lists = st.lists(
     st.floats(min_value=0.0, max_value=1e6, allow_nan=False), min_size=8, max_size=300
 )

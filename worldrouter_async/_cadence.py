@@ -1,7 +1,7 @@
 """Learning when tasks finish, so the poller polls when an answer is likely.
 
 Tasks of one shape (model, size, quality, n) take similar times. A `Cohort` remembers how
-long its recent tasks took, and three pure decisions (the poller calls them with the time;
+long its recent tasks took, and these decisions (the poller calls them with the time;
 `benchmarks/sim.py` calls the same functions on virtual time) turn that into a schedule:
 
 - `first_delay`: a new task is first polled one `SPACING` after the time by which all but
@@ -14,6 +14,7 @@ long its recent tasks took, and three pure decisions (the poller calls them with
   the task is older than any learned duration.
 - `learn`: a finished task's duration (the middle of its last two polls) feeds the cohort,
   and releases the parked tasks.
+- `poll_failed`: a task whose poll failed stops teaching its cohort.
 
 The constants were tuned with `benchmarks/sim.py`; docs/benchmarks.md gives the reasoning.
 """
@@ -210,16 +211,16 @@ def learn(
     of its age when the first poll found it finished). Each parked task is handed to
     `schedule` with the time of its first poll: now, or its age of the fastest duration.
     """
-    created = entry.created
-    if cohort is None or created is None:
+    if cohort is None:
         return
-    if completed:
+    created = entry.created  # None once a poll failed: the task still releases the parked
+    if completed and created is not None:
         age = now - created
         cohort.durations.add((entry.seen + now) / 2 - created if entry.polls else LEAD * age)
     if not cohort.parked:
         return
     durations = cohort.durations
-    fastest = durations.quantile(0.0) if len(durations) else now - created
+    fastest = durations.quantile(0.0) if len(durations) else 0.0
     parked, cohort.parked = cohort.parked, []
     for waiting in parked:
         if waiting.active and waiting.created is not None:
@@ -230,7 +231,7 @@ def poll_failed(entry: Scheduled) -> None:
     """Stop `entry` teaching its cohort after a failed (or rate-limited) poll.
 
     When such a task is seen finished says more about the failure than about how long it
-    took: in `benchmarks/sim.py`, learning across a 60 s outage tripled the mean detection
-    delay afterwards. Its later polls follow the policy's growing interval.
+    took: in `benchmarks/sim.py`, learning across a 60 s outage nearly tripled the mean
+    detection delay afterwards. Its later polls follow the policy's growing interval.
     """
     entry.created = None
