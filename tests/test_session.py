@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import anyio
 import pytest
@@ -149,3 +150,18 @@ async def test_a_session_deadline_of_fifteen_minutes_takes_no_real_time(
         with pytest.raises(TaskTimeoutError):
             await handle
     assert clock.now() == 900.0
+
+
+@pytest.mark.anyio
+async def test_generated_idempotency_keys_are_random_uuid4s(
+    session: Session, emulator: Emulator
+) -> None:
+    """Each create sends a fresh version-4 UUID as its Idempotency-Key."""
+    for _ in range(20):
+        await session.tasks.create("gpt-image-2", "a")
+    keys = emulator.idempotency_keys
+    assert len(set(keys)) == 20
+    for key in keys:
+        assert key is not None
+        parsed = uuid.UUID(key)
+        assert (str(parsed), parsed.version, parsed.variant) == (key, 4, uuid.RFC_4122)

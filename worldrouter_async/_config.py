@@ -64,12 +64,23 @@ class PollPolicy:
     handful of polls instead of one a second.
 
     With `adaptive` (the default) the session learns from its own tasks, grouped by shape
-    (model, size, quality, n): once `min_samples` of a shape have completed, a new task of
-    that shape is first polled just before the fastest tenth had finished. Before anything
-    of a shape has finished, only its first 8 tasks are polled on this schedule; the others
-    wait until one of those finishes (at most 4 `max_interval`s), then are first polled just
-    before their own expected finish. A burst of 1,000 similar tasks thus costs a few polls
-    each instead of one per interval.
+    (model, size, quality, n). Once `min_samples` of a shape have completed:
+
+    - the gap between polls is 12% of the shape's median duration (3 s for 25 s tasks; at
+      most `max_interval`), so a finished task is noticed about 6% of a typical duration
+      late on average, instead of up to `max_interval` late;
+    - a new task is first polled one gap after the fastest 3% of its shape had finished
+      (never later than their median), skipping the polls that could not succeed, so only
+      about 3% of tasks wait longer than one gap;
+    - a task older than every learned duration is polled every 12% of its age, up to
+      `max_interval`.
+
+    Before anything of a shape has finished, only its first 8 tasks are polled (densely
+    while others wait on them); the others wait until one of those finishes (at most 4
+    `max_interval`s). At equal 95th-percentile detection delay this sends about 0.6x the
+    requests of a fixed-interval loop on a stream of tasks (see docs/benchmarks.md, which
+    also explains the choice with `benchmarks/sim.py`). The learned first poll may come
+    later than `max_interval`; `adaptive=False` keeps every gap within `max_interval`.
 
     Example:
         >>> PollPolicy().interval(0, jitter=False), PollPolicy().interval(10, jitter=False)

