@@ -17,7 +17,6 @@ from typing import Any, Final
 from urllib.parse import quote
 
 import aiohttp
-import attrs
 from cattrs.errors import BaseValidationError
 from yarl import URL
 
@@ -159,7 +158,10 @@ def _decode_task(status: int, body: bytes, request_id: str | None) -> ImageTask:
             f"HTTP {status} with an empty body; expected a JSON image task", status=status
         )
     try:
-        task = converter.structure(json.loads(body), ImageTask)
+        payload = json.loads(body)
+        if isinstance(payload, dict):
+            payload["request_id"] = request_id  # the header's, never a body field's
+        task = converter.structure(payload, ImageTask)
     except ValueError as exc:
         snippet = body[:_SNIPPET].decode("utf-8", "replace")
         raise APIResponseError(
@@ -169,7 +171,7 @@ def _decode_task(status: int, body: bytes, request_id: str | None) -> ImageTask:
         raise APIResponseError(
             f"HTTP {status} with JSON that is not an image task ({exc})", status=status
         ) from exc
-    return attrs.evolve(task, request_id=request_id)
+    return task
 
 
 def _is_retryable_create(exc: BaseException) -> bool:
