@@ -293,7 +293,8 @@ async def test_cli_trusts_ca_bundle_and_uses_proxy(
     ]  # fmt: skip
     untrusted = await anyio.run_process(command, check=False)
     assert untrusted.returncode == 1
-    assert b"--ca-bundle" in untrusted.stderr
+    assert b"--ca-bundle /path/to/ca.pem" in untrusted.stderr
+    assert b"Session(" not in untrusted.stderr  # CLI users are told flags, not arguments
     done = await anyio.run_process(
         [*command, "--ca-bundle", str(ca_bundle), "--proxy", forward_proxy.url], check=False
     )

@@ -92,3 +92,14 @@ async def test_submit_warning_points_at_the_callers_line(session: Session) -> No
     with pytest.warns(IgnoredParameterWarning) as caught:
         await session.submit("gemini-2.5-flash-image", "a cat", n=2)
     assert (caught[0].filename, caught[0].lineno) == (__file__, line)
+
+
+@pytest.mark.anyio
+async def test_submit_many_warning_points_at_the_callers_line(session: Session) -> None:
+    """submit_many checks every request before its workers start, so it blames the caller."""
+    requests = [{"model": "gemini-2.5-flash-image", "prompt": "a cat", "n": 2}]
+    line = inspect.currentframe().f_lineno + 2  # type: ignore[union-attr]
+    with pytest.warns(IgnoredParameterWarning) as caught:
+        handles = await session.submit_many(requests)
+    assert [(w.filename, w.lineno) for w in caught] == [(__file__, line)]
+    assert (await handles[0]).urls  # the task was still created, once

@@ -354,6 +354,10 @@ class Session:
         """Validate `request` against its model, then create it once (no polling)."""
         self._check_open()
         check_support(request, strict=self._strict)
+        return await self._create(request, idempotency_key=idempotency_key)
+
+    async def _create(self, request: ImageRequest, *, idempotency_key: str | None) -> ImageTask:
+        """Create `request` once; its support check has already been made."""
         key = idempotency_key or _new_idempotency_key()
         return await self.transport.create(request.to_payload(), idempotency_key=key)
 
@@ -415,18 +419,21 @@ class Session:
         limit = concurrency if concurrency is not None else self._limits.max_concurrent_creates
         if limit < 1:
             raise InvalidRequestError(f"concurrency must be at least 1 (got {limit!r})")
-        handles: list[TaskHandle | None] = [None] * len(items)
-        work = iter(enumerate(items))
+        # Checked here, in the caller's frame, so a warning points at the caller's line
+        # (the workers below run in tasks of their own, with no user code on the stack).
+        handles: list[TaskHandle | ImageRequest] = [self._prepare(item) for item in items]
+        work = iter(enumerate(handles))
 
         async def submit_worker() -> None:
             # A fixed pool of `limit` workers: no task per request, whatever the count.
-            for index, item in work:
-                handles[index] = await self._submit_item(item, timeout=timeout)
+            for index, prepared in work:
+                if isinstance(prepared, ImageRequest):
+                    handles[index] = await self._submit_prepared(prepared, timeout=timeout)
 
         async with anyio.create_task_group() as task_group:
             for _ in range(min(limit, len(items))):
                 task_group.start_soon(submit_worker)
-        return [handle for handle in handles if handle is not None]
+        return [handle for handle in handles if isinstance(handle, TaskHandle)]
 
     def pipeline(
         self,
@@ -471,14 +478,31 @@ class Session:
 
     async def _submit_item(self, item: RequestLike, *, timeout: float | None) -> TaskHandle:
         """Submit one request; a validation or create error becomes a failed handle."""
+        prepared = self._prepare(item)
+        if isinstance(prepared, TaskHandle):
+            return prepared
+        return await self._submit_prepared(prepared, timeout=timeout)
+
+    def _prepare(self, item: RequestLike) -> ImageRequest | TaskHandle:
+        """`item` as a request checked against its model, or a failed handle saying why."""
         try:
             request = converter.structure(item, ImageRequest)
         except WorldRouterError as exc:
             return TaskHandle.failed(exc)
         try:
-            return await self.submit_request(request, timeout=timeout)
+            check_support(request, strict=self._strict)
         except WorldRouterError as exc:
             return TaskHandle.failed(exc, request=request)
+        return request
+
+    async def _submit_prepared(self, request: ImageRequest, *, timeout: float | None) -> TaskHandle:
+        """Create a checked request and track it; a create error becomes a failed handle."""
+        try:
+            self._check_open()
+            task = await self._create(request, idempotency_key=None)
+        except WorldRouterError as exc:
+            return TaskHandle.failed(exc, request=request)
+        return self._track(task.task_id or task.id, request=request, task=task, timeout=timeout)
 
     def track(self, task_id: str, *, timeout: float | None = None) -> TaskHandle:
         """Attach to a task created earlier (by another process, or before a restart).

@@ -37,6 +37,8 @@ CLI_SPELLINGS: Final = (
     ("pass allow_insecure=True", "pass --insecure"),
     ("base_url", "--base-url"),
     ("task_timeout", "--timeout"),
+    ("in proxy= or HTTPS_PROXY", "in --proxy or HTTPS_PROXY"),
+    ("Session(verify='/path/to/ca.pem') (CLI: --ca-bundle)", "--ca-bundle /path/to/ca.pem"),
 )
 
 
