@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 import pytest
 
-from worldrouter_async import ImageRequest, Session, Usage
+from worldrouter_async import IgnoredParameterWarning, ImageRequest, Session, Usage
 from worldrouter_async.batch import (
     BatchItem,
     BatchRunner,
@@ -535,3 +535,28 @@ async def test_the_runner_runs_on_any_journal_store(
         again = [o async for o in runner.run(_requests(5))]
     assert {o.source for o in again} == {Source.JOURNAL}
     assert emulator.counters.creates == 5
+
+
+async def test_ignored_parameters_are_reported_once_naming_the_request_or_line(
+    session: Session, emulator: Emulator, tmp_path: Path
+) -> None:
+    """A request from code is named by its key, a JSONL one by its line; neither twice."""
+    gemini = ImageRequest(model="gemini-2.5-flash-image", prompt="a cat", size="512x512")
+    items = [BatchItem("from-code", gemini), BatchItem("from-file", gemini, line=7)]
+    with pytest.warns(IgnoredParameterWarning, match="ignores size") as caught:
+        outcomes, _ = await _run(session, tmp_path / "j.db", items)
+    assert [(w.filename, w.lineno) for w in caught] == [("<batch request 'from-code'>", 0)]
+    assert {o.kind for o in outcomes} == {OutcomeKind.COMPLETED}
+    assert emulator.counters.creates == 2
+
+
+async def test_strict_sessions_refuse_ignored_parameters_in_a_batch(
+    make_session: SessionFactory, emulator: Emulator, tmp_path: Path
+) -> None:
+    """In strict mode the runner's row fails for good and nothing is created."""
+    gemini = ImageRequest(model="gemini-2.5-flash-image", prompt="a cat", size="512x512")
+    async with make_session(strict=True) as strict:
+        outcomes, _ = await _run(strict, tmp_path / "j.db", [BatchItem("a", gemini)])
+    assert [o.kind for o in outcomes] == [OutcomeKind.FAILED]
+    assert "ignores size" in (outcomes[0].error or "")
+    assert emulator.counters.create_requests == 0

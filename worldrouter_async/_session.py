@@ -33,7 +33,7 @@ from ._logs import configure_from_env, logger
 from ._pipeline import Pipeline, RequestLike
 from ._poller import Poller
 from ._stats import Counters, SessionStats
-from ._support import check_support
+from ._support import check_support, warn_ignored_in_file
 from ._transport import Secret, Transport
 from .models import ImageRequest, ImageTask, converter
 
@@ -395,6 +395,32 @@ class Session:
     ) -> TaskHandle:
         """`submit` for a prepared `ImageRequest`."""
         task = await self.create_task(request, idempotency_key=idempotency_key)
+        return self._track(task.task_id or task.id, request=request, task=task, timeout=timeout)
+
+    def _report_ignored(self, request: ImageRequest, *, source: str, line: int) -> None:
+        """Warn, naming `source` and `line`, if `request`'s model ignores a parameter.
+
+        Strict sessions stay silent here: they refuse the request when it is created.
+        """
+        if not self._strict:
+            warn_ignored_in_file(request, filename=source, lineno=line)
+
+    async def _submit_reported(
+        self,
+        request: ImageRequest,
+        *,
+        timeout: float | None,
+        idempotency_key: str | None,
+    ) -> TaskHandle:
+        """`submit_request` for a request whose ignored parameters its caller has reported.
+
+        The batch runner names the JSONL line or the request's key instead of a Python line,
+        so only strict mode is enforced here, without a second warning.
+        """
+        self._check_open()
+        if self._strict:
+            check_support(request, strict=True)
+        task = await self._create(request, idempotency_key=idempotency_key)
         return self._track(task.task_id or task.id, request=request, task=task, timeout=timeout)
 
     async def submit_many(

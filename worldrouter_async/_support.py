@@ -78,7 +78,8 @@ def warn_ignored_in_file(request: ImageRequest, *, filename: str, lineno: int) -
     """Warn at line `lineno` of input file `filename` if `request`'s model ignores parameters.
 
     Input read from a file (a JSONL batch) has no Python line to point at, so the warning
-    names the file and line the request came from instead.
+    names the file and line the request came from instead; a batch request that came from
+    no file is named by its key (``<batch request 'KEY'>``).
     """
     message = ignored_message(request)
     if message is not None:

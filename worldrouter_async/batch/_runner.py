@@ -333,6 +333,11 @@ class BatchRunner:
                 if self._stop_reason is not None:
                     return  # what was not read is not journaled: status and summary agree
                 items = [as_item(request, position + i) for i, request in enumerate(chunk)]
+                for item in items:
+                    if not item.line:  # a JSONL item was reported with its line when read
+                        self._session._report_ignored(
+                            item.request, source=f"<batch request {item.key!r}>", line=0
+                        )
                 rows, invalid = await self._register(items, position)
                 position += len(chunk)
                 for outcome in invalid:
@@ -449,7 +454,7 @@ class BatchRunner:
         source = Source.RESUBMITTED if row.state == State.SUBMITTING else Source.NEW
         await self._store.mark_submitting(row.key)  # committed before the create is sent
         try:
-            handle = await self._session.submit_request(
+            handle = await self._session._submit_reported(
                 row.request, timeout=self._timeout, idempotency_key=row.idempotency_key
             )
         except AmbiguousCreateError as exc:  # stays SUBMITTING: see retry_ambiguous_creates
