@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 from worldrouter_async import (
+    IgnoredParameterWarning,
     InvalidRequestError,
     LocalStatus,
     Session,
@@ -205,3 +206,16 @@ async def test_a_pipeline_is_used_inside_async_with(session: Session) -> None:
         await anext(pipeline)
     with pytest.raises(RuntimeError, match="entered once"):
         await pipeline.__aenter__()
+
+
+async def test_ignored_parameters_name_the_request_place_in_the_input(
+    session: Session, emulator: Emulator
+) -> None:
+    """Pipeline workers have no user line to blame, so the warning names the request's index."""
+    requests = [*_requests(["plain"]), {"model": FAST, "prompt": "sized", "size": "512x512"}]
+    with pytest.warns(IgnoredParameterWarning, match="ignores size") as caught:
+        async with session.pipeline(requests, max_pending=2) as handles:
+            done = [handle async for handle in handles]
+    assert [(w.filename, w.lineno) for w in caught] == [("<pipeline request 1>", 0)]
+    assert all(handle.exception() is None for handle in done)
+    assert emulator.counters.creates == 2

@@ -55,7 +55,7 @@ class Pipeline:
 
     def __init__(
         self,
-        submit: Callable[[RequestLike], Awaitable[TaskHandle]],
+        submit: Callable[[RequestLike, int], Awaitable[TaskHandle]],
         requests: Iterable[RequestLike] | AsyncIterable[RequestLike],
         *,
         max_pending: int,
@@ -173,7 +173,7 @@ class Pipeline:
                 self._slots.release()
                 return
             index, request = pulled
-            handle = await self._submit(request)
+            handle = await self._submit(request, index)
             self._unfinished[index] = handle
             handle.add_done_callback(functools.partial(self._on_done, index))
 

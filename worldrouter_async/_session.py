@@ -495,28 +495,42 @@ class Session:
         if max_pending < 1:
             raise InvalidRequestError(f"max_pending must be at least 1 (got {max_pending!r})")
         return Pipeline(
-            functools.partial(self._submit_item, timeout=timeout),
+            functools.partial(self._submit_streamed, timeout=timeout),
             requests,
             max_pending=max_pending,
             ordered=ordered,
             workers=self._limits.max_concurrent_creates,
         )
 
-    async def _submit_item(self, item: RequestLike, *, timeout: float | None) -> TaskHandle:
-        """Submit one request; a validation or create error becomes a failed handle."""
-        prepared = self._prepare(item)
+    async def _submit_streamed(
+        self, item: RequestLike, index: int, *, timeout: float | None
+    ) -> TaskHandle:
+        """Submit the `index`-th request of a pipeline (from 0); failures become handles.
+
+        It runs in a pipeline worker, with no user code on the stack, so a warning about an
+        ignored parameter names the request's place in the input instead of a line.
+        """
+        prepared = self._prepare(item, source=f"<pipeline request {index}>")
         if isinstance(prepared, TaskHandle):
             return prepared
         return await self._submit_prepared(prepared, timeout=timeout)
 
-    def _prepare(self, item: RequestLike) -> ImageRequest | TaskHandle:
-        """`item` as a request checked against its model, or a failed handle saying why."""
+    def _prepare(
+        self, item: RequestLike, *, source: str | None = None
+    ) -> ImageRequest | TaskHandle:
+        """`item` as a request checked against its model, or a failed handle saying why.
+
+        A warning about an ignored parameter points at the caller's line, or names `source`.
+        """
         try:
             request = converter.structure(item, ImageRequest)
         except WorldRouterError as exc:
             return TaskHandle.failed(exc)
         try:
-            check_support(request, strict=self._strict)
+            if source is None or self._strict:
+                check_support(request, strict=self._strict)
+            else:
+                self._report_ignored(request, source=source, line=0)
         except WorldRouterError as exc:
             return TaskHandle.failed(exc, request=request)
         return request
