@@ -9,7 +9,8 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -141,28 +142,27 @@ async def test_demo_leaves_png_files(tmp_path: Path) -> None:
     assert all(p.read_bytes().startswith(PNG_SIGNATURE) for p in images)
 
 
-async def test_emulator_command_serves_the_api(tmp_path: Path) -> None:
-    """`worldrouter-async emulator` prints its URL and answers a real session."""
-    async with await anyio.open_process(
-        [
-            sys.executable,
-            "-m",
-            "worldrouter_async",
-            "emulator",
-            "--port",
-            "0",
-            "--time-scale",
-            "0.001",
-        ],
-        env=_env(),
-    ) as process:
+@asynccontextmanager
+async def _emulator_process(*options: str) -> AsyncIterator[str]:
+    """`worldrouter-async emulator --port 0 OPTIONS` as a subprocess; yields its base URL."""
+    command = [sys.executable, "-m", "worldrouter_async", "emulator", "--port", "0", *options]
+    async with await anyio.open_process(command, env=_env()) as process:
         assert process.stdout is not None
         first = (await process.stdout.receive()).decode().split()
-        base_url = next(word for word in first if word.startswith("http"))
-        async with Session("test-key", base_url) as session:
-            task = await session.tasks.create("gpt-image-2", "a star")
-            assert (await session.tasks.retrieve(task.id)).id == task.id
-        process.kill()
+        try:
+            yield next(word for word in first if word.startswith("http"))
+        finally:
+            process.kill()
+
+
+async def test_emulator_command_serves_the_api(tmp_path: Path) -> None:
+    """`worldrouter-async emulator` prints its URL and answers a real session."""
+    async with (
+        _emulator_process("--time-scale", "0.001") as base_url,
+        Session("test-key", base_url) as session,
+    ):
+        task = await session.tasks.create("gpt-image-2", "a star")
+        assert (await session.tasks.retrieve(task.id)).id == task.id
 
 
 async def _kill_when(process: Process, condition: Callable[[], bool]) -> None:
@@ -419,25 +419,12 @@ async def test_batch_reports_a_non_utf8_line_and_runs_the_rest(
 
 async def test_emulator_command_can_ignore_idempotency_keys() -> None:
     """`emulator --ignore-idempotency` makes a resent create a second task."""
-    async with await anyio.open_process(
-        [
-            sys.executable,
-            "-m",
-            "worldrouter_async",
-            "emulator",
-            "--port",
-            "0",
-            "--ignore-idempotency",
-        ],
-        env=_env(),
-    ) as process:
-        assert process.stdout is not None
-        first = (await process.stdout.receive()).decode().split()
-        base_url = next(word for word in first if word.startswith("http"))
-        async with Session("test-key", base_url) as session:
-            one = await session.tasks.create("gpt-image-2", "a star", idempotency_key="k1")
-            two = await session.tasks.create("gpt-image-2", "a star", idempotency_key="k1")
-        process.kill()
+    async with (
+        _emulator_process("--ignore-idempotency") as base_url,
+        Session("test-key", base_url) as session,
+    ):
+        one = await session.tasks.create("gpt-image-2", "a star", idempotency_key="k1")
+        two = await session.tasks.create("gpt-image-2", "a star", idempotency_key="k1")
     assert one.id != two.id
 
 
