@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slow
 
 
 class _Page(HTMLParser):
-    """One built page split into code blocks (`<pre>`), the text around them, and scripts."""
+    """One built page split into code blocks (`<pre>`), the prose around them (inline
+    `<code>` spans, which quote names on purpose, left out), and scripts."""
 
     def __init__(self, html: str) -> None:
         super().__init__()
@@ -31,23 +32,28 @@ class _Page(HTMLParser):
         self.prose: list[str] = []
         self.scripts: list[str] = []
         self._in_pre = False
+        self._in_code = 0
         self.feed(html)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "pre":
             self._in_pre = True
             self.code_blocks.append("")
+        elif tag == "code":
+            self._in_code += 1
         elif tag == "script":
             self.scripts.extend(value or "" for name, value in attrs if name == "src")
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "pre":
             self._in_pre = False
+        elif tag == "code" and self._in_code:
+            self._in_code -= 1
 
     def handle_data(self, data: str) -> None:
         if self._in_pre:
             self.code_blocks[-1] += data
-        else:
+        elif not self._in_code:
             self.prose.append(data)
 
 
