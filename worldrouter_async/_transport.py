@@ -372,7 +372,8 @@ class Transport:
         epoch = breaker.epoch
         if self.throttle.holding:  # a coroutine per request only when it may have to wait
             await self.throttle.wait()
-        started = time.perf_counter()
+        debug = logger.isEnabledFor(logging.DEBUG)  # the clock is read only for the log line
+        started = time.perf_counter() if debug else 0.0
         try:
             async with client.request(
                 method,
@@ -394,7 +395,7 @@ class Transport:
                     content = await read_limited(response, cap)
         except (aiohttp.ClientError, TimeoutError) as exc:
             breaker.record_failure()
-            if logger.isEnabledFor(logging.DEBUG):
+            if debug:
                 self._log(method, url, f"failed ({type(exc).__name__})", started, attempt, None)
             raise_connection_error(
                 exc,
@@ -407,7 +408,7 @@ class Transport:
             breaker.record_failure()
         elif breaker.failures or not breaker.answered:
             breaker.record_success(epoch)
-        if logger.isEnabledFor(logging.DEBUG):
+        if debug:
             request_id = response_headers.get("x-request-id")
             self._log(method, url, str(status), started, attempt, request_id)
         if content is None:
