@@ -15,6 +15,7 @@ from worldrouter_async import (
     InvalidRequestError,
     Limits,
     PollPolicy,
+    RetryPolicy,
     ServerError,
     Session,
     SessionClosedError,
@@ -29,6 +30,7 @@ from worldrouter_async._poller import POLL_TASK_NAME, STUCK_AFTER
 from worldrouter_async.testing import FAST_POLL, Emulator, FakeClock
 
 from .conftest import SessionFactory
+from .hostile import HostileServer
 
 pytestmark = pytest.mark.anyio
 
@@ -390,6 +392,27 @@ async def test_a_deadline_fires_on_time_while_a_poll_hangs(
     assert [t for t, route, _ in clocked_emulator.requests if route == "poll"] == [1.0]
 
 
+async def test_a_later_poll_with_an_earlier_deadline_is_still_abandoned_on_time(
+    make_clocked_session: SessionFactory, clocked_emulator: Emulator, clock: FakeClock
+) -> None:
+    """One watchdog serves every poll in flight, and wakes early for a poll that ends first."""
+    policy = PollPolicy(initial_delay=1.0, factor=1.0, max_interval=1.0, jitter=0.0, adaptive=False)
+    async with make_clocked_session(poll=policy) as session:
+        clocked_emulator.inject("hang", route="poll")
+        clocked_emulator.inject("hang", route="poll")
+        patient = await session.submit("gpt-image-2", "[never] a", timeout=60)
+        await clock.sleep_until(0.5)
+        hurried = await session.submit("gpt-image-2", "[never] b", timeout=1.25)
+        # The first poll (at 1.0) is looked at next at 2.0; the second (at 1.5) must end
+        # at its task's deadline, 1.75, sooner.
+        with pytest.raises(TaskTimeoutError, match=r"got no answer within 0\.25s"):
+            await hurried
+        assert clock.now() == 1.75
+        patient.cancel()
+    polls = [t for t, route, _ in clocked_emulator.requests if route == "poll"]
+    assert polls[:2] == [1.0, 1.5]
+
+
 async def test_a_stuck_poll_is_abandoned_at_the_poll_timeout_and_retried(
     make_clocked_session: SessionFactory, clocked_emulator: Emulator, clock: FakeClock
 ) -> None:
@@ -404,6 +427,28 @@ async def test_a_stuck_poll_is_abandoned_at_the_poll_timeout_and_retried(
     assert polls[:2] == [1.0, pytest.approx(1.0 + 5.0 + 1.0)]  # abandoned at 6 s, then 1 s
     assert result.task_id == handle.task_id
     assert session.stats.completed == 1
+
+
+async def test_a_trickling_poll_is_abandoned_at_the_request_deadline_on_the_system_clock(
+    hostile: HostileServer,
+) -> None:
+    """Polls carry no aiohttp timer of their own: the poller's watchdog, on the real clock,
+    abandons a poll whose answer trickles at Timeouts.request, and polls again."""
+    policy = PollPolicy(initial_delay=0.01, factor=1.0, max_interval=0.01, jitter=0.0)
+    retry = RetryPolicy(base=0.01, jitter=False)
+    async with Session(
+        "k", hostile.base_url, poll=policy, retry=retry, timeouts=Timeouts(request=0.2)
+    ) as session:
+        handle = session.track("trickle")
+        with anyio.fail_after(30):
+            while len(hostile.paths) < 2:  # the first poll was abandoned, a second is out
+                await anyio.sleep(0.01)
+    with pytest.raises(
+        SessionClosedError,
+        match=r"last poll failed: APITimeoutError: the poll of task trickle got no answer "
+        r"within 0\.2s and was abandoned",
+    ):
+        await handle
 
 
 async def test_stuck_polls_never_starve_healthy_tasks(

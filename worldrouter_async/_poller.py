@@ -5,11 +5,13 @@ task is due sooner), then hands it to a pool of `max_inflight` poll workers, so 
 of coroutines never depends on the number of pending tasks and no task is spawned per poll.
 A poll error only reschedules that task; a 429 holds every poll through the `Throttle`.
 
-Every poll is bounded by one clock timer: it is abandoned (and counted as a transient
-failure) at its `poll_timeout`, or at once when its task's deadline passes, so a hung poll
-never holds a handle past its deadline. A poll still running after `STUCK_AFTER` seconds
-lets a replacement worker in, up to `max_inflight` extra workers, so slow polls never starve
-healthy tasks. Time is read only through the session's `Clock`.
+Every poll is bounded: it is abandoned (and counted as a transient failure) at its
+`poll_timeout`, or at once when its task's deadline passes, so a hung poll never holds a
+handle past its deadline. A poll still running after `STUCK_AFTER` seconds lets a
+replacement worker in, up to `max_inflight` extra workers, so slow polls never starve
+healthy tasks. One watchdog timer per poller, not one per poll, enforces both: a poll only
+writes down when it must be looked at, and the watchdog wakes for the earliest of those.
+Time is read only through the session's `Clock`.
 """
 
 from __future__ import annotations
@@ -88,14 +90,19 @@ class _Entry:
 
 
 class _Worker:
-    """One poll worker and the poll it has in flight, so a timer can abandon that poll."""
+    """One poll worker and the poll it has in flight, so the watchdog can abandon that poll.
 
-    __slots__ = ("entry", "expired", "stuck", "task", "timer")
+    `check` is when the watchdog must next look at the poll (inf when idle): first when it
+    becomes stuck, then at `end`, when it is abandoned.
+    """
+
+    __slots__ = ("check", "end", "entry", "expired", "stuck", "task")
 
     def __init__(self, task: asyncio.Task[object]) -> None:
         self.task = task
         self.entry: _Entry | None = None
-        self.timer: TimerHandle | None = None
+        self.check = math.inf
+        self.end = math.inf
         self.expired = False
         self.stuck = False
 
@@ -141,6 +148,9 @@ class Poller:
         self._entries: dict[TaskHandle, _Entry] = {}
         self._cadence: Cadence[_Entry] = Cadence()
         self._task_group: TaskGroup | None = None
+        self._pool: set[_Worker] = set()
+        self._watchdog: TimerHandle | None = None
+        self._watch_at = math.inf
         self._workers = 0
         self._stuck = 0
         self._closed = False
@@ -200,6 +210,7 @@ class Poller:
     def close(self) -> None:
         """End every outstanding handle with `SessionClosedError`; later tracks fail at once."""
         self._closed = True
+        self._stop_watchdog()
         entries, self._entries = self._entries, {}
         self._due.clear()
         for entry in entries.values():
@@ -237,6 +248,7 @@ class Poller:
         task = asyncio.current_task()
         assert task is not None
         worker = _Worker(task)
+        self._pool.add(worker)
         try:
             # A replacement for a stuck poll leaves once that poll is over, so the pool
             # shrinks back to `max_inflight` healthy workers.
@@ -244,6 +256,9 @@ class Poller:
                 await self._poll(worker, await self._queue.get())
         finally:
             self._workers -= 1
+            self._pool.discard(worker)
+            if not self._pool:
+                self._stop_watchdog()
 
     def _schedule(self, entry: _Entry, due: float) -> None:
         """Make `entry` due at `due`, or at its deadline if that comes first."""
@@ -279,16 +294,13 @@ class Poller:
         now = self._clock.now()
         if self._past_deadline(entry, now):  # waited in the queue past its deadline
             return
-        # One timer bounds the poll: at `STUCK_AFTER` it lets a replacement worker in, at
-        # the poll timeout or the task's deadline (whichever comes first) it abandons it.
-        end = min(now + self._poll_timeout, entry.deadline)
+        # The poll ends at the poll timeout or the task's deadline, whichever comes first;
+        # the watchdog looks at it first at `STUCK_AFTER`, if that comes sooner.
+        end = worker.end = min(now + self._poll_timeout, entry.deadline)
+        check = worker.check = min(now + self._stuck_after, end)
         worker.entry, entry.worker, worker.expired = entry, worker, False
-        if self._stuck_after < end - now:
-            worker.timer = self._clock.call_later(
-                self._stuck_after, lambda: self._on_slow_poll(worker, entry, end)
-            )
-        else:
-            worker.timer = self._clock.call_later(end - now, worker.abandon)
+        if check < self._watch_at:
+            self._arm_watchdog(check, now)
         handle = entry.handle
         cancelling = worker.task.cancelling()
         try:
@@ -300,13 +312,13 @@ class Poller:
         except asyncio.CancelledError:
             self._end_poll(worker, entry)
             if not worker.expired or worker.task.uncancel() > cancelling:
-                raise  # the session is closing, not our timer
+                raise  # the session is closing, not the watchdog
             if entry.active:
                 self._on_poll_error(
                     entry,
                     APITimeoutError(
                         f"the poll of task {handle.task_id} got no answer within "
-                        f"{self._clock.now() - now:.3g}s and was abandoned"
+                        f"{end - now:.3g}s and was abandoned"
                     ),
                 )
         except Exception as exc:  # a bug must end one handle, never the poller
@@ -320,24 +332,54 @@ class Poller:
                 self._on_task(entry, task)
 
     def _end_poll(self, worker: _Worker, entry: _Entry) -> None:
-        if worker.timer is not None:
-            worker.timer.cancel()
-        worker.timer = worker.entry = entry.worker = None
+        # The watchdog's timer is left alone: it finds nothing to do here when it fires.
+        worker.check = math.inf
+        worker.entry = entry.worker = None
         if worker.stuck:
             worker.stuck = False
             self._stuck -= 1
 
-    def _on_slow_poll(self, worker: _Worker, entry: _Entry, end: float) -> None:
-        """Let a replacement worker in for a stuck poll, then abandon the poll at `end`."""
-        if worker.entry is not entry:  # that poll is over
-            return
+    def _arm_watchdog(self, at: float, now: float) -> None:
+        """Make the watchdog wake at `at` (earlier than it would have)."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watch_at = at
+        self._watchdog = self._clock.call_later(at - now, self._watch)
+
+    def _stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watchdog, self._watch_at = None, math.inf
+
+    def _watch(self) -> None:
+        """The watchdog: deal with every poll due a look by now, then sleep until the next.
+
+        Polls due at the time the watchdog was set for are handled even if the timer fired
+        a hair early, so a fake clock sees polls abandoned at exactly their end.
+        """
+        at, self._watchdog, self._watch_at = self._watch_at, None, math.inf
+        upcoming = math.inf
+        for worker in tuple(self._pool):
+            if worker.check <= at:
+                if worker.check < worker.end:
+                    self._on_slow_poll(worker)
+                else:
+                    worker.check = math.inf
+                    worker.abandon()
+            upcoming = min(upcoming, worker.check)
+        if upcoming < math.inf:
+            self._arm_watchdog(upcoming, self._clock.now())
+
+    def _on_slow_poll(self, worker: _Worker) -> None:
+        """Let a replacement worker in for a stuck poll, and look again at its end."""
+        worker.check = worker.end
         worker.stuck = True
         self._stuck += 1
         healthy = self._workers - self._stuck
         if healthy < self._max_inflight and self._workers < 2 * self._max_inflight:
-            logger.debug("the poll of task %s is slow; adding a poll worker", entry.handle.task_id)
+            task_id = worker.entry.handle.task_id if worker.entry else None
+            logger.debug("the poll of task %s is slow; adding a poll worker", task_id)
             self._add_worker()
-        worker.timer = self._clock.call_later(end - self._clock.now(), worker.abandon)
 
     def _on_task(self, entry: _Entry, task: ImageTask) -> None:
         handle = entry.handle

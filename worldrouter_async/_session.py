@@ -225,7 +225,7 @@ class Session:
             retry_ambiguous_creates=retry_ambiguous_creates,
         )
         self._poller = Poller(
-            lambda task_id: self.transport.retrieve(task_id, retry=False),
+            self.transport.poll,
             policy=poll,
             retry=retry,
             throttle=self.transport.throttle,

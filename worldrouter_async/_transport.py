@@ -225,7 +225,8 @@ class Transport:
         self._client: aiohttp.ClientSession | None = None
         self._create_client: aiohttp.ClientSession | None = None
         self._proxy: Proxy | None = None
-        self._proxy_options: dict[str, Any] = {}
+        self._proxied: dict[str, Any] = {}
+        self._bounded: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"<Transport {self._tasks_url!r}>"
@@ -240,19 +241,23 @@ class Transport:
                 f"{self._proxy}: the proxy would read it. Use an https:// base URL, or add "
                 f"{url.host} to NO_PROXY"
             )
-        self._proxy_options = proxy_options(self._proxy)
         timeouts = self._timeouts
+        # One timer per request: the total bounds pool waits, silence and trickles alike
+        # (API answers are small), and sock_connect adds one only when a socket opens.
+        bounded = aiohttp.ClientTimeout(total=timeouts.request, sock_connect=timeouts.connect)
+        # Polls skip aiohttp's per-request timer: the poller's watchdog already abandons
+        # each poll at `Timeouts.request`, with one timer for all of them.
+        self._proxied = proxy_options(self._proxy)
+        self._bounded = {**self._proxied, "timeout": bounded}
         self._client = network.client(
-            # One timer per request: the total bounds pool waits, silence and trickles alike
-            # (API answers are small), and sock_connect adds one only when a socket opens.
-            timeout=aiohttp.ClientTimeout(total=timeouts.request, sock_connect=timeouts.connect),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect),
             max_connections=self._limits.max_connections,
         )
         # Creates get their own pool, which hands out only connections idle for less than
         # `create_keepalive` (aiohttp checks the idle time when it reuses a connection):
         # a create must never race the server closing an idle keep-alive connection.
         self._create_client = network.client(
-            timeout=aiohttp.ClientTimeout(total=timeouts.request, sock_connect=timeouts.connect),
+            timeout=bounded,
             max_connections=self._limits.max_connections,
             keepalive_timeout=timeouts.create_keepalive,
         )
@@ -283,7 +288,13 @@ class Transport:
 
         async def attempt(number: int) -> ImageTask:
             status, body_out, request_id = await self._send(
-                "POST", self._tasks_url, headers, body, number, client=self._create_client
+                "POST",
+                self._tasks_url,
+                headers,
+                body,
+                number,
+                client=self._create_client,
+                options=self._proxied,
             )
             task = _decode_task(status, body_out, request_id)
             self._counters.creates += 1
@@ -309,28 +320,43 @@ class Transport:
                 idempotency_key=idempotency_key,
             ) from exc
 
-    async def retrieve(self, task_id: str, *, retry: bool = True) -> ImageTask:
-        """Fetch a task's current state; with `retry`, transient failures are retried."""
-        url = f"{self._tasks_url}/{quote(task_id, safe='')}"
+    async def retrieve(self, task_id: str) -> ImageTask:
+        """Fetch a task's current state, retrying transient failures; each try is bounded
+        by `Timeouts.request`."""
+        url = self._task_url(task_id)
+        return await retrying(
+            lambda number: self._get_task(task_id, url, number, self._bounded),
+            policy=self._retry,
+            clock=self._clock,
+            on_retry=self._count_retry,
+        )
 
-        async def attempt(number: int) -> ImageTask:
-            self._counters.polls += 1
-            try:
-                status, body, request_id = await self._send("GET", url, self._auth, None, number)
-            except NotFoundError as exc:
-                raise TaskNotFoundError(
-                    f"task {task_id} was not found: {exc.message}; it may have expired, "
-                    "or belong to another API key or deployment",
-                    task_id=task_id,
-                    status=exc.status,
-                    code=exc.code,
-                    request_id=exc.request_id,
-                ) from exc
-            return _decode_task(status, body, request_id)
+    async def poll(self, task_id: str) -> ImageTask:
+        """One GET of a task for the poller, which reschedules failures and bounds each poll
+        (its watchdog abandons a poll at `Timeouts.request`, one timer for every poll)."""
+        return await self._get_task(task_id, self._task_url(task_id), 1, self._proxied)
 
-        if not retry:
-            return await attempt(1)
-        return await retrying(attempt, policy=self._retry, on_retry=self._count_retry)
+    def _task_url(self, task_id: str) -> str:
+        return f"{self._tasks_url}/{quote(task_id, safe='')}"
+
+    async def _get_task(
+        self, task_id: str, url: str, attempt: int, options: Mapping[str, Any]
+    ) -> ImageTask:
+        self._counters.polls += 1
+        try:
+            status, body, request_id = await self._send(
+                "GET", url, self._auth, None, attempt, client=self._client, options=options
+            )
+        except NotFoundError as exc:
+            raise TaskNotFoundError(
+                f"task {task_id} was not found: {exc.message}; it may have expired, "
+                "or belong to another API key or deployment",
+                task_id=task_id,
+                status=exc.status,
+                code=exc.code,
+                request_id=exc.request_id,
+            ) from exc
+        return _decode_task(status, body, request_id)
 
     async def _probe(self) -> bool:
         """One GET that creates nothing: True once the API answers without 502/503/504."""
@@ -340,7 +366,7 @@ class Transport:
         url = f"{self._tasks_url}/{_PROBE_TASK_ID}"
         try:
             async with client.get(
-                url, headers=self._auth, allow_redirects=False, **self._proxy_options
+                url, headers=self._auth, allow_redirects=False, **self._bounded
             ) as response:
                 await response.read()
                 return response.status not in OUTAGE_STATUSES
@@ -357,11 +383,13 @@ class Transport:
         url: str,
         headers: Mapping[str, str],
         body: bytes | None,
-        attempt: int = 1,
+        attempt: int,
         *,
-        client: aiohttp.ClientSession | None = None,
+        client: aiohttp.ClientSession | None,
+        options: Mapping[str, Any],
     ) -> tuple[int, bytes, str | None]:
-        client = client or self._client
+        """One request; `options` carry the proxy and, unless the caller bounds the request
+        itself, a timeout."""
         if client is None:
             raise RuntimeError("the transport is not open; use 'async with Session(...)'")
         breaker = self.breaker
@@ -381,7 +409,7 @@ class Transport:
                 data=body,
                 headers=headers,
                 allow_redirects=False,
-                **self._proxy_options,
+                **options,
             ) as response:
                 status, reason, response_headers = (
                     response.status,
