@@ -15,6 +15,7 @@ from worldrouter_async import (
     InvalidRequestError,
     LocalStatus,
     Session,
+    SessionClosedError,
     TaskCancelledError,
     TaskFailedError,
     TaskHandle,
@@ -150,6 +151,40 @@ async def test_break_cancels_outstanding_work_and_closes_the_input(
     cancelled = [c async for c in changes if c.new == LocalStatus.CANCELLED]
     assert len(cancelled) == 6
     assert all(isinstance(c.handle.exception(), TaskCancelledError) for c in cancelled)
+
+
+async def test_a_session_closed_mid_pipeline_ends_it_with_one_error_and_nothing_lost(
+    session: Session,
+) -> None:
+    """Every request taken from the input comes out as a handle, then the reason, unwrapped."""
+    taken = 0
+
+    def requests() -> Iterator[dict[str, str]]:
+        nonlocal taken
+        for i in itertools.count():
+            taken += 1
+            yield {"model": "gpt-image-2", "prompt": f"[never] {i}"}
+
+    async def close_when_full() -> None:
+        await _until(lambda: session.stats.pending == 4)
+        await session.aclose()
+
+    handles: list[TaskHandle] = []
+
+    async def read_all() -> None:
+        async with session.pipeline(requests(), max_pending=4) as pipeline:
+            async for handle in pipeline:
+                handles.append(handle)  # noqa: PERF401 - one by one, to keep them if it raises
+
+    async with anyio.create_task_group() as task_group:
+        task_group.start_soon(close_when_full)
+        with pytest.raises(RuntimeError, match="session closed while its pipeline was running"):
+            await read_all()
+    assert len(handles) == taken > 4
+    errors = [type(handle.exception()) for handle in handles]
+    assert errors.count(SessionClosedError) == 4
+    assert set(errors) == {SessionClosedError, RuntimeError}
+    assert not _workers_left()
 
 
 async def test_cancelling_the_reader_stops_everything(session: Session) -> None:

@@ -34,7 +34,7 @@ from worldrouter_async import (
 )
 from worldrouter_async._retries import is_transient
 from worldrouter_async._transport import parse_retry_after
-from worldrouter_async.testing import FAST_RETRY, Emulator
+from worldrouter_async.testing import FAST_RETRY, Emulator, FakeClock
 
 from .conftest import SessionFactory
 from .hostile import BOMB_INFLATED, HostileServer, gzip_bomb
@@ -88,6 +88,18 @@ async def test_get_retries_through_5xx_and_drops(session: Session, emulator: Emu
     assert sum(emulator.counters.faults.values()) == 3
     # aiohttp itself re-sends a GET once when a reused keep-alive connection drops.
     assert session.stats.retries in (2, 3)
+
+
+async def test_retrieve_retries_wait_on_the_session_clock(
+    make_clocked_session: SessionFactory, clocked_emulator: Emulator, clock: FakeClock
+) -> None:
+    """A retried retrieve sleeps on the session's clock, so virtual time covers the backoff."""
+    async with make_clocked_session(retry=RetryPolicy(base=10.0, jitter=False)) as session:
+        task = await session.tasks.create("gpt-image-2", "a star")
+        clocked_emulator.inject("500", route="poll")
+        started = clock.now()
+        assert (await session.tasks.retrieve(task.id)).id == task.id
+        assert clock.now() == started + 10.0
 
 
 @pytest.mark.parametrize(

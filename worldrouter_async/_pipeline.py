@@ -1,11 +1,13 @@
 """`Pipeline`: a bounded window of tasks over an endless stream of requests.
 
-A few create workers take requests from the input only while the window has room; a slot
-is given back when the reader takes a finished handle, so a reader that stops reading stops
-new creates (backpressure). The workers run in a task group that the ``async with`` block
-owns: leaving it, by ``break``, an error or cancellation, stops the creates and the tracking
-of every unfinished task. A task group cannot live across the ``yield`` of an async
-generator (PEP 789), hence a context manager that is also the iterator.
+A few create workers take requests from the input only while the window has room; a slot is
+given back when the reader takes a finished handle, so a reader that stops reading stops
+new creates (backpressure). If the session closes meanwhile, the pipeline takes no more
+requests, yields a handle for each one it took, then raises the reason. The workers run in
+a task group that the ``async with`` block owns: leaving it, by ``break``, an error or
+cancellation, stops the creates and the tracking of every unfinished task. A task group
+cannot live across the ``yield`` of an async generator (PEP 789), hence a context manager
+that is also the iterator.
 """
 
 from __future__ import annotations
@@ -173,7 +175,11 @@ class Pipeline:
                 self._slots.release()
                 return
             index, request = pulled
-            handle = await self._submit(request, index)
+            try:
+                handle = await self._submit(request, index)
+            except Exception as exc:  # the session closed: take no more, lose none taken
+                handle = TaskHandle.failed(exc)
+                self._end_of_input(exc)
             self._unfinished[index] = handle
             handle.add_done_callback(functools.partial(self._on_done, index))
 
@@ -198,8 +204,10 @@ class Pipeline:
             return index, request
 
     def _end_of_input(self, error: Exception | None) -> None:
-        self._exhausted = True
-        self._source_error = error
+        """Take no more requests; the reader gets `error` after the handles taken so far."""
+        if not self._exhausted:
+            self._exhausted = True
+            self._source_error = error
         self._wakeup.set()
 
     def _on_done(self, index: int, handle: TaskHandle) -> None:

@@ -508,8 +508,15 @@ class Session:
         """Submit the `index`-th request of a pipeline (from 0); failures become handles.
 
         It runs in a pipeline worker, with no user code on the stack, so a warning about an
-        ignored parameter names the request's place in the input instead of a line.
+        ignored parameter names the request's place in the input instead of a line. Once
+        the session has closed it raises, which stops the pipeline.
         """
+        if self._state != "open":
+            raise RuntimeError(
+                f"the session closed while its pipeline was running: request {index} was "
+                "not submitted and no later request is taken from the input; tasks still "
+                "pending end with SessionClosedError (track their task ids from a new session)"
+            )
         prepared = self._prepare(item, source=f"<pipeline request {index}>")
         if isinstance(prepared, TaskHandle):
             return prepared
