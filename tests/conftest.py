@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import gc
 import os
 import shutil
 import signal
@@ -11,7 +10,6 @@ import ssl
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -247,19 +245,3 @@ def forward_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForwardP
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=10)
-
-
-@pytest.fixture
-def collect_tunnel_sockets() -> Iterator[None]:
-    """After a test that sends TLS through the proxy, collect what it left for the GC.
-
-    Under load (two suites in parallel) aiohttp sometimes drops a socket of a proxied TLS
-    connection without closing it; the garbage collector then reports it, as an unclosed
-    transport, during whichever later test it happens to run in (about one run in four
-    beside another suite, never seen alone; the root cause is not found yet). Collecting
-    here, with that warning ignored, keeps it in the test that made it.
-    """
-    yield
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -255,3 +259,48 @@ async def test_keepalive_timeout_closes_connections_idle_after_an_answer(
         async with http.get(url, headers=AUTH) as response:
             await response.read()
         assert emulator.counters.connections == 2
+
+
+async def test_stopping_over_https_closes_a_connection_whose_peer_never_answers_close_notify(
+    server_tls: ssl.SSLContext, ca_bundle: Path
+) -> None:
+    """A busy proxy may not answer the server's TLS close for seconds; stop() closes the
+    socket anyway instead of leaving it to the garbage collector."""
+    client = ssl.create_default_context(cafile=str(ca_bundle))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    loop = asyncio.get_running_loop()
+    with socket.socket() as raw, anyio.fail_after(10):
+        raw.setblocking(False)
+        async with Emulator(ssl=server_tls) as emulator:
+            url = URL(emulator.base_url)
+            await loop.sock_connect(raw, (url.host, url.port))
+
+            async def flush() -> None:
+                await loop.sock_sendall(raw, outgoing.read())
+
+            while True:  # TLS by hand, so nothing answers the server's close_notify later
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    await flush()
+                    incoming.write(await loop.sock_recv(raw, 65536))
+            await flush()
+            tls.write(
+                f"GET /v1/images/generation_tasks/x HTTP/1.1\r\nHost: {url.host}\r\n"
+                f"Authorization: Bearer {emulator.api_key}\r\n\r\n".encode()
+            )
+            await flush()
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                incoming.write(await loop.sock_recv(raw, 65536))
+                try:
+                    answer += tls.read()
+                except ssl.SSLWantReadError:
+                    continue
+            assert answer.startswith(b"HTTP/1.1 404")
+        # The server sent close_notify and nothing answered: it must still close the TCP
+        # connection, so the socket reads to its end.
+        while await loop.sock_recv(raw, 65536):
+            pass

@@ -206,7 +206,7 @@ async def test_docs_example_test_module_passes(name: str, tests: int) -> None:
     assert f"{tests} passed".encode() in done.stdout
 
 
-@pytest.mark.usefixtures("worldrouter_testing", "collect_tunnel_sockets")
+@pytest.mark.usefixtures("worldrouter_testing")
 async def test_networks_example_through_a_proxy_with_a_private_ca(
     https_emulator: Emulator,
     forward_proxy: ForwardProxy,

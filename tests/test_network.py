@@ -26,7 +26,7 @@ from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator
 
 from .conftest import ForwardProxy
 
-pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("collect_tunnel_sockets")]
+pytestmark = pytest.mark.anyio
 
 
 def _port(url: str) -> int:

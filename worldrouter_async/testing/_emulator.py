@@ -257,6 +257,7 @@ class Emulator:
         self._outage_end: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._sleepers: set[asyncio.Event] = set()
+        self._tls_connections: weakref.WeakSet[asyncio.Transport] = weakref.WeakSet()
         self.base_url = ""
         self.storage_url = ""
 
@@ -277,12 +278,15 @@ class Emulator:
 
     async def start(self) -> None:
         """Serve the API and the storage origin on their ports (0 picks free ones)."""
-        api = web.Application(middlewares=[self._request_id_middleware, self._faults_middleware])
+        tls = [self._track_tls_middleware] if self._ssl is not None else []
+        api = web.Application(
+            middlewares=[*tls, self._request_id_middleware, self._faults_middleware]
+        )
         api.on_response_prepare.append(self._start_keepalive_timer)
         api.router.add_post("/v1/images/generation_tasks", self._create)
         api.router.add_get("/v1/images/generation_tasks/{task_id}", self._retrieve)
         api.router.add_get("/_emulator/stats", self._stats)
-        storage = web.Application()
+        storage = web.Application(middlewares=tls)
         storage.router.add_get("/images/{task_id}/{name}", self._image)
         self._api_site, self._api_socket = await self._serve(api, self._ports[0])
         storage_port = int((await self._serve(storage, self._ports[1]))[1].getsockname()[1])
@@ -315,6 +319,12 @@ class Emulator:
         runners, self._runners = self._runners, []
         for runner in runners:
             await runner.cleanup()
+        # A TLS connection still waiting for its peer's close_notify (a busy proxy between
+        # client and server can take seconds) would leave its socket to the garbage collector.
+        for transport in list(self._tls_connections):
+            transport.abort()
+        self._tls_connections.clear()
+        await asyncio.sleep(0)  # aborted sockets close on the next loop iteration
 
     def inject(
         self,
@@ -561,6 +571,13 @@ class Emulator:
         response: web.StreamResponse = await handler(request)
         response.headers.setdefault("x-request-id", _request_id())
         return response
+
+    @web.middleware
+    async def _track_tls_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Remember each TLS connection, so `stop` can close one a slow peer holds open."""
+        if request.transport is not None:
+            self._tls_connections.add(request.transport)
+        return await handler(request)  # type: ignore[no-any-return]
 
     @web.middleware
     async def _faults_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
