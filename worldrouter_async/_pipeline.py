@@ -177,7 +177,7 @@ class Pipeline:
             index, request = pulled
             try:
                 handle = await self._submit(request, index)
-            except Exception as exc:  # the session closed: take no more, lose none taken
+            except Exception as exc:  # the session closed (or a bug): take no more, lose none
                 handle = TaskHandle.failed(exc)
                 self._end_of_input(exc)
             self._unfinished[index] = handle
