@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,8 +18,10 @@ import anyio
 import pytest
 from anyio.abc import Process
 
-from worldrouter_async import Session
-from worldrouter_async.batch import State, read_rows
+from worldrouter_async import ImageRequest, Session
+from worldrouter_async.batch import JournalRow, State, read_rows
+from worldrouter_async.batch._journal import SqliteFile
+from worldrouter_async.cli import main
 from worldrouter_async.testing import Emulator
 from worldrouter_async.testing._png import PNG_SIGNATURE
 
@@ -67,6 +70,38 @@ async def test_generate_saves_images_and_prints_paths(emulator: Emulator, tmp_pa
     paths = [Path(line) for line in done.stdout.decode().split()]
     assert len(paths) == 2
     assert all(p.read_bytes().startswith(PNG_SIGNATURE) for p in paths)
+
+
+def test_status_reads_a_large_journal_in_flat_memory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """status streams the rows twice (counts, then problems) instead of loading them all."""
+    path = tmp_path / "journal.sqlite3"
+    journal = SqliteFile(path)
+    journal.add(
+        JournalRow(
+            key=f"r{i}",
+            position=i,
+            request=ImageRequest(model="gpt-image-2", prompt=f"a lighthouse at dusk, #{i}"),
+            idempotency_key=f"key-{i}",
+            state=State.COMPLETED,
+        )
+        for i in range(20_000)
+    )
+    journal.set("r7", state=State.FAILED, task_id="t7", error="the server gave no reason")
+    journal.close()
+    tracemalloc.start()
+    try:
+        code = main(["status", str(path)])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    out = capsys.readouterr().out
+    assert code == 1
+    assert f"{path}: 20000 requests" in out
+    assert "completed   19999" in out
+    assert "r7 (failed, task t7): the server gave no reason" in out
+    assert peak < 4 * 1024 * 1024  # the 20,000 rows read at once peak at about 11 MiB
 
 
 async def test_batch_exit_codes_and_status(emulator: Emulator, tmp_path: Path) -> None:

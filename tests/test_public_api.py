@@ -96,6 +96,7 @@ def test_every_path_parameter_takes_str_and_pathlike() -> None:
     assert {
         "read_jsonl.path",
         "read_rows.path",
+        "iter_rows.path",
         "BatchRunner.journal",
         "BatchRunner.out_dir",
         "Session.download.dest",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import assert_type
 
@@ -14,6 +14,7 @@ from worldrouter_async.batch import (
     JournalRow,
     LineError,
     Outcome,
+    iter_rows,
     read_jsonl,
     read_rows,
 )
@@ -58,6 +59,7 @@ async def usage() -> None:
             pass
     assert_type(read_jsonl("prompts.jsonl"), tuple[list[BatchItem], list[LineError]])
     assert_type(read_rows(Path("job.sqlite3")), list[JournalRow])
+    assert_type(iter_rows("job.sqlite3"), Iterator[JournalRow])
     async with wr.Session(
         "key", retry_ambiguous_creates=True, timeouts=wr.Timeouts(create_keepalive=0.5)
     ) as deduplicating:

@@ -10,7 +10,7 @@ Example:
 """
 
 from ._errors import JournalError, JournalInUseError
-from ._journal import JournalRow, JournalStore, SqliteJournal, State, read_rows
+from ._journal import JournalRow, JournalStore, SqliteJournal, State, iter_rows, read_rows
 from ._jsonl import BatchItem, LineError, iter_jsonl, read_jsonl
 from ._names import file_stem
 from ._outcomes import BatchSummary, Outcome, OutcomeKind, Source, kind_of
@@ -32,6 +32,7 @@ __all__ = [
     "State",
     "file_stem",
     "iter_jsonl",
+    "iter_rows",
     "kind_of",
     "read_jsonl",
     "read_rows",

@@ -12,7 +12,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -227,9 +227,9 @@ class SqliteFile:
         """Close the database file."""
         self._db.close()
 
-    def rows(self) -> list[JournalRow]:
-        """Every request, in input order."""
-        return [_row(v) for v in self._db.execute(f"{_SELECT} ORDER BY position")]
+    def iter_rows(self) -> Iterator[JournalRow]:
+        """Every request, in input order, read from the file as the caller goes."""
+        return map(_row, self._db.execute(f"{_SELECT} ORDER BY position"))
 
     def lookup(self, keys: Sequence[str]) -> dict[str, JournalRow]:
         """The rows of `keys` that exist."""
@@ -435,9 +435,15 @@ class SqliteJournal:
 
 
 def read_rows(path: str | os.PathLike[str]) -> list[JournalRow]:
-    """Every row of an existing journal, in input order (for `worldrouter-async status`)."""
+    """Every row of an existing journal, in input order."""
+    return list(iter_rows(path))
+
+
+def iter_rows(path: str | os.PathLike[str]) -> Iterator[JournalRow]:
+    """The rows of an existing journal, in input order, one at a time: memory stays flat
+    however many rows it holds (`worldrouter-async status`)."""
     file = SqliteFile(Path(path), create=False)
     try:
-        return file.rows()
+        yield from file.iter_rows()
     finally:
         file.close()

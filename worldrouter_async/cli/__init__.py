@@ -15,6 +15,7 @@ import shlex
 import signal
 import sqlite3
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -29,9 +30,9 @@ from ..batch import (
     LineError,
     OutcomeKind,
     iter_jsonl,
+    iter_rows,
     kind_of,
     read_jsonl,
-    read_rows,
 )
 from ..testing import Emulator
 from ._errors import EXIT_FAILED, EXIT_OK, UsageError, report
@@ -375,7 +376,7 @@ async def _batch(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     try:
-        rows = read_rows(args.journal)
+        return _print_status(args.journal)
     except (JournalError, sqlite3.DatabaseError) as exc:
         raise UsageError(
             f"{args.journal} is not a batch journal ({exc}); "
@@ -383,16 +384,18 @@ def _status(args: argparse.Namespace) -> int:
         ) from exc
     except (OSError, ValueError, sqlite3.Error) as exc:
         raise UsageError(f"cannot read journal {args.journal}: {exc}") from exc
-    counts: dict[str, int] = {}
-    for row in rows:  # counted by outcome kind, as the batch summary counts them
-        counts[kind_of(row)] = counts.get(kind_of(row), 0) + 1
-    print(f"{args.journal}: {len(rows)} requests")
+
+
+def _print_status(journal: str) -> int:
+    """Counts, then one line per problem: two passes over the rows, never all in memory."""
+    counts = Counter(kind_of(row) for row in iter_rows(journal))  # as the batch summary counts
+    print(f"{journal}: {counts.total()} requests")
     for state, count in sorted(counts.items()):
         print(f"  {state:<11} {count}")
-    problems = [row for row in rows if row.error and kind_of(row) != OutcomeKind.COMPLETED]
-    for row in problems:
-        print(f"  {row.key} ({kind_of(row)}, task {row.task_id}): {row.error}")
-    return EXIT_OK if counts.keys() <= {"completed"} else EXIT_FAILED
+    for row in iter_rows(journal):
+        if row.error and kind_of(row) != OutcomeKind.COMPLETED:
+            print(f"  {row.key} ({kind_of(row)}, task {row.task_id}): {row.error}")
+    return EXIT_OK if counts.keys() <= {OutcomeKind.COMPLETED} else EXIT_FAILED
 
 
 async def _emulator(args: argparse.Namespace) -> int:
