@@ -61,6 +61,28 @@ def test_another_sqlite_database_is_refused(tmp_path: Path) -> None:
         SqliteFile(tmp_path / "other.db")
 
 
+def _files_open_under(folder: Path) -> list[str]:
+    fds = Path("/proc/self/fd")
+    targets = [os.readlink(fd) for fd in fds.iterdir() if fd.is_symlink()]
+    return [target for target in targets if target.startswith(str(folder))]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="lists open files from /proc")
+@pytest.mark.parametrize("content", [None, b"SQLite format 3\x00" + bytes(100)])
+def test_a_refused_file_is_not_left_open(tmp_path: Path, content: bytes | None) -> None:
+    """A refusal closes what it opened (Python 3.13 warns of an unclosed database)."""
+    path = tmp_path / "j.db"
+    if content is None:  # another program's database
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE t (x)")
+        db.close()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(JournalError):
+        SqliteFile(path)
+    assert _files_open_under(tmp_path) == []
+
+
 def test_a_deleted_journal_stops_the_next_write(tmp_path: Path) -> None:
     """Deleting the file under an open journal makes the next write fail loudly."""
     journal = SqliteFile(tmp_path / "j.db")

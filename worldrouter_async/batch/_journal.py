@@ -208,13 +208,23 @@ class SqliteFile:
         _check_header(path)
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise JournalError(f"{path} is not a worldrouter-async journal ({exc})") from exc
+        try:
+            self._open(path)
+        except BaseException:
+            self._db.close()  # a refused file is never left open
+            raise
+
+    def _open(self, path: Path) -> None:
+        """Check the schema version, then set the connection up (migrating a v1 journal)."""
+        try:
             version = self._db.execute(
                 "SELECT value FROM meta WHERE name = 'schema_version'"
             ).fetchone()
         except sqlite3.Error as exc:
             raise JournalError(f"{path} is not a worldrouter-async journal ({exc})") from exc
         if version is None or version[0] not in ("1", SCHEMA_VERSION):
-            self._db.close()
             raise JournalError(f"{path} is a journal of an unknown version {version}")
         stat = path.stat()
         self._identity = (stat.st_dev, stat.st_ino)
