@@ -44,6 +44,21 @@ async def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
     )
 
 
+async def _run(command: list[str], emulator: Emulator) -> subprocess.CompletedProcess[bytes]:
+    """`command` with `emulator`'s API key in its environment; the exit code is not checked."""
+    return await anyio.run_process(
+        command, env=_env(WORLDROUTER_API_KEY=emulator.api_key), check=False
+    )
+
+
+async def _cli_against(emulator: Emulator, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """The CLI with `args`, pointed at `emulator`: its URL and key, and fast retries."""
+    return await _run(
+        [sys.executable, "-m", "worldrouter_async", *args, "--base-url", emulator.base_url, *FAST],
+        emulator,
+    )
+
+
 def _write_prompts(path: Path, count: int, *, failing: int = -1) -> None:
     lines = [
         json.dumps({"id": f"p{i}", "prompt": f"{'[fail] ' if i == failing else ''}image {i}"})
@@ -54,17 +69,14 @@ def _write_prompts(path: Path, count: int, *, failing: int = -1) -> None:
 
 async def test_generate_saves_images_and_prints_paths(emulator: Emulator, tmp_path: Path) -> None:
     """generate runs one task and prints the saved paths."""
-    done = await _cli(
+    done = await _cli_against(
+        emulator,
         "generate",
         "a star",
         "--n",
         "2",
         "--out",
         str(tmp_path),
-        "--base-url",
-        emulator.base_url,
-        *FAST,
-        env=_env(WORLDROUTER_API_KEY=emulator.api_key),
     )
     assert done.returncode == 0, done.stderr
     paths = [Path(line) for line in done.stdout.decode().split()]
@@ -335,9 +347,7 @@ async def test_signal_stops_cleanly_and_the_rerun_finishes(
     assert returncode == code
     assert message in stderr
     assert "Traceback" not in stderr
-    final = await anyio.run_process(
-        command, env=_env(WORLDROUTER_API_KEY=emulator.api_key), check=False
-    )
+    final = await _run(command, emulator)
     assert final.returncode == 0, final.stderr
     assert emulator.counters.creates == count
     assert emulator.counters.duplicate_creates == 0
@@ -399,11 +409,7 @@ async def test_batch_refuses_an_empty_journal(emulator: Emulator, tmp_path: Path
     _write_prompts(prompts, 3)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "journal.sqlite3").touch()
-    done = await anyio.run_process(
-        _batch_command(emulator, prompts, tmp_path / "out"),
-        env=_env(WORLDROUTER_API_KEY=emulator.api_key),
-        check=False,
-    )
+    done = await _run(_batch_command(emulator, prompts, tmp_path / "out"), emulator)
     assert done.returncode == 1
     assert "is empty (0 bytes)" in done.stderr.decode()
     assert b"Traceback" not in done.stderr
@@ -441,11 +447,7 @@ async def test_batch_reports_a_non_utf8_line_and_runs_the_rest(
     prompts.write_bytes(
         b'{"id": "a", "prompt": "one"}\n{"prompt": "\xff"}\n{"id": "c", "prompt": "x"}\n'
     )
-    done = await anyio.run_process(
-        _batch_command(emulator, prompts, tmp_path / "out"),
-        env=_env(WORLDROUTER_API_KEY=emulator.api_key),
-        check=False,
-    )
+    done = await _run(_batch_command(emulator, prompts, tmp_path / "out"), emulator)
     assert done.returncode == 1
     assert f"{prompts}: line 2: not valid UTF-8" in done.stderr.decode()
     assert b"Traceback" not in done.stderr
@@ -468,11 +470,7 @@ async def test_batch_out_that_is_a_file_is_one_line(emulator: Emulator, tmp_path
     prompts = tmp_path / "p.jsonl"
     _write_prompts(prompts, 2)
     (tmp_path / "afile").write_text("x")
-    done = await anyio.run_process(
-        _batch_command(emulator, prompts, tmp_path / "afile"),
-        env=_env(WORLDROUTER_API_KEY=emulator.api_key),
-        check=False,
-    )
+    done = await _run(_batch_command(emulator, prompts, tmp_path / "afile"), emulator)
     assert done.returncode == 2
     assert "--out" in done.stderr.decode()
     assert "is a file, not a directory" in done.stderr.decode()
@@ -593,15 +591,12 @@ async def test_generate_whose_download_fails_names_the_task(
 ) -> None:
     """A storage failure after the task completed still leaves the user its task ID."""
     emulator.inject("500", route="storage", count=20)  # outlasts the download retries
-    done = await _cli(
+    done = await _cli_against(
+        emulator,
         "generate",
         "a kite",
         "--out",
         str(tmp_path),
-        "--base-url",
-        emulator.base_url,
-        *FAST,
-        env=_env(WORLDROUTER_API_KEY=emulator.api_key),
     )
     stderr = _no_traceback(done)
     assert done.returncode == 1, stderr
@@ -614,15 +609,12 @@ async def test_wait_for_an_unknown_task_says_so_without_a_retry_hint(
     emulator: Emulator, tmp_path: Path
 ) -> None:
     """404 for the task ID: one line naming it, exit 1, and no advice to wait again."""
-    done = await _cli(
+    done = await _cli_against(
+        emulator,
         "wait",
         "imgtask_missing",
         "--out",
         str(tmp_path),
-        "--base-url",
-        emulator.base_url,
-        *FAST,
-        env=_env(WORLDROUTER_API_KEY=emulator.api_key),
     )
     stderr = _no_traceback(done)
     assert done.returncode == 1
@@ -682,16 +674,13 @@ async def test_batch_uses_the_default_model_and_names_jsonl_lines_in_warnings(
         + json.dumps({"id": "b", "prompt": "x", "model": "gemini-2.5-flash-image", "n": 2})
         + "\n"
     )
-    done = await _cli(
+    done = await _cli_against(
+        emulator,
         "batch",
         str(prompts),
         "--out",
         str(tmp_path / "out"),
         "--plain",
-        "--base-url",
-        emulator.base_url,
-        *FAST,
-        env=_env(WORLDROUTER_API_KEY=emulator.api_key),
     )
     stderr = _no_traceback(done)
     assert done.returncode == 0, stderr
@@ -705,7 +694,8 @@ async def test_batch_uses_the_default_model_and_names_jsonl_lines_in_warnings(
 
 async def test_generate_warns_in_one_plain_line(emulator: Emulator, tmp_path: Path) -> None:
     """A warning from the library is one line without a Python file location."""
-    done = await _cli(
+    done = await _cli_against(
+        emulator,
         "generate",
         "x",
         "--model",
@@ -714,10 +704,6 @@ async def test_generate_warns_in_one_plain_line(emulator: Emulator, tmp_path: Pa
         "1024x1024",
         "--out",
         str(tmp_path),
-        "--base-url",
-        emulator.base_url,
-        *FAST,
-        env=_env(WORLDROUTER_API_KEY=emulator.api_key),
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr.decode().splitlines() == [
