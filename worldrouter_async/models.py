@@ -168,9 +168,20 @@ _OPTIONAL_FIELDS: Final = tuple(n for n in _WIRE_FIELDS if n not in ("model", "p
 
 @define(frozen=True)
 class ImageData:
-    """One generated image: a stored URL on the storage origin."""
+    """One generated image: a stored URL on the storage origin, or the image itself inline.
 
-    url: str
+    The async task API documents stored URLs; `b64_json` (base64 image bytes, as in
+    OpenAI-style answers) is read too, so a server that inlines images loses nothing.
+    An item with neither is kept as read and refused where a result is built.
+    """
+
+    url: str | None = None
+    b64_json: str | None = None
+
+    @property
+    def is_image(self) -> bool:
+        """True when the item carries an image: a non-empty URL or inline bytes."""
+        return bool(self.url) or bool(self.b64_json)
 
 
 @define(frozen=True)
@@ -225,8 +236,8 @@ class ImageTask:
 
     @property
     def urls(self) -> tuple[str, ...]:
-        """The stored image URLs (empty until completed)."""
-        return tuple(item.url for item in self.data)
+        """The stored image URLs (empty until completed; inline images have none)."""
+        return tuple(item.url for item in self.data if item.url)
 
 
 converter: Final = Converter()
