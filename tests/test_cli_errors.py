@@ -8,7 +8,8 @@ import errno
 import pytest
 
 from worldrouter_async import AuthenticationError, ConfigurationError
-from worldrouter_async.cli._errors import first_leaf, in_cli_terms, report
+from worldrouter_async._errors import first_leaf
+from worldrouter_async.cli._errors import in_cli_terms, report
 
 
 def test_first_leaf_skips_cancellations_and_nested_groups() -> None:

@@ -14,6 +14,7 @@ from worldrouter_async import (
     AuthenticationError,
     InvalidRequestError,
     Limits,
+    PollerFailedError,
     PollPolicy,
     RetryPolicy,
     ServerError,
@@ -26,7 +27,7 @@ from worldrouter_async import (
     TaskTimeoutError,
     Timeouts,
 )
-from worldrouter_async._poller import POLL_TASK_NAME, STUCK_AFTER
+from worldrouter_async._poller import POLL_TASK_NAME, STUCK_AFTER, Poller
 from worldrouter_async.testing import FAST_POLL, Emulator, FakeClock
 
 from .conftest import SessionFactory
@@ -536,3 +537,100 @@ async def test_cancelling_a_handle_abandons_its_poll_in_flight(
         assert polls == [1.0, 1.5]  # not 2.0, when a stuck poll would let a new worker in
         assert session._poller.workers == 1
         other.cancel()
+
+
+async def test_a_poll_slower_than_stuck_after_still_ends_at_its_deadline_on_the_system_clock(
+    hostile: HostileServer,
+) -> None:
+    """A trickling poll outlives `STUCK_AFTER`, so the watchdog adds a worker from its own
+    task (a timer callback cannot start one), and later abandons the poll: the wait ends."""
+    retry = RetryPolicy(base=0.01, jitter=False)
+    async with Session(
+        "k", hostile.base_url, poll=FAST_POLL, retry=retry, timeouts=Timeouts(request=1.5)
+    ) as session:
+        handle = session.track("trickle", timeout=2.5)
+        with anyio.fail_after(30), pytest.raises(TaskTimeoutError, match="APITimeoutError"):
+            await handle
+        assert session._poller.failure is None
+
+
+async def test_more_trickling_polls_than_workers_never_starve_healthy_tasks_on_the_system_clock(
+    hostile: HostileServer,
+) -> None:
+    """With three times `max_inflight_polls` polls trickling, the longest-stuck are abandoned
+    early, so healthy tasks resolve long before any poll reaches `Timeouts.request`."""
+    retry = RetryPolicy(base=0.01, jitter=False)
+    async with Session(
+        "k",
+        hostile.base_url,
+        poll=FAST_POLL,
+        retry=retry,
+        timeouts=Timeouts(request=60.0),
+        limits=Limits(max_inflight_polls=2),
+    ) as session:
+        stuck = [session.track(f"trickle-{i}", timeout=120) for i in range(6)]
+        await anyio.sleep(0.05)  # the trickling polls take every worker first
+        healthy = [session.track(f"done-{i}") for i in range(3)]
+        with anyio.fail_after(30):  # half the request timeout: only early abandoning ends it
+            results = [await handle for handle in healthy]
+        assert [result.task_id for result in results] == ["done-0", "done-1", "done-2"]
+        assert session._poller.workers <= 2 * 2 + 1
+        for handle in stuck:
+            handle.cancel()
+
+
+async def test_at_most_max_inflight_polls_stay_stuck_the_longest_stuck_goes_first(
+    make_clocked_session: SessionFactory, clocked_emulator: Emulator, clock: FakeClock
+) -> None:
+    """One poll worker: a second stuck poll abandons the first at once (as a transient
+    failure, polled again), instead of both holding their workers to the request deadline."""
+    policy = PollPolicy(initial_delay=1.0, factor=1.0, max_interval=1.0, jitter=0.0, adaptive=False)
+    async with make_clocked_session(
+        poll=policy, limits=Limits(max_inflight_polls=1), timeouts=Timeouts(request=100.0)
+    ) as session:
+        clocked_emulator.inject("hang", route="poll", count=2)
+        first = await session.submit("gpt-image-2", "[never] first", timeout=60)
+        second = await session.submit("gpt-image-2", "[never] second", timeout=60)
+        await clock.sleep_until(10.0)
+        first.cancel()
+        second.cancel()
+    polls = [
+        (t, path.rsplit("/", 1)[-1])
+        for t, route, path in clocked_emulator.requests
+        if route == "poll"
+    ]
+    first_id, second_id = first.task_id, second.task_id
+    # 1.0: the first poll hangs; 2.0: it is stuck, a replacement polls the second, which
+    # hangs; 3.0: the second is stuck too, so the first is abandoned and polled again.
+    assert polls[:2] == [(1.0, first_id), (2.0, second_id)]
+    assert polls[2][1] == first_id
+    assert 3.0 <= polls[2][0] < 5.0
+
+
+async def test_an_internal_error_in_the_poller_ends_every_handle_and_the_session_says_so(
+    make_clocked_session: SessionFactory,
+    clocked_emulator: Emulator,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug in the poller's machinery (here its watchdog) ends every pending handle at once
+    with `PollerFailedError` naming the cause; later submits refuse before any create."""
+
+    def broken_watch(self: Poller) -> None:
+        raise ZeroDivisionError("a bug in the watchdog")
+
+    monkeypatch.setattr(Poller, "_watch", broken_watch)
+    async with make_clocked_session() as session:
+        clocked_emulator.inject("hang", route="poll")
+        handles = await session.submit_many(
+            [{"model": "gpt-image-2", "prompt": f"[never] {i}"} for i in range(3)]
+        )
+        for handle in handles:
+            with pytest.raises(PollerFailedError, match="ZeroDivisionError: a bug in the watchdog"):
+                await handle
+            assert isinstance(handle.exception(), SessionClosedError)
+        creates = clocked_emulator.counters.create_requests
+        with pytest.raises(RuntimeError, match="poller stopped on an internal error"):
+            await session.submit("gpt-image-2", "one more")
+        assert clocked_emulator.counters.create_requests == creates
+        assert session.stats.pending == 0

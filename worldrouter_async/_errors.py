@@ -25,6 +25,7 @@
   + TaskTimeoutError (TimeoutError)         the handle's deadline passed first
   + TaskCancelledError                      tracking was stopped with handle.cancel()
   + SessionClosedError                      the session closed while the task was pending
+    + PollerFailedError                     the session's poller stopped on an internal error
 ```
 
 Every error about one task carries its `task_id`. `TLSVerificationError`, a `ProxyError`
@@ -36,6 +37,7 @@ turned off with ``verify=False``.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 
@@ -231,3 +233,22 @@ class TaskCancelledError(_TaskErrorMixin):
 
 class SessionClosedError(_TaskErrorMixin):
     """The session closed before the task finished; track it again from a new session."""
+
+
+class PollerFailedError(SessionClosedError):
+    """The session's poller stopped on an internal error, so it ended every pending handle.
+
+    It is a `SessionClosedError`: the tasks may still complete, so track them again from a
+    new session. `__cause__` is the error that stopped the poller.
+    """
+
+
+def first_leaf(error: BaseException) -> BaseException:
+    """The first exception inside (nested) groups that is not a cancellation, else `error`."""
+    if not isinstance(error, BaseExceptionGroup):
+        return error
+    for inner in error.exceptions:
+        leaf = first_leaf(inner)
+        if not isinstance(leaf, asyncio.CancelledError | BaseExceptionGroup):
+            return leaf
+    return error

@@ -8,10 +8,17 @@ A poll error only reschedules that task; a 429 holds every poll through the `Thr
 Every poll is bounded: it is abandoned (and counted as a transient failure) at its
 `poll_timeout`, or at once when its task's deadline passes, so a hung poll never holds a
 handle past its deadline. A poll still running after `STUCK_AFTER` seconds lets a
-replacement worker in, up to `max_inflight` extra workers, so slow polls never starve
-healthy tasks. One watchdog timer per poller, not one per poll, enforces both: a poll only
-writes down when it must be looked at, and the watchdog wakes for the earliest of those.
-Time is read only through the session's `Clock`.
+replacement worker in, so slow polls never starve healthy tasks; at most `max_inflight`
+polls may be stuck at once, and when one more gets stuck the one stuck longest is abandoned
+early, so `max_inflight` workers always stay free for healthy tasks however many polls hang.
+One watchdog per poller, not one timer per poll, enforces all of this: a poll only writes
+down when it must be looked at, and the watchdog wakes for the earliest of those.
+
+The watchdog is a coroutine in the poller's task group, woken by a timer that only sets an
+event: a loop callback cannot start tasks, and one that raised would die silently with its
+timer. If any part of this machinery raises anyway, `run` raises and the session ends every
+handle with `PollerFailedError` (see `Poller.fail`). Time is read only through the
+session's `Clock`.
 """
 
 from __future__ import annotations
@@ -31,11 +38,13 @@ from ._due import DueQueue
 from ._errors import (
     APIError,
     APITimeoutError,
+    PollerFailedError,
     RateLimitError,
     SessionClosedError,
     TaskFailedError,
     TaskNotFoundError,
     TaskTimeoutError,
+    first_leaf,
 )
 from ._events import StatusFeed
 from ._handles import ImageResult, TaskHandle
@@ -96,20 +105,26 @@ class _Worker:
     becomes stuck, then at `end`, when it is abandoned.
     """
 
-    __slots__ = ("check", "end", "entry", "expired", "stuck", "task")
+    __slots__ = ("check", "crowded", "end", "entry", "expired", "started", "stuck", "task")
 
     def __init__(self, task: asyncio.Task[object]) -> None:
         self.task = task
         self.entry: _Entry | None = None
         self.check = math.inf
         self.end = math.inf
+        self.started = math.inf
         self.expired = False
+        self.crowded = False
         self.stuck = False
 
-    def abandon(self) -> None:
-        """Cancel the poll in flight; `Poller._poll` turns that into a transient failure."""
+    def abandon(self, *, crowded: bool = False) -> None:
+        """Cancel the poll in flight; `Poller._poll` turns that into a transient failure.
+
+        `crowded` says it goes before its end, to make room beside other stuck polls.
+        """
         if not self.expired:
             self.expired = True
+            self.crowded = crowded
             self.task.cancel()
 
 
@@ -151,9 +166,11 @@ class Poller:
         self._pool: set[_Worker] = set()
         self._watchdog: TimerHandle | None = None
         self._watch_at = math.inf
+        self._watch_due = asyncio.Event()
         self._workers = 0
         self._stuck = 0
         self._closed = False
+        self._failure: BaseException | None = None
 
     @property
     def pending(self) -> int:
@@ -172,7 +189,7 @@ class Poller:
         poller about tasks of the same shape (see `_cadence`).
         """
         if self._closed:
-            handle._settle_error(_closed_error(handle, None))
+            handle._settle_error(self._ending_error(handle, None))
             self._events.ended(handle)
             return
         now = self._clock.now()
@@ -207,6 +224,11 @@ class Poller:
             if entry.worker is not None:
                 entry.worker.abandon()
 
+    @property
+    def failure(self) -> BaseException | None:
+        """The error that stopped the poller, if one did (see `fail`)."""
+        return self._failure
+
     def close(self) -> None:
         """End every outstanding handle with `SessionClosedError`; later tracks fail at once."""
         self._closed = True
@@ -216,16 +238,39 @@ class Poller:
         for entry in entries.values():
             entry.active = False
             self._counters.pending -= 1
-            entry.handle._settle_error(_closed_error(entry.handle, entry.last_error))
+            entry.handle._settle_error(self._ending_error(entry.handle, entry.last_error))
             self._events.ended(entry.handle)
+
+    def fail(self, cause: BaseException) -> None:
+        """The poller stopped on `cause`: end every handle, and later tracks, with
+        `PollerFailedError`, so no wait is left without a poller to end it."""
+        logger.error("the poller stopped on an internal error; pending tasks end", exc_info=cause)
+        if self._failure is None:
+            self._failure = first_leaf(cause)
+        self.close()
+
+    def _ending_error(self, handle: TaskHandle, last_error: APIError | None) -> SessionClosedError:
+        if self._failure is None:
+            return _closed_error(handle, last_error)
+        task_id = handle.task_id or ""
+        error = PollerFailedError(
+            f"the session's poller stopped on an internal error "
+            f"({type(self._failure).__name__}: {self._failure}) while task {task_id} was "
+            "pending; the task may still complete: track it from a new session with "
+            f"Session.track({task_id!r})",
+            task_id=task_id,
+        )
+        error.__cause__ = self._failure
+        return error
 
     async def run(self, task_group: TaskGroup) -> NoReturn:
         """The poller loop: hand each task to a poll worker when due, forever.
 
-        The workers are started in `task_group`; the bounded queue between them is what
-        limits polls in flight.
+        The workers and the watchdog are started in `task_group`; the bounded queue between
+        the loop and the workers is what limits polls in flight.
         """
         self._task_group = task_group
+        task_group.start_soon(self._watchdog_loop, name=f"{POLL_TASK_NAME} watchdog")
         for _ in range(self._max_inflight):
             self._add_worker()
         while True:
@@ -240,9 +285,10 @@ class Poller:
                 self._queue.put_nowait(entry)
 
     def _add_worker(self) -> None:
+        """Start one more poll worker; called only from tasks of the poller's task group."""
         assert self._task_group is not None
-        self._workers += 1
         self._task_group.start_soon(self._poll_worker, name=POLL_TASK_NAME)
+        self._workers += 1
 
     async def _poll_worker(self) -> None:
         task = asyncio.current_task()
@@ -298,7 +344,9 @@ class Poller:
         # the watchdog looks at it first at `STUCK_AFTER`, if that comes sooner.
         end = worker.end = min(now + self._poll_timeout, entry.deadline)
         check = worker.check = min(now + self._stuck_after, end)
+        worker.started = now
         worker.entry, entry.worker, worker.expired = entry, worker, False
+        worker.crowded = False
         if check < self._watch_at:
             self._arm_watchdog(check, now)
         handle = entry.handle
@@ -314,13 +362,7 @@ class Poller:
             if not worker.expired or worker.task.uncancel() > cancelling:
                 raise  # the session is closing, not the watchdog
             if entry.active:
-                self._on_poll_error(
-                    entry,
-                    APITimeoutError(
-                        f"the poll of task {handle.task_id} got no answer within "
-                        f"{end - now:.3g}s and was abandoned"
-                    ),
-                )
+                self._on_poll_error(entry, self._abandoned_error(worker, handle, end - now))
         except Exception as exc:  # a bug must end one handle, never the poller
             self._end_poll(worker, entry)
             logger.exception("unexpected error polling task %s", handle.task_id)
@@ -331,6 +373,19 @@ class Poller:
             if entry.active:
                 self._on_task(entry, task)
 
+    def _abandoned_error(
+        self, worker: _Worker, handle: TaskHandle, bound: float
+    ) -> APITimeoutError:
+        if worker.crowded:
+            return APITimeoutError(
+                f"the poll of task {handle.task_id} was still unanswered after "
+                f"{self._clock.now() - worker.started:.3g}s while {self._max_inflight} other "
+                "polls hung too, and was abandoned early to keep the other tasks polled"
+            )
+        return APITimeoutError(
+            f"the poll of task {handle.task_id} got no answer within {bound:.3g}s and was abandoned"
+        )
+
     def _end_poll(self, worker: _Worker, entry: _Entry) -> None:
         # The watchdog's timer is left alone: it finds nothing to do here when it fires.
         worker.check = math.inf
@@ -340,24 +395,36 @@ class Poller:
             self._stuck -= 1
 
     def _arm_watchdog(self, at: float, now: float) -> None:
-        """Make the watchdog wake at `at` (earlier than it would have)."""
+        """Make the watchdog wake at `at` (earlier than it would have).
+
+        The timer only sets an event; the watchdog's work runs in its own task.
+        """
         if self._watchdog is not None:
             self._watchdog.cancel()
         self._watch_at = at
-        self._watchdog = self._clock.call_later(at - now, self._watch)
+        self._watchdog = self._clock.call_later(at - now, self._watch_due.set)
 
     def _stop_watchdog(self) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()
         self._watchdog, self._watch_at = None, math.inf
 
+    async def _watchdog_loop(self) -> NoReturn:
+        """The watchdog's task: wait for its timer, then look at the polls due a look."""
+        while True:
+            await self._watch_due.wait()
+            self._watch_due.clear()
+            self._watch()
+
     def _watch(self) -> None:
-        """The watchdog: deal with every poll due a look by now, then sleep until the next.
+        """Deal with every poll due a look by now, then set the timer for the next.
 
         Polls due at the time the watchdog was set for are handled even if the timer fired
         a hair early, so a fake clock sees polls abandoned at exactly their end.
         """
-        at, self._watchdog, self._watch_at = self._watch_at, None, math.inf
+        now = self._clock.now()
+        at = now if self._watch_at == math.inf else max(self._watch_at, now)
+        self._watchdog, self._watch_at = None, math.inf
         upcoming = math.inf
         for worker in tuple(self._pool):
             if worker.check <= at:
@@ -368,18 +435,30 @@ class Poller:
                     worker.abandon()
             upcoming = min(upcoming, worker.check)
         if upcoming < math.inf:
-            self._arm_watchdog(upcoming, self._clock.now())
+            self._arm_watchdog(upcoming, now)
 
     def _on_slow_poll(self, worker: _Worker) -> None:
-        """Let a replacement worker in for a stuck poll, and look again at its end."""
+        """Let a replacement worker in for a stuck poll, and look again at its end.
+
+        At most `max_inflight` polls stay stuck: one more abandons the one stuck longest,
+        so the healthy workers never drop below `max_inflight`.
+        """
+        if self._stuck >= self._max_inflight:
+            self._abandon_longest_stuck()
         worker.check = worker.end
         worker.stuck = True
         self._stuck += 1
-        healthy = self._workers - self._stuck
-        if healthy < self._max_inflight and self._workers < 2 * self._max_inflight:
+        if self._workers - self._stuck < self._max_inflight:
             task_id = worker.entry.handle.task_id if worker.entry else None
             logger.debug("the poll of task %s is slow; adding a poll worker", task_id)
             self._add_worker()
+
+    def _abandon_longest_stuck(self) -> None:
+        stuck = [worker for worker in self._pool if worker.stuck and not worker.expired]
+        if stuck:
+            oldest = min(stuck, key=lambda worker: worker.started)
+            oldest.check = math.inf
+            oldest.abandon(crowded=True)
 
     def _on_task(self, entry: _Entry, task: ImageTask) -> None:
         handle = entry.handle

@@ -29,7 +29,7 @@ from ._download import Downloader, safe_name
 from ._errors import ConfigurationError, InvalidRequestError, WorldRouterError
 from ._events import DEFAULT_BUFFER, StatusFeed, StatusListener, StatusStream
 from ._handles import ImageResult, TaskHandle, as_completed
-from ._logs import configure_from_env, logger
+from ._logs import configure_from_env
 from ._pipeline import Pipeline, RequestLike
 from ._poller import Poller
 from ._stats import Counters, SessionStats
@@ -259,7 +259,6 @@ class Session:
         self._runner = asyncio.get_running_loop().create_task(
             self._run_poller(started), name=f"worldrouter-async poller {self.base_url}"
         )
-        self._runner.add_done_callback(self._on_poller_exit)
         try:
             await started.wait()
         except BaseException:  # cancelled while opening: leave nothing running behind
@@ -267,14 +266,6 @@ class Session:
             raise
         self._state = "open"
         return self
-
-    def _on_poller_exit(self, runner: asyncio.Task[None]) -> None:
-        """If the poller ever stops by itself (a bug), end every handle rather than hang."""
-        if runner.cancelled():
-            return
-        error = runner.exception()
-        logger.error("the poller stopped unexpectedly; pending tasks end", exc_info=error)
-        self._poller.close()
 
     async def __aexit__(
         self,
@@ -306,9 +297,14 @@ class Session:
                 await self.transport.aclose()
 
     async def _run_poller(self, started: asyncio.Event) -> None:
-        async with anyio.create_task_group() as task_group:
-            started.set()
-            await self._poller.run(task_group)
+        """Run the poller until the session closes; if it ever stops on an error (a bug),
+        end every handle with `PollerFailedError` rather than leave them waiting."""
+        try:
+            async with anyio.create_task_group() as task_group:
+                started.set()
+                await self._poller.run(task_group)
+        except Exception as exc:  # a bug: the error ends every handle and is logged
+            self._poller.fail(exc)
 
     def _cancelled(self, handle: TaskHandle) -> None:
         """A handle's tracking was cancelled: stop polling it and report the ending."""
@@ -347,6 +343,11 @@ class Session:
             raise RuntimeError(
                 f"the session is {self._state}; use it inside 'async with Session(...)'"
             )
+        if (failure := self._poller.failure) is not None:
+            raise RuntimeError(
+                f"the session's poller stopped on an internal error ({type(failure).__name__}: "
+                f"{failure}), so nothing more is sent; open a new Session"
+            ) from failure
 
     async def create_task(
         self, request: ImageRequest, *, idempotency_key: str | None = None

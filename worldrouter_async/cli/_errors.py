@@ -7,7 +7,6 @@ picks the exit code. ``--debug`` prints the full traceback as well.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import sys
 import traceback
@@ -20,6 +19,7 @@ from .._errors import (
     TaskCancelledError,
     TaskTimeoutError,
     WorldRouterError,
+    first_leaf,
 )
 from ..batch import JournalInUseError
 
@@ -51,17 +51,6 @@ def in_cli_terms(message: str) -> str:
     for python, flag in CLI_SPELLINGS:
         message = message.replace(python, flag)
     return message
-
-
-def first_leaf(error: BaseException) -> BaseException:
-    """The first exception inside (nested) groups that is not a cancellation, else `error`."""
-    if not isinstance(error, BaseExceptionGroup):
-        return error
-    for inner in error.exceptions:
-        leaf = first_leaf(inner)
-        if not isinstance(leaf, asyncio.CancelledError | BaseExceptionGroup):
-            return leaf
-    return error
 
 
 def _describe(error: BaseException, *, resumable: bool) -> tuple[int, str]:
