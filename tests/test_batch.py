@@ -17,6 +17,7 @@ from worldrouter_async import IgnoredParameterWarning, ImageRequest, Session, Us
 from worldrouter_async.batch import (
     BatchItem,
     BatchRunner,
+    InvalidLine,
     JournalError,
     JournalInUseError,
     JournalRow,
@@ -472,6 +473,8 @@ class MemoryJournal:
 
     def __init__(self) -> None:
         self.rows: dict[str, JournalRow] = {}
+        self.invalid: list[InvalidLine] = []
+        self.invalid_run = ""
         self.path = Path("memory")
 
     def _set(self, key: str, **fields: Any) -> None:
@@ -489,6 +492,10 @@ class MemoryJournal:
     async def mark_seen(self, keys: Sequence[str], run: str) -> None:
         for key in keys:
             self._set(key, run=run)
+
+    async def record_invalid(self, run: str, lines: Sequence[InvalidLine]) -> None:
+        self.invalid = [*(self.invalid if self.invalid_run == run else []), *lines]
+        self.invalid_run = run
 
     async def mark_submitting(self, key: str) -> None:
         self._set(key, state=State.SUBMITTING, sends=self.rows[key].sends + 1)

@@ -10,7 +10,16 @@ Example:
 """
 
 from ._errors import JournalError, JournalInUseError
-from ._journal import JournalRow, JournalStore, SqliteJournal, State, iter_rows, read_rows
+from ._journal import (
+    InvalidLine,
+    JournalRow,
+    JournalStore,
+    SqliteJournal,
+    State,
+    iter_invalid_lines,
+    iter_rows,
+    read_rows,
+)
 from ._jsonl import BatchItem, LineError, iter_jsonl, read_jsonl
 from ._names import file_stem
 from ._outcomes import BatchSummary, Outcome, OutcomeKind, Source, kind_of
@@ -20,6 +29,7 @@ __all__ = [
     "BatchItem",
     "BatchRunner",
     "BatchSummary",
+    "InvalidLine",
     "JournalError",
     "JournalInUseError",
     "JournalRow",
@@ -31,6 +41,7 @@ __all__ = [
     "SqliteJournal",
     "State",
     "file_stem",
+    "iter_invalid_lines",
     "iter_jsonl",
     "iter_rows",
     "kind_of",

@@ -39,6 +39,8 @@ CLI_SPELLINGS: Final = (
     ("task_timeout", "--timeout"),
     ("in proxy= or HTTPS_PROXY", "in --proxy or HTTPS_PROXY"),
     ("Session(verify='/path/to/ca.pem') (CLI: --ca-bundle)", "--ca-bundle /path/to/ca.pem"),
+    ("new_journal=True (CLI: --new-journal)", "--new-journal"),
+    ("retry_ambiguous_creates=True", "--retry-ambiguous"),
 )
 
 
@@ -94,6 +96,13 @@ def _describe(error: BaseException, *, resumable: bool) -> tuple[int, str]:
                 f"internal error: {type(error).__name__}: {error} "
                 "(rerun with --debug for the traceback, and please report it)"
             )
+
+
+def one_line(error: BaseException) -> str:
+    """The message `report` prints for `error`, without the program name (for ``--json``)."""
+    if isinstance(first_leaf(error), asyncio.CancelledError):
+        return "interrupted"
+    return _describe(first_leaf(error), resumable=False)[1]
 
 
 def report(error: BaseException, *, debug: bool, resumable: bool = False) -> int:
