@@ -402,7 +402,8 @@ async def test_a_refused_key_stops_creates_and_status_agrees(
     wrong = _fast_session("wrong-key", emulator.base_url)
     async with wrong, BatchRunner(wrong, tmp_path / "j.db", concurrency=2) as runner:
         outcomes = [o async for o in runner.run(_requests(40))]
-    assert "refused the API key (HTTP 401" in (runner.stop_reason or "")
+    assert "refused the API key: " in (runner.stop_reason or "")
+    assert (runner.stop_reason or "").count("HTTP 401") == 1
     assert emulator.counters.create_requests <= 2 + 1
     assert runner.summary.counts == {"pending": 40}
     assert {o.kind for o in outcomes} == {OutcomeKind.PENDING}

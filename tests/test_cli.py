@@ -110,8 +110,8 @@ def test_status_reads_a_large_journal_in_flat_memory(
         tracemalloc.stop()
     out = capsys.readouterr().out
     assert code == 1
-    assert f"{path}: 20000 requests" in out
-    assert "completed   19999" in out
+    assert f"{path}: 20000 lines, 20000 requests" in out
+    assert "completed       19999" in out
     assert "r7 (failed, task t7): the server gave no reason" in out
     assert peak < 4 * 1024 * 1024  # the 20,000 rows read at once peak at about 11 MiB
 
@@ -135,14 +135,14 @@ async def test_batch_exit_codes_and_status(emulator: Emulator, tmp_path: Path) -
     done = await _cli(*args, env=env)
     assert done.returncode == 1, done.stderr
     assert "p2 failed" in done.stdout.decode()
-    assert "done: 6 requests" in done.stdout.decode()
+    assert "done: 6 lines" in done.stdout.decode()
     status = await _cli("status", str(tmp_path / "out" / "journal.sqlite3"))
     assert status.returncode == 1
-    assert "completed   5" in status.stdout.decode()
+    assert "completed       5" in status.stdout.decode()
     assert "p2 (failed" in status.stdout.decode()
     _write_prompts(prompts, 6)  # fix line 3 but keep ids: p2 now differs from its journal row
     rerun = await _cli(*args, env=env)
-    assert "p2 invalid" in rerun.stdout.decode()
+    assert 'line 3 invalid: request "p2" differs' in rerun.stdout.decode()
     assert emulator.counters.creates == 6
 
 
@@ -431,12 +431,13 @@ async def test_batch_with_a_refused_key_stops_with_one_line(
     assert done.returncode == 1
     stderr = done.stderr.decode().splitlines()
     assert len([line for line in stderr if "stopped sending creates" in line]) == 1
-    assert any("refused the API key (HTTP 401" in line for line in stderr)
+    (stop,) = [line for line in stderr if "refused the API key" in line]
+    assert stop.count("HTTP 401") == 1  # said once, not wrapped in itself
     assert emulator.counters.create_requests <= 4 + 1  # --concurrency 4
-    assert "done: 30 requests" in done.stdout.decode()
+    assert "done: 30 lines" in done.stdout.decode()
     assert "pending 30" in done.stdout.decode()
     status = await _cli("status", str(out / "journal.sqlite3"))
-    assert "pending     30" in status.stdout.decode()
+    assert "pending         30" in status.stdout.decode()
 
 
 async def test_batch_reports_a_non_utf8_line_and_runs_the_rest(
@@ -449,7 +450,7 @@ async def test_batch_reports_a_non_utf8_line_and_runs_the_rest(
     )
     done = await _run(_batch_command(emulator, prompts, tmp_path / "out"), emulator)
     assert done.returncode == 1
-    assert f"{prompts}: line 2: not valid UTF-8" in done.stderr.decode()
+    assert "] line 2 invalid: not valid UTF-8" in done.stdout.decode()
     assert b"Traceback" not in done.stderr
     assert "completed 2" in done.stdout.decode()
 
@@ -520,7 +521,7 @@ def _no_traceback(done: subprocess.CompletedProcess[bytes]) -> str:
         (["batch", "p.jsonl", "--out", "/proc/nope"], "cannot write images to --out /proc/nope"),
         (["demo", "--out", "afile"], "--out afile is a file, not a directory"),
         (["status", "p.jsonl"], "p.jsonl is not a batch journal"),
-        (["status", "."], "cannot read journal ."),
+        (["status", "."], "no journal at journal.sqlite3"),
     ],
 )
 async def test_bad_paths_exit_2_with_one_line_and_create_nothing(
