@@ -26,6 +26,8 @@ from worldrouter_async.batch import (
     Source,
     State,
     file_stem,
+    iter_invalid_lines,
+    iter_jsonl,
     kind_of,
     read_jsonl,
     read_rows,
@@ -37,6 +39,9 @@ from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator
 from .conftest import SessionFactory, fill_disk
 
 pytestmark = pytest.mark.anyio
+
+
+DEFAULTS = {"model": "gpt-image-2"}
 
 
 def _requests(count: int, *, marker: str = "") -> list[BatchItem]:
@@ -568,3 +573,26 @@ async def test_strict_sessions_refuse_ignored_parameters_in_a_batch(
     assert [o.kind for o in outcomes] == [OutcomeKind.FAILED]
     assert "ignores size" in (outcomes[0].error or "")
     assert emulator.counters.create_requests == 0
+
+
+async def test_unreadable_lines_are_outcomes_recorded_in_the_journal(
+    session: Session, emulator: Emulator, tmp_path: Path
+) -> None:
+    """iter_jsonl's output runs as it is: each bad line is an invalid outcome with its line
+    number, journaled for later; the next run replaces them with its own."""
+    prompts, journal = tmp_path / "p.jsonl", tmp_path / "j.db"
+    prompts.write_text('{"id": "a", "prompt": "one"}\n{oops\n{"id": "a", "prompt": "two"}\n')
+    async with BatchRunner(session, journal) as runner:
+        outcomes = [o async for o in runner.run(iter_jsonl(prompts, defaults=DEFAULTS))]
+    assert sorted((o.line, o.kind) for o in outcomes if o.line) == [
+        (2, OutcomeKind.INVALID),
+        (3, OutcomeKind.INVALID),
+    ]
+    assert runner.summary.counts == {"completed": 1, "invalid": 2}
+    assert [(i.line, i.key) for i in iter_invalid_lines(journal)] == [(2, "line-2"), (3, "a")]
+    prompts.write_text('{"id": "a", "prompt": "one"}\n')
+    async with BatchRunner(session, journal) as runner:
+        again = [o async for o in runner.run(iter_jsonl(prompts, defaults=DEFAULTS))]
+    assert [o.kind for o in again] == [OutcomeKind.COMPLETED]
+    assert list(iter_invalid_lines(journal)) == []
+    assert emulator.counters.creates == 1

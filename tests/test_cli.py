@@ -23,6 +23,7 @@ from anyio.abc import Process
 from worldrouter_async import ImageRequest, Session
 from worldrouter_async.batch import JournalRow, State, read_rows
 from worldrouter_async.batch._journal import SqliteFile
+from worldrouter_async.batch._jsonl import LineError, parse_line
 from worldrouter_async.cli import main
 from worldrouter_async.testing import Emulator
 from worldrouter_async.testing._png import PNG_SIGNATURE
@@ -1043,9 +1044,81 @@ async def test_ctrl_c_while_starting_is_one_line(tmp_path: Path, command: str) -
     args = ["x", "--api-key", "k"] if command == "generate" else ["p.jsonl", "--out", "o"]
     done = await anyio.run_process(
         [sys.executable, "-m", "worldrouter_async", command, *args],
-        env=_env(PYTHONPATH=str(tmp_path)),
+        env=_env(PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path])),
         cwd=tmp_path,
         check=False,
     )
     assert done.returncode in (130, -signal.SIGINT)
     assert done.stderr.decode().splitlines() == ["worldrouter-async: interrupted"]
+
+
+def test_rerunning_a_finished_demo_says_so_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The second demo run reports the finished job once, not a line per request."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--count", "3", "--out", str(out), "--plain"]) == 0
+    capsys.readouterr()
+    assert main(["demo", "--count", "3", "--out", str(out), "--plain"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("emulator at ")
+    assert lines[1].startswith("done: the job was already finished, nothing created: 3 lines")
+    assert lines[2:] == [f"images in {out / 'images'}"]
+
+
+async def test_an_edited_line_counts_once_in_status(emulator: Emulator, tmp_path: Path) -> None:
+    """A line whose request changed since the journal recorded it counts as invalid, in
+    place of its old row, so status still adds up to the file's lines."""
+    prompts, out = tmp_path / "p.jsonl", tmp_path / "out"
+    _write_prompts(prompts, 3)
+    await _cli_against(emulator, "batch", str(prompts), "--out", str(out))
+    _write_prompts(prompts, 3, failing=1)  # p1 now asks for another prompt
+    rerun = await _cli_against(emulator, "batch", str(prompts), "--out", str(out), "--json")
+    assert json.loads(rerun.stdout)["counts"] == {"completed": 2, "invalid": 1}
+    status = await _cli("status", str(out), "--json")
+    record = json.loads(status.stdout)
+    assert record["counts"] == {"completed": 2, "invalid": 1}
+    assert [line["id"] for line in record["invalid_lines"]] == ["p1"]
+
+
+def test_status_names_no_task_where_there_is_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A request refused before it had a task is listed without a 'task None'."""
+    path = tmp_path / "journal.sqlite3"
+    journal = SqliteFile(path)
+    request = ImageRequest(model="gpt-image-2", prompt="a kite")
+    journal.add(
+        [JournalRow(key="k", position=0, request=request, idempotency_key="i", state=State.FAILED)]
+    )
+    journal.set("k", error="the server refused the request (HTTP 400)")
+    journal.close()
+    assert main(["status", str(path)]) == 1
+    assert "  k (failed): the server refused the request (HTTP 400)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            {"prompt": "a kite", "sise": "64x64"},
+            'line 1: unknown field "sise"; a line may hold background, extra, id, model, ',
+        ),
+        (
+            {"prompt": "a kite", "sise": "64x64"},
+            '. Put other API parameters in an "extra" object, such as {"extra": {"sise": ...}}',
+        ),
+        (
+            {"id": "a", "model": "gpt-image-2"},
+            'line 1: no "prompt": every line needs one, such as {"prompt": "a lighthouse at dusk"}',
+        ),
+        ({"prompt": "a kite", "id": [1]}, "line 1: id must be a string or integer (got [1])"),
+    ],
+)
+def test_jsonl_problems_are_told_in_json_terms(line: dict[str, Any], message: str) -> None:
+    """A bad line's message speaks the JSON the user wrote, not Python (no extra={...})."""
+    error = parse_line(json.dumps(line), line=1, defaults={"model": "gpt-image-2"})
+    assert isinstance(error, LineError)
+    assert message in str(error)
+    assert "={" not in str(error)
+    assert "{'" not in str(error)

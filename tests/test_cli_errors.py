@@ -8,7 +8,7 @@ import errno
 import pytest
 
 from worldrouter_async import AuthenticationError, ConfigurationError
-from worldrouter_async.cli._errors import first_leaf, in_cli_terms, report
+from worldrouter_async.cli._errors import first_leaf, in_cli_terms, one_line, report
 
 
 def test_first_leaf_skips_cancellations_and_nested_groups() -> None:
@@ -78,3 +78,24 @@ def test_debug_adds_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
 def test_in_cli_terms_rewords_python_names() -> None:
     """Session argument names become the flags that set them."""
     assert in_cli_terms("task_timeout must be positive") == "--timeout must be positive"
+
+
+@pytest.mark.parametrize(
+    ("library", "cli"),
+    [
+        ("or start over on purpose with new_journal=True (CLI: --new-journal)", "--new-journal"),
+        ("Resend it with retry_ambiguous_creates=True only if", "--retry-ambiguous only"),
+    ],
+)
+def test_runner_messages_name_the_flags(library: str, cli: str) -> None:
+    """The runner's Python argument names become the batch flags that set them."""
+    assert cli in in_cli_terms(library)
+    assert "=True" not in in_cli_terms(library)
+
+
+def test_one_line_is_the_message_report_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    """--json carries the same words as the stderr line; an interrupt reads 'interrupted'."""
+    error = AuthenticationError("bad key", status=401)
+    report(error, debug=False)
+    assert capsys.readouterr().err == f"worldrouter-async: {one_line(error)}\n"
+    assert one_line(BaseExceptionGroup("g", [asyncio.CancelledError()])) == "interrupted"

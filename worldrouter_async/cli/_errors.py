@@ -100,9 +100,11 @@ def _describe(error: BaseException, *, resumable: bool) -> tuple[int, str]:
 
 def one_line(error: BaseException) -> str:
     """The message `report` prints for `error`, without the program name (for ``--json``)."""
-    if isinstance(first_leaf(error), asyncio.CancelledError):
-        return "interrupted"
-    return _describe(first_leaf(error), resumable=False)[1]
+    leaf = first_leaf(error)
+    cancelled = isinstance(leaf, asyncio.CancelledError) or (
+        isinstance(leaf, BaseExceptionGroup) and leaf.split(asyncio.CancelledError)[1] is None
+    )
+    return "interrupted" if cancelled else _describe(leaf, resumable=False)[1]
 
 
 def report(error: BaseException, *, debug: bool, resumable: bool = False) -> int:
