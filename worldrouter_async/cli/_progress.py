@@ -55,11 +55,6 @@ class Reporter(Protocol):
     def summary(self, summary: BatchSummary, *, journal: str) -> None:
         """Report the end of the run."""
 
-    @property
-    def total(self) -> int:
-        """The input lines the run reports on."""
-        ...
-
 
 def tokens(usage: Usage) -> str:
     """Token usage in words: ``in 10, out 20, total 30``."""
@@ -106,11 +101,6 @@ class _LiveReporter:
         self._completed = self._failed = 0
         self._started = time.monotonic()
         self._task_group: TaskGroup | None = None
-
-    @property
-    def total(self) -> int:
-        """The input lines the run reports on."""
-        return self._total
 
     async def __aenter__(self) -> Self:
         self._start()
