@@ -912,6 +912,13 @@ async def test_json_output_matches_the_documented_schemas(
     assert not failure["ok"]
     assert failure["task_id"] in emulator.tasks
     assert failure["error"]
+    refused = await _cli_against(
+        emulator, "generate", "x", "--out", str(tmp_path), "--json", "--api-key", "wrong"
+    )
+    assert refused.returncode == 1
+    (refusal,) = check(refused.stdout, "task")
+    assert refusal["task_id"] is None
+    assert "HTTP 401" in refusal["error"]
     dry = await _cli("batch", str(prompts), "--dry-run", "--json")
     (checked,) = check(dry.stdout, "dry-run")
     assert [line["line"] for line in checked["invalid_lines"]] == [4, 8, 11]

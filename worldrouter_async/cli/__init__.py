@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from .. import __version__
 from .._config import Limits, PollPolicy, RetryPolicy
+from .._errors import WorldRouterError
 from .._session import Session
 from ..batch import (
     BatchItem,
@@ -35,8 +36,17 @@ from ..batch import (
 from ..batch._jsonl import BOM
 from ..testing import Emulator
 from ._dryrun import check_file, dry_run_record, print_dry_run
-from ._errors import EXIT_FAILED, EXIT_OK, PROG, UsageError, in_cli_terms, report
-from ._json import batch_record, emit, outcome_record
+from ._errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    PROG,
+    UsageError,
+    in_cli_terms,
+    is_usage_error,
+    one_line,
+    report,
+)
+from ._json import batch_record, emit, outcome_record, task_record
 from ._progress import make_reporter
 from ._single import check_out_dir, save_images, wait_command
 from ._status import journal_path, print_status, read_status, status_record
@@ -284,7 +294,12 @@ def _session(args: argparse.Namespace, **overrides: Any) -> Session:
 async def _generate(args: argparse.Namespace) -> int:
     await check_out_dir(args.out)  # before the create: a task is paid for once it exists
     async with _session(args) as session:
-        handle = await session.submit(prompt=args.prompt, **_request_params(args))
+        try:
+            handle = await session.submit(prompt=args.prompt, **_request_params(args))
+        except WorldRouterError as exc:  # refused or unanswered: no task exists
+            if args.json and not is_usage_error(exc):
+                emit(task_record(None, error=one_line(exc)))
+            raise
         heading = (
             f"task {handle.task_id} created; if this stops, fetch it with: "
             f"{wait_command(handle.task_id or '', args.out)}"

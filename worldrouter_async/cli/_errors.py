@@ -107,6 +107,11 @@ def one_line(error: BaseException) -> str:
     return "interrupted" if cancelled else _describe(leaf, resumable=False)[1]
 
 
+def is_usage_error(error: BaseException) -> bool:
+    """True when `error` is the user's mistake (exit code 2), which ``--json`` leaves to stderr."""
+    return _describe(first_leaf(error), resumable=False)[0] == EXIT_USAGE
+
+
 def report(error: BaseException, *, debug: bool, resumable: bool = False) -> int:
     """Print `error` as one line on stderr (after its traceback with `debug`); its exit code."""
     if debug:

@@ -36,17 +36,20 @@ def usage_record(usage: Usage | None) -> Record | None:
 
 
 def task_record(
-    handle: TaskHandle,
+    handle: TaskHandle | None,
     *,
     result: ImageResult | None = None,
     files: Sequence[Path] = (),
     error: str | None = None,
 ) -> Record:
-    """`generate` and `wait`: the task, its saved files, and the error that stopped it if any."""
+    """`generate` and `wait`: the task, its saved files, and the error that stopped it if any.
+
+    `handle` is None when the create failed, so no task exists.
+    """
     return {
         "ok": error is None,
-        "task_id": handle.task_id,
-        "status": result.task.status if result is not None else handle.status,
+        "task_id": handle.task_id if handle is not None else None,
+        "status": result.task.status if result is not None else handle and handle.status,
         "model": result.model if result is not None else None,
         "files": [str(path) for path in files],
         "urls": list(result.urls) if result is not None else [],
