@@ -121,3 +121,14 @@ def test_invalid_outcomes_are_named_by_their_input_line() -> None:
     """An invalid line is shown as 'line N', with its reason in CLI terms."""
     outcome = Outcome("line-4", "invalid", "journal", error="not valid JSON", line=4)
     assert outcome_line(outcome) == "line 4 invalid: not valid JSON"
+
+
+async def test_live_counts_show_invalid_lines_apart_from_failures() -> None:
+    """The live counter names invalid lines as such, so its counts add up to the file."""
+    output = io.StringIO()
+    async with PlainReporter(2, FakeSession().stats, stream=output, interval=0.01) as reporter:
+        reporter.outcome(Outcome("line-1", "invalid", "journal", error="not valid JSON", line=1))
+        await _wait_for(
+            "progress: 1/2 done · submitted 0 · running 0 · completed 0 · failed 0 · invalid 1",
+            output,
+        )

@@ -98,7 +98,7 @@ class _LiveReporter:
         self._total = total
         self._stats = stats
         self._interval = interval
-        self._completed = self._failed = 0
+        self._completed = self._failed = self._invalid = 0
         self._started = time.monotonic()
         self._task_group: TaskGroup | None = None
 
@@ -130,20 +130,31 @@ class _LiveReporter:
     def _count(self, outcome: Outcome) -> None:
         if outcome.ok:
             self._completed += 1
+        elif outcome.kind == OutcomeKind.INVALID:
+            self._invalid += 1
         else:
             self._failed += 1
 
+    @property
+    def _done(self) -> int:
+        """Input lines reported so far."""
+        return self._completed + self._failed + self._invalid
+
     def _live_counts(self, *, markup: bool = False) -> str:
-        """Submitted and running from the session; completed and failed from outcomes."""
+        """Submitted and running from the session; the rest (every line once) from outcomes."""
         stats = self._stats()
         completed, failed = f"completed {self._completed}", f"failed {self._failed}"
+        invalid = f" · invalid {self._invalid}" if self._invalid else ""
         if markup:
             completed, failed = f"[green]{completed}[/green]", f"[red]{failed}[/red]"
-        return f"submitted {stats.creates} · running {stats.pending} · {completed} · {failed}"
+        return (
+            f"submitted {stats.creates} · running {stats.pending} · {completed} · {failed}"
+            + invalid
+        )
 
     def _rate(self) -> str:
         elapsed = max(time.monotonic() - self._started, 1e-9)
-        return f"{(self._completed + self._failed) / elapsed:.1f}/s"
+        return f"{self._done / elapsed:.1f}/s"
 
     def _start(self) -> None:
         """Begin showing progress (before the first refresh)."""
@@ -180,13 +191,11 @@ class PlainReporter(_LiveReporter):
         self._count(outcome)
         if outcome.ok and outcome.source == Source.JOURNAL:
             return  # completed by an earlier run: the summary counts it
-        done = self._completed + self._failed
+        done = self._done
         print(f"[{done}/{self._total}] {outcome_line(outcome)}", file=self._stream)
 
     def _refresh(self) -> None:
-        line = f"progress: {self._completed + self._failed}/{self._total} done · " + (
-            self._live_counts()
-        )
+        line = f"progress: {self._done}/{self._total} done · " + (self._live_counts())
         if line != self._last_line:
             self._last_line = line
             print(line, file=self._stream, flush=True)
