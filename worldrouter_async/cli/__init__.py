@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_connection_options(wait)
 
     batch = commands.add_parser("batch", help="run a JSONL file of prompts, resumably")
-    batch.add_argument("prompts", type=Path, help="JSON Lines: one {'prompt': ...} per line")
+    batch.add_argument("prompts", type=Path, help='JSON Lines: one {"prompt": ...} per line')
     batch.add_argument("--out", type=Path, help="directory for the images (required to run)")
     batch.add_argument("--journal", type=Path, help="journal file (default: OUT/journal.sqlite3)")
     batch.add_argument(

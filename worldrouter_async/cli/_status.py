@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from attrs import define, field
+from attrs import define
 
 from ..batch import InvalidLine, JournalRow, OutcomeKind, kind_of
 from ..batch._journal import SqliteFile
@@ -28,15 +28,15 @@ def journal_path(given: Path) -> Path:
     return given / JOURNAL_NAME if given.is_dir() else given
 
 
-@define
+@define(frozen=True)
 class Status:
     """What a journal holds: counts by kind, token usage, invalid lines and problem rows."""
 
-    counts: Counter[str] = field(factory=Counter)
-    usage: Usage = field(factory=Usage)
-    requests: int = 0
-    invalid: list[InvalidLine] = field(factory=list)
-    problems: list[JournalRow] = field(factory=list)
+    counts: Counter[str]
+    usage: Usage
+    requests: int
+    invalid: list[InvalidLine]
+    problems: list[JournalRow]
 
     @property
     def ok(self) -> bool:
@@ -48,23 +48,22 @@ def read_status(path: Path) -> Status:
     """Count `path` in one streaming pass, keeping only invalid lines and problem rows."""
     file = SqliteFile(path, create=False)
     try:
-        status = Status(invalid=list(file.iter_invalid()))
-        replaced = {line.key for line in status.invalid if line.journaled}
-        status.counts[OutcomeKind.INVALID] += len(status.invalid)
+        invalid = list(file.iter_invalid())
+        replaced = {line.key for line in invalid if line.journaled}
+        counts: Counter[str] = Counter({OutcomeKind.INVALID: len(invalid)})
+        usage, requests, problems = Usage(), 0, []
         for row in file.iter_rows():
-            status.requests += 1
-            if row.usage is not None:
-                status.usage += row.usage
+            requests += 1
+            usage += row.usage or Usage()
             if row.key in replaced:
                 continue
             kind = kind_of(row)
-            status.counts[kind] += 1
+            counts[kind] += 1
             if row.error and kind != OutcomeKind.COMPLETED:
-                status.problems.append(row)
+                problems.append(row)
     finally:
         file.close()
-    status.counts = +status.counts  # drop kinds with no line
-    return status
+    return Status(+counts, usage, requests, invalid, problems)  # + drops kinds with no line
 
 
 def _problem_line(row: JournalRow) -> str:
