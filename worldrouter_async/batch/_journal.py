@@ -68,7 +68,7 @@ ALTER TABLE requests ADD COLUMN run TEXT;
 UPDATE meta SET value = '2' WHERE name = 'schema_version';
 """
 
-# Added in 0.3 without a version bump: a journal without it simply has no invalid lines
+# Added without a schema version bump: a journal without it simply has no invalid lines
 # recorded, and the first run that opens it for writing creates it.
 _INVALID_LINES: Final = """
 CREATE TABLE IF NOT EXISTS invalid_lines (
@@ -263,38 +263,6 @@ class SqliteFile:
         if version[0] == "1":
             self._write(lambda: self._db.executescript(_MIGRATE_1_TO_2))
 
-    def _has_invalid_lines(self) -> bool:
-        found = self._db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'invalid_lines'"
-        ).fetchone()
-        return found is not None
-
-    def record_invalid(self, run: str, lines: Sequence[InvalidLine]) -> None:
-        """Replace the invalid lines of earlier runs by `lines` of `run` (appended per call)."""
-
-        def write() -> None:
-            self._db.execute(_INVALID_LINES)
-            self._db.execute("DELETE FROM invalid_lines WHERE run != ?", (run,))
-            self._db.executemany(
-                "INSERT INTO invalid_lines (line, key, reason, journaled, run)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [(i.line, i.key, i.reason, i.journaled, run) for i in lines],
-            )
-
-        self._write(write)
-
-    def iter_invalid(self) -> Iterator[InvalidLine]:
-        """The invalid lines the last run recorded, in input order (none in older journals)."""
-        if not self._has_invalid_lines():
-            return iter(())
-        cursor = self._db.execute(
-            "SELECT line, key, reason, journaled FROM invalid_lines ORDER BY line, rowid"
-        )
-        return (
-            InvalidLine(line, key, reason, bool(journaled))
-            for line, key, reason, journaled in cursor
-        )
-
     def close(self) -> None:
         """Close the database file."""
         self._db.close()
@@ -358,6 +326,38 @@ class SqliteFile:
                 "UPDATE requests SET state = ?, sends = sends + 1, updated_at = ? WHERE key = ?",
                 (State.SUBMITTING, time.time(), key),
             )
+        )
+
+    def _has_invalid_lines(self) -> bool:
+        found = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'invalid_lines'"
+        ).fetchone()
+        return found is not None
+
+    def record_invalid(self, run: str, lines: Sequence[InvalidLine]) -> None:
+        """Replace the invalid lines of earlier runs by `lines` of `run` (appended per call)."""
+
+        def write() -> None:
+            self._db.execute(_INVALID_LINES)
+            self._db.execute("DELETE FROM invalid_lines WHERE run != ?", (run,))
+            self._db.executemany(
+                "INSERT INTO invalid_lines (line, key, reason, journaled, run)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(i.line, i.key, i.reason, i.journaled, run) for i in lines],
+            )
+
+        self._write(write)
+
+    def iter_invalid(self) -> Iterator[InvalidLine]:
+        """The invalid lines the last run recorded, in input order (none in older journals)."""
+        if not self._has_invalid_lines():
+            return iter(())
+        cursor = self._db.execute(
+            "SELECT line, key, reason, journaled FROM invalid_lines ORDER BY line, rowid"
+        )
+        return (
+            InvalidLine(line, key, reason, bool(journaled))
+            for line, key, reason, journaled in cursor
         )
 
     def _write(self, statement: Callable[[], object]) -> None:
