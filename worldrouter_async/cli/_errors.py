@@ -8,6 +8,7 @@ picks the exit code. ``--debug`` prints the full traceback as well.
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import sys
 import traceback
@@ -44,6 +45,10 @@ CLI_SPELLINGS: Final = (
 )
 
 
+#: An API error's fields as Python writes them (``code='invalid_api_key'``).
+_QUOTED_FIELD: Final = re.compile(r"\b(code|request_id)='([^']*)'")
+
+
 class UsageError(Exception):
     """A user mistake reported in plain words with exit code 2 (no traceback)."""
 
@@ -52,7 +57,7 @@ def in_cli_terms(message: str) -> str:
     """`message` with the library's Python argument names replaced by the CLI's flags."""
     for python, flag in CLI_SPELLINGS:
         message = message.replace(python, flag)
-    return message
+    return _QUOTED_FIELD.sub(r"\1 \2", message)
 
 
 def first_leaf(error: BaseException) -> BaseException:

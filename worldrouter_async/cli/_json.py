@@ -15,6 +15,7 @@ from typing import Any
 from .._handles import ImageResult, TaskHandle
 from ..batch import BatchSummary, InvalidLine, Outcome
 from ..models import Usage
+from ._errors import in_cli_terms
 
 Record = dict[str, Any]
 
@@ -70,7 +71,7 @@ def outcome_record(outcome: Outcome) -> Record:
         "files": list(outcome.files),
         "urls": list(outcome.urls),
         "usage": usage_record(outcome.usage),
-        "error": outcome.error,
+        "error": in_cli_terms(outcome.error) if outcome.error is not None else None,
     }
 
 

@@ -16,6 +16,7 @@ from attrs import define
 from ..batch import InvalidLine, JournalRow, OutcomeKind, kind_of
 from ..batch._journal import SqliteFile
 from ..models import Usage
+from ._errors import in_cli_terms
 from ._json import Record, invalid_records, usage_record
 from ._progress import tokens
 
@@ -68,7 +69,7 @@ def read_status(path: Path) -> Status:
 
 def _problem_line(row: JournalRow) -> str:
     task = f", task {row.task_id}" if row.task_id else ""
-    return f"  {row.key} ({kind_of(row)}{task}): {row.error}"
+    return f"  {row.key} ({kind_of(row)}{task}): {in_cli_terms(row.error or '')}"
 
 
 def print_status(path: Path, status: Status) -> None:
@@ -97,7 +98,12 @@ def status_record(path: Path, status: Status) -> Record:
         "usage": usage_record(status.usage),
         "invalid_lines": invalid_records(status.invalid),
         "problems": [
-            {"id": row.key, "kind": str(kind_of(row)), "task_id": row.task_id, "error": row.error}
+            {
+                "id": row.key,
+                "kind": str(kind_of(row)),
+                "task_id": row.task_id,
+                "error": in_cli_terms(row.error or ""),
+            }
             for row in status.problems
         ],
     }
