@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 from anyio.abc import Process
 
@@ -1087,17 +1088,20 @@ async def test_an_edited_line_counts_once_in_status(emulator: Emulator, tmp_path
 def test_status_names_no_task_where_there_is_none(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A request refused before it had a task is listed without a 'task None'."""
+    """A request refused before it had a task is listed without a 'task None', and
+    journaled reasons name CLI flags."""
     path = tmp_path / "journal.sqlite3"
     journal = SqliteFile(path)
     request = ImageRequest(model="gpt-image-2", prompt="a kite")
-    journal.add(
-        [JournalRow(key="k", position=0, request=request, idempotency_key="i", state=State.FAILED)]
-    )
+    row = JournalRow(key="k", position=0, request=request, idempotency_key="i", state=State.FAILED)
+    journal.add([row, attrs.evolve(row, key="s", position=1, state=State.SUBMITTING)])
     journal.set("k", error="the server refused the request (HTTP 400)")
+    journal.set("s", error="Resend it with retry_ambiguous_creates=True only if ...")
     journal.close()
     assert main(["status", str(path)]) == 1
-    assert "  k (failed): the server refused the request (HTTP 400)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "  k (failed): the server refused the request (HTTP 400)" in out
+    assert "  s (ambiguous): Resend it with --retry-ambiguous only if ..." in out
 
 
 @pytest.mark.parametrize(
