@@ -1,11 +1,11 @@
 """Bulk generation: a write-ahead journal and a resumable runner.
 
 Example:
-    >>> from worldrouter_async.batch import BatchItem, BatchRunner, iter_jsonl
+    >>> from worldrouter_async.batch import BatchRunner, iter_jsonl
     >>> async def main(session):  # doctest: +SKIP
-    ...     items = (i for i in iter_jsonl("prompts.jsonl") if isinstance(i, BatchItem))
+    ...     lines = iter_jsonl("prompts.jsonl")  # bad lines become invalid outcomes
     ...     async with BatchRunner(session, "job.sqlite3", out_dir="images") as runner:
-    ...         async for outcome in runner.run(items):
+    ...         async for outcome in runner.run(lines):
     ...             print(outcome.key, outcome.kind)
 """
 
