@@ -269,8 +269,8 @@ class BatchRunner:
         `requests` may be a list, any iterable or an async iterable; it is read in chunks as
         the run needs more. A `LineError` among them (pass `iter_jsonl` as it is) is yielded
         as an ``invalid`` outcome and recorded in the journal, so every input line is counted.
-        Raises `JournalError` (after the outcomes so far) when the journal
-        cannot be written: everything committed until then is kept for the rerun.
+        Raises `JournalError` (after the outcomes so far) when the journal cannot be written:
+        everything committed until then is kept for the rerun.
         """
         if self._store is None or self._task_group is None:
             raise RuntimeError("use the runner inside 'async with BatchRunner(...)'")
