@@ -17,6 +17,7 @@ from worldrouter_async import IgnoredParameterWarning, ImageRequest, Session, Us
 from worldrouter_async.batch import (
     BatchItem,
     BatchRunner,
+    InvalidLine,
     JournalError,
     JournalInUseError,
     JournalRow,
@@ -25,6 +26,8 @@ from worldrouter_async.batch import (
     Source,
     State,
     file_stem,
+    iter_invalid_lines,
+    iter_jsonl,
     kind_of,
     read_jsonl,
     read_rows,
@@ -36,6 +39,9 @@ from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator
 from .conftest import SessionFactory, fill_disk
 
 pytestmark = pytest.mark.anyio
+
+
+DEFAULTS = {"model": "gpt-image-2"}
 
 
 def _requests(count: int, *, marker: str = "") -> list[BatchItem]:
@@ -401,7 +407,8 @@ async def test_a_refused_key_stops_creates_and_status_agrees(
     wrong = _fast_session("wrong-key", emulator.base_url)
     async with wrong, BatchRunner(wrong, tmp_path / "j.db", concurrency=2) as runner:
         outcomes = [o async for o in runner.run(_requests(40))]
-    assert "refused the API key (HTTP 401" in (runner.stop_reason or "")
+    assert "refused the API key: " in (runner.stop_reason or "")
+    assert (runner.stop_reason or "").count("HTTP 401") == 1
     assert emulator.counters.create_requests <= 2 + 1
     assert runner.summary.counts == {"pending": 40}
     assert {o.kind for o in outcomes} == {OutcomeKind.PENDING}
@@ -472,6 +479,8 @@ class MemoryJournal:
 
     def __init__(self) -> None:
         self.rows: dict[str, JournalRow] = {}
+        self.invalid: list[InvalidLine] = []
+        self.invalid_run = ""
         self.path = Path("memory")
 
     def _set(self, key: str, **fields: Any) -> None:
@@ -489,6 +498,10 @@ class MemoryJournal:
     async def mark_seen(self, keys: Sequence[str], run: str) -> None:
         for key in keys:
             self._set(key, run=run)
+
+    async def record_invalid(self, run: str, lines: Sequence[InvalidLine]) -> None:
+        self.invalid = [*(self.invalid if self.invalid_run == run else []), *lines]
+        self.invalid_run = run
 
     async def mark_submitting(self, key: str) -> None:
         self._set(key, state=State.SUBMITTING, sends=self.rows[key].sends + 1)
@@ -560,3 +573,26 @@ async def test_strict_sessions_refuse_ignored_parameters_in_a_batch(
     assert [o.kind for o in outcomes] == [OutcomeKind.FAILED]
     assert "ignores size" in (outcomes[0].error or "")
     assert emulator.counters.create_requests == 0
+
+
+async def test_unreadable_lines_are_outcomes_recorded_in_the_journal(
+    session: Session, emulator: Emulator, tmp_path: Path
+) -> None:
+    """iter_jsonl's output runs as it is: each bad line is an invalid outcome with its line
+    number, journaled for later; the next run replaces them with its own."""
+    prompts, journal = tmp_path / "p.jsonl", tmp_path / "j.db"
+    prompts.write_text('{"id": "a", "prompt": "one"}\n{oops\n{"id": "a", "prompt": "two"}\n')
+    async with BatchRunner(session, journal) as runner:
+        outcomes = [o async for o in runner.run(iter_jsonl(prompts, defaults=DEFAULTS))]
+    assert sorted((o.line, o.kind) for o in outcomes if o.line) == [
+        (2, OutcomeKind.INVALID),
+        (3, OutcomeKind.INVALID),
+    ]
+    assert runner.summary.counts == {"completed": 1, "invalid": 2}
+    assert [(i.line, i.key) for i in iter_invalid_lines(journal)] == [(2, "line-2"), (3, "a")]
+    prompts.write_text('{"id": "a", "prompt": "one"}\n')
+    async with BatchRunner(session, journal) as runner:
+        again = [o async for o in runner.run(iter_jsonl(prompts, defaults=DEFAULTS))]
+    assert [o.kind for o in again] == [OutcomeKind.COMPLETED]
+    assert list(iter_invalid_lines(journal)) == []
+    assert emulator.counters.creates == 1

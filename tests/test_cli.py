@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -13,14 +14,17 @@ import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
+import attrs
 import pytest
 from anyio.abc import Process
 
 from worldrouter_async import ImageRequest, Session
 from worldrouter_async.batch import JournalRow, State, read_rows
 from worldrouter_async.batch._journal import SqliteFile
+from worldrouter_async.batch._jsonl import LineError, parse_line
 from worldrouter_async.cli import main
 from worldrouter_async.testing import Emulator
 from worldrouter_async.testing._png import PNG_SIGNATURE
@@ -110,8 +114,8 @@ def test_status_reads_a_large_journal_in_flat_memory(
         tracemalloc.stop()
     out = capsys.readouterr().out
     assert code == 1
-    assert f"{path}: 20000 requests" in out
-    assert "completed   19999" in out
+    assert f"{path}: 20000 lines, 20000 requests" in out
+    assert "completed       19999" in out
     assert "r7 (failed, task t7): the server gave no reason" in out
     assert peak < 4 * 1024 * 1024  # the 20,000 rows read at once peak at about 11 MiB
 
@@ -135,14 +139,14 @@ async def test_batch_exit_codes_and_status(emulator: Emulator, tmp_path: Path) -
     done = await _cli(*args, env=env)
     assert done.returncode == 1, done.stderr
     assert "p2 failed" in done.stdout.decode()
-    assert "done: 6 requests" in done.stdout.decode()
+    assert "done: 6 lines" in done.stdout.decode()
     status = await _cli("status", str(tmp_path / "out" / "journal.sqlite3"))
     assert status.returncode == 1
-    assert "completed   5" in status.stdout.decode()
+    assert "completed       5" in status.stdout.decode()
     assert "p2 (failed" in status.stdout.decode()
     _write_prompts(prompts, 6)  # fix line 3 but keep ids: p2 now differs from its journal row
     rerun = await _cli(*args, env=env)
-    assert "p2 invalid" in rerun.stdout.decode()
+    assert 'line 3 invalid: request "p2" differs' in rerun.stdout.decode()
     assert emulator.counters.creates == 6
 
 
@@ -431,12 +435,13 @@ async def test_batch_with_a_refused_key_stops_with_one_line(
     assert done.returncode == 1
     stderr = done.stderr.decode().splitlines()
     assert len([line for line in stderr if "stopped sending creates" in line]) == 1
-    assert any("refused the API key (HTTP 401" in line for line in stderr)
+    (stop,) = [line for line in stderr if "refused the API key" in line]
+    assert stop.count("HTTP 401") == 1  # said once, not wrapped in itself
     assert emulator.counters.create_requests <= 4 + 1  # --concurrency 4
-    assert "done: 30 requests" in done.stdout.decode()
+    assert "done: 30 lines" in done.stdout.decode()
     assert "pending 30" in done.stdout.decode()
     status = await _cli("status", str(out / "journal.sqlite3"))
-    assert "pending     30" in status.stdout.decode()
+    assert "pending         30" in status.stdout.decode()
 
 
 async def test_batch_reports_a_non_utf8_line_and_runs_the_rest(
@@ -449,7 +454,7 @@ async def test_batch_reports_a_non_utf8_line_and_runs_the_rest(
     )
     done = await _run(_batch_command(emulator, prompts, tmp_path / "out"), emulator)
     assert done.returncode == 1
-    assert f"{prompts}: line 2: not valid UTF-8" in done.stderr.decode()
+    assert "] line 2 invalid: not valid UTF-8" in done.stdout.decode()
     assert b"Traceback" not in done.stderr
     assert "completed 2" in done.stdout.decode()
 
@@ -520,7 +525,7 @@ def _no_traceback(done: subprocess.CompletedProcess[bytes]) -> str:
         (["batch", "p.jsonl", "--out", "/proc/nope"], "cannot write images to --out /proc/nope"),
         (["demo", "--out", "afile"], "--out afile is a file, not a directory"),
         (["status", "p.jsonl"], "p.jsonl is not a batch journal"),
-        (["status", "."], "cannot read journal ."),
+        (["status", "."], "no journal at journal.sqlite3"),
     ],
 )
 async def test_bad_paths_exit_2_with_one_line_and_create_nothing(
@@ -738,3 +743,388 @@ async def test_ctrl_c_after_generate_created_its_task_names_the_task(
         f"worldrouter-async wait {task_id} --out {tmp_path}",
         "worldrouter-async: interrupted",
     ]
+
+
+def _mixed_prompts(path: Path) -> None:
+    """31 lines as a spreadsheet export writes them (a BOM first): 28 requests, 3 bad lines.
+
+    Line 4 is not JSON, line 8 has no prompt, line 11 repeats the id of line 3, and line 13
+    has no id (so it is keyed by its line) and sets a size its Gemini model ignores.
+    """
+    lines = [json.dumps({"id": f"p{i}", "prompt": f"image {i}"}) for i in range(31)]
+    lines[3] = "{not json"
+    lines[7] = json.dumps({"id": "p7", "model": "gpt-image-2"})
+    lines[10] = json.dumps({"id": "p2", "prompt": "a repeat"})
+    lines[12] = json.dumps({"prompt": "no id", "model": "gemini-2.5-flash-image", "size": "64x64"})
+    path.write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+
+
+async def test_every_input_line_is_counted_once_in_counter_summary_and_status(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """31 lines end as 31 outcomes: the counter completes, the summary and status agree, and
+    status still lists each invalid line with its number and reason after the run."""
+    prompts, out = tmp_path / "p.jsonl", tmp_path / "out"
+    _mixed_prompts(prompts)
+    done = await _cli_against(emulator, "batch", str(prompts), "--out", str(out))
+    stdout = done.stdout.decode()
+    assert done.returncode == 1, done.stderr
+    assert stdout.splitlines()[-2].startswith("[31/31] ")
+    assert "done: 31 lines in " in stdout
+    assert ": completed 28, invalid 3; tokens in " in stdout
+    assert "] p0 completed (new)" in stdout  # the BOM did not spoil line 1
+    status = await _cli("status", str(out))  # the --out directory names its journal
+    lines = status.stdout.decode().splitlines()
+    assert status.returncode == 1, status.stderr
+    assert lines[0].startswith(f"{out / 'journal.sqlite3'}: 31 lines, 28 requests; tokens in ")
+    assert lines[1:] == [
+        "  completed       28",
+        "  invalid         3",
+        "  line 4 invalid: not valid JSON (Expecting property name enclosed in double quotes: "
+        "line 1 column 2 (char 1))",
+        '  line 8 invalid: no "prompt": every line needs one, such as '
+        '{"prompt": "a lighthouse at dusk"}',
+        '  line 11 invalid: id "p2" repeats an earlier request',
+    ]
+    assert emulator.counters.creates == 28
+
+
+async def test_a_finished_job_says_so_in_one_line_and_keeps_its_cost(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """Rerunning a finished job prints one line with the job's tokens; status shows them too."""
+    prompts, out = tmp_path / "p.jsonl", tmp_path / "out"
+    _write_prompts(prompts, 5)
+    first = await _cli_against(emulator, "batch", str(prompts), "--out", str(out), "--json")
+    cost = json.loads(first.stdout)["usage"]
+    assert cost["total_tokens"] > 0
+    again = await _cli_against(emulator, "batch", str(prompts), "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    tokens = f"in {cost['input_tokens']}, out {cost['output_tokens']}, total {cost['total_tokens']}"
+    assert again.stdout.decode().splitlines() == [
+        "done: the job was already finished, nothing created: 5 lines, completed 5; "
+        f"tokens {tokens}; journal {out / 'journal.sqlite3'}"
+    ]
+    status = await _cli("status", str(out / "journal.sqlite3"))
+    assert f"5 lines, 5 requests; tokens {tokens}" in status.stdout.decode()
+    assert emulator.counters.creates == 5
+
+
+async def test_a_resumed_run_shows_this_runs_tokens_and_the_whole_jobs(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """A rerun after more lines were added counts the new tasks' tokens and the job's total."""
+    prompts, out = tmp_path / "p.jsonl", tmp_path / "out"
+    _write_prompts(prompts, 2)
+    await _cli_against(emulator, "batch", str(prompts), "--out", str(out))
+    _write_prompts(prompts, 3)
+    again = await _cli_against(emulator, "batch", str(prompts), "--out", str(out), "--json")
+    summary = json.loads(again.stdout)
+    assert summary["sources"] == {"journal": 2, "new": 1}
+    assert 0 < summary["usage"]["total_tokens"] < summary["job_usage"]["total_tokens"]
+    assert "; whole job in " in again.stderr.decode()  # the human summary, beside the JSON
+
+
+def _documented_schemas() -> dict[str, Any]:
+    """The JSON Schemas docs/cli.md documents, each after a ``<!-- schema: NAME -->`` mark."""
+    text = (Path(__file__).parent.parent / "docs" / "cli.md").read_text(encoding="utf-8")
+    found = re.findall(r"<!-- schema: ([a-z-]+) -->\n```json\n(.*?)\n```", text, re.DOTALL)
+    return {name: json.loads(body) for name, body in found}
+
+
+_JSON_TYPES: dict[str, Callable[[object], bool]] = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+}
+
+
+def _schema_errors(value: object, schema: dict[str, Any], schemas: dict[str, Any]) -> list[str]:
+    """Where `value` breaks `schema` (the JSON Schema subset the docs use); [] when it fits."""
+    if "$ref" in schema:
+        return _schema_errors(value, schemas[schema["$ref"]], schemas)
+    if "anyOf" in schema:
+        tries = [_schema_errors(value, option, schemas) for option in schema["anyOf"]]
+        return [] if [] in tries else [f"{value!r} fits none of {schema['anyOf']}"]
+    if "enum" in schema:
+        return [] if value in schema["enum"] else [f"{value!r} not in {schema['enum']}"]
+    types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+    if not any(_JSON_TYPES[name](value) for name in types):
+        return [f"{value!r} is not {types}"]
+    errors: list[str] = []
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        errors += [f"missing {name!r}" for name in schema.get("required", []) if name not in value]
+        for name, item in value.items():
+            if name in properties:
+                errors += _schema_errors(item, properties[name], schemas)
+            elif schema.get("additionalProperties") is False:
+                errors.append(f"undocumented field {name!r}")
+            elif isinstance(schema.get("additionalProperties"), dict):
+                errors += _schema_errors(item, schema["additionalProperties"], schemas)
+    if isinstance(value, list) and "items" in schema:
+        for item in value:
+            errors += _schema_errors(item, schema["items"], schemas)
+    return errors
+
+
+def test_the_schema_checker_refuses_what_the_schemas_forbid() -> None:
+    """The checker the JSON test relies on finds missing, extra and mistyped fields."""
+    schemas = _documented_schemas()
+    usage = {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3}
+    assert _schema_errors(usage, schemas["usage"], schemas) == []
+    assert _schema_errors({**usage, "cost": 1}, schemas["usage"], schemas)
+    assert _schema_errors({**usage, "total_tokens": "3"}, schemas["usage"], schemas)
+    assert _schema_errors({"input_tokens": 1}, schemas["usage"], schemas)
+    assert _schema_errors("done", schemas["kind"], schemas)
+
+
+async def test_json_output_matches_the_documented_schemas(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """generate, wait, batch (summary and events), dry run and status print what docs/cli.md
+    documents, with stdout holding nothing but JSON."""
+    schemas = _documented_schemas()
+    prompts, out = tmp_path / "p.jsonl", tmp_path / "out"
+    _mixed_prompts(prompts)
+
+    def check(stdout: bytes, name: str, *, last: str | None = None) -> list[dict[str, Any]]:
+        """Each line of `stdout` as a `name` record (the last one as a `last` record)."""
+        records = [json.loads(line) for line in stdout.decode().splitlines()]
+        names = [name] * len(records) if last is None else [name] * (len(records) - 1) + [last]
+        for record, schema in zip(records, names, strict=True):
+            assert _schema_errors(record, schemas[schema], schemas) == [], record
+        return records
+
+    generated = await _cli_against(emulator, "generate", "a kite", "--out", str(tmp_path), "--json")
+    (task,) = check(generated.stdout, "task")
+    assert task["ok"]
+    assert task["files"]
+    assert task["usage"]["total_tokens"] > 0
+    waited = await _cli_against(emulator, "wait", task["task_id"], "--out", str(tmp_path), "--json")
+    assert check(waited.stdout, "task")[0]["task_id"] == task["task_id"]
+    failed = await _cli_against(emulator, "generate", "[fail] x", "--out", str(tmp_path), "--json")
+    assert failed.returncode == 1
+    (failure,) = check(failed.stdout, "task")
+    assert not failure["ok"]
+    assert failure["task_id"] in emulator.tasks
+    assert failure["error"]
+    refused = await _cli_against(
+        emulator, "generate", "x", "--out", str(tmp_path), "--json", "--api-key", "wrong"
+    )
+    assert refused.returncode == 1
+    (refusal,) = check(refused.stdout, "task")
+    assert refusal["task_id"] is None
+    assert "HTTP 401" in refusal["error"]
+    dry = await _cli("batch", str(prompts), "--dry-run", "--json")
+    (checked,) = check(dry.stdout, "dry-run")
+    assert [line["line"] for line in checked["invalid_lines"]] == [4, 8, 11]
+    events = await _cli_against(emulator, "batch", str(prompts), "--out", str(out), "--json-events")
+    records = check(events.stdout, "batch-outcome", last="batch-summary")
+    assert len(records) == 32
+    assert records[-1]["lines"] == 31
+    assert sorted(r["line"] for r in records if r.get("kind") == "invalid") == [4, 8, 11]
+    rerun = await _cli_against(emulator, "batch", str(prompts), "--out", str(out), "--json")
+    (summary,) = check(rerun.stdout, "batch-summary")
+    assert summary["counts"] == {"completed": 28, "invalid": 3}
+    status = await _cli("status", str(out), "--json")
+    (journal,) = check(status.stdout, "status")
+    assert journal["lines"] == 31
+    assert journal["counts"] == summary["counts"]
+    assert journal["usage"] == summary["job_usage"]
+
+
+async def test_dry_run_sends_nothing_and_reports_what_a_run_would_send(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """--dry-run reads the whole file, counts requests per model, names ignored parameters
+    and invalid lines, and sends nothing (no --out, no journal, no API request)."""
+    prompts = tmp_path / "p.jsonl"
+    _mixed_prompts(prompts)
+    done = await _cli_against(emulator, "batch", str(prompts), "--dry-run")
+    assert done.returncode == 1, done.stderr  # invalid lines: the file is not ready to run
+    assert done.stdout.decode().splitlines() == [
+        f"{prompts}: 31 lines; a run would send 28 requests and refuse 3 invalid lines "
+        "(dry run: nothing sent)",
+        "  gemini-2.5-flash-image       1",
+        "  gpt-image-2                  27",
+        "  line 13: gemini-2.5-flash-image ignores size (the task runs without it)",
+        "  line 4 invalid: not valid JSON (Expecting property name enclosed in double quotes: "
+        "line 1 column 2 (char 1))",
+        '  line 8 invalid: no "prompt": every line needs one, such as '
+        '{"prompt": "a lighthouse at dusk"}',
+        '  line 11 invalid: id "p2" repeats line 3',
+    ]
+    assert emulator.counters.connections == emulator.counters.create_requests == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
+    _write_prompts(prompts, 3)
+    assert (await _cli("batch", str(prompts), "--dry-run")).returncode == 0
+
+
+async def test_batch_without_out_says_which_flag_is_missing(tmp_path: Path) -> None:
+    """A run needs --out; the message names it and the dry run that does not."""
+    prompts = tmp_path / "p.jsonl"
+    _write_prompts(prompts, 1)
+    done = await _cli("batch", str(prompts))
+    assert done.returncode == 2
+    assert "batch needs --out DIR" in _no_traceback(done)
+
+
+async def _run_on_a_terminal(command: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run `command` with stdout and stderr on a pseudo-terminal; its exit code and output."""
+    controller, terminal = os.openpty()
+    try:
+        process = await anyio.open_process(
+            command, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal, env=env
+        )
+    finally:
+        os.close(terminal)
+    output = bytearray()
+    async with process:
+        with anyio.fail_after(60):
+            while True:
+                await anyio.wait_readable(controller)
+                try:
+                    chunk = os.read(controller, 65536)
+                except OSError:  # EIO: every writer closed the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            code = await process.wait()
+    os.close(controller)
+    return code, output.decode(errors="replace")
+
+
+async def test_generate_and_wait_show_the_task_and_its_status_on_a_terminal(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """On a terminal the task ID appears once it exists, then a live status line; piped,
+    nothing but the paths."""
+    emulator.time_scale = 0.1  # long enough for a few refreshes of the line
+    env = _env(WORLDROUTER_API_KEY=emulator.api_key, TERM="xterm", COLUMNS="200")
+    command = [sys.executable, "-m", "worldrouter_async", "generate", "a kite"]
+    command += ["--out", str(tmp_path), "--base-url", emulator.base_url, *FAST]
+    code, output = await _run_on_a_terminal(command, env)
+    assert code == 0, output
+    (task_id,) = emulator.tasks
+    assert f"task {task_id} created; if this stops, fetch it with: worldrouter-async wait " in (
+        output
+    )
+    assert re.search(rf"task {task_id}: (queued|in_progress) · \d+s", output), output
+    assert f"{task_id}-0.png" in output
+    command = [sys.executable, "-m", "worldrouter_async", "wait", task_id]
+    command += ["--out", str(tmp_path), "--base-url", emulator.base_url, *FAST]
+    code, output = await _run_on_a_terminal(command, env)
+    assert code == 0, output
+    assert f"waiting for task {task_id}" in output
+    piped = await _cli_against(emulator, "wait", task_id, "--out", str(tmp_path))
+    assert piped.stderr == b""  # a script reading the paths gets nothing extra
+    assert piped.stdout.decode().split() == [str(tmp_path / f"{task_id}-0.png")]
+
+
+_INTERRUPT_AT_IMPORT = """
+import importlib.abc, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
+class InterruptAtImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "aiohttp":
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C, while the SDK is still importing
+        return None
+
+sys.meta_path.insert(0, InterruptAtImport())
+"""
+
+
+@pytest.mark.parametrize("command", ["generate", "batch"])
+async def test_ctrl_c_while_starting_is_one_line(tmp_path: Path, command: str) -> None:
+    """SIGINT during start-up (the SDK's imports) prints one line and no traceback."""
+    (tmp_path / "sitecustomize.py").write_text(_INTERRUPT_AT_IMPORT)
+    args = ["x", "--api-key", "k"] if command == "generate" else ["p.jsonl", "--out", "o"]
+    done = await anyio.run_process(
+        [sys.executable, "-m", "worldrouter_async", command, *args],
+        env=_env(PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path])),
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode in (130, -signal.SIGINT)
+    assert done.stderr.decode().splitlines() == ["worldrouter-async: interrupted"]
+
+
+def test_rerunning_a_finished_demo_says_so_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The second demo run reports the finished job once, not a line per request."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--count", "3", "--out", str(out), "--plain"]) == 0
+    capsys.readouterr()
+    assert main(["demo", "--count", "3", "--out", str(out), "--plain"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("emulator at ")
+    assert lines[1].startswith("done: the job was already finished, nothing created: 3 lines")
+    assert lines[2:] == [f"images in {out / 'images'}"]
+
+
+async def test_an_edited_line_counts_once_in_status(emulator: Emulator, tmp_path: Path) -> None:
+    """A line whose request changed since the journal recorded it counts as invalid, in
+    place of its old row, so status still adds up to the file's lines."""
+    prompts, out = tmp_path / "p.jsonl", tmp_path / "out"
+    _write_prompts(prompts, 3)
+    await _cli_against(emulator, "batch", str(prompts), "--out", str(out))
+    _write_prompts(prompts, 3, failing=1)  # p1 now asks for another prompt
+    rerun = await _cli_against(emulator, "batch", str(prompts), "--out", str(out), "--json")
+    assert json.loads(rerun.stdout)["counts"] == {"completed": 2, "invalid": 1}
+    status = await _cli("status", str(out), "--json")
+    record = json.loads(status.stdout)
+    assert record["counts"] == {"completed": 2, "invalid": 1}
+    assert [line["id"] for line in record["invalid_lines"]] == ["p1"]
+
+
+def test_status_names_no_task_where_there_is_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A request refused before it had a task is listed without a 'task None', and
+    journaled reasons name CLI flags."""
+    path = tmp_path / "journal.sqlite3"
+    journal = SqliteFile(path)
+    request = ImageRequest(model="gpt-image-2", prompt="a kite")
+    row = JournalRow(key="k", position=0, request=request, idempotency_key="i", state=State.FAILED)
+    journal.add([row, attrs.evolve(row, key="s", position=1, state=State.SUBMITTING)])
+    journal.set("k", error="the server refused the request (HTTP 400)")
+    journal.set("s", error="Resend it with retry_ambiguous_creates=True only if ...")
+    journal.close()
+    assert main(["status", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "  k (failed): the server refused the request (HTTP 400)" in out
+    assert "  s (ambiguous): Resend it with --retry-ambiguous only if ..." in out
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            {"prompt": "a kite", "sise": "64x64"},
+            'line 1: unknown field "sise"; a line may hold background, extra, id, model, ',
+        ),
+        (
+            {"prompt": "a kite", "sise": "64x64"},
+            '. Put other API parameters in an "extra" object, such as {"extra": {"sise": ...}}',
+        ),
+        (
+            {"id": "a", "model": "gpt-image-2"},
+            'line 1: no "prompt": every line needs one, such as {"prompt": "a lighthouse at dusk"}',
+        ),
+    ],
+)
+def test_jsonl_problems_are_told_in_json_terms(line: dict[str, Any], message: str) -> None:
+    """A bad line's message speaks the JSON the user wrote, not Python (no extra={...})."""
+    error = parse_line(json.dumps(line), line=1, defaults={"model": "gpt-image-2"})
+    assert isinstance(error, LineError)
+    assert message in str(error)
+    assert "={" not in str(error)
+    assert "{'" not in str(error)

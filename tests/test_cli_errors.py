@@ -9,7 +9,7 @@ import pytest
 
 from worldrouter_async import AuthenticationError, ConfigurationError
 from worldrouter_async._errors import first_leaf
-from worldrouter_async.cli._errors import in_cli_terms, report
+from worldrouter_async.cli._errors import in_cli_terms, one_line, report
 
 
 def test_first_leaf_skips_cancellations_and_nested_groups() -> None:
@@ -79,3 +79,28 @@ def test_debug_adds_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
 def test_in_cli_terms_rewords_python_names() -> None:
     """Session argument names become the flags that set them."""
     assert in_cli_terms("task_timeout must be positive") == "--timeout must be positive"
+
+
+@pytest.mark.parametrize(
+    ("library", "cli"),
+    [
+        ("or start over on purpose with new_journal=True (CLI: --new-journal)", "--new-journal"),
+        ("Resend it with retry_ambiguous_creates=True only if", "--retry-ambiguous only"),
+        (
+            "Incorrect API key provided. (HTTP 401, code='invalid_api_key', request_id='req_1')",
+            "(HTTP 401, code invalid_api_key, request_id req_1)",
+        ),
+    ],
+)
+def test_runner_messages_name_the_flags(library: str, cli: str) -> None:
+    """Python argument names become the flags that set them; fields lose Python's quotes."""
+    assert cli in in_cli_terms(library)
+    assert "=" not in in_cli_terms(library)
+
+
+def test_one_line_is_the_message_report_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    """--json carries the same words as the stderr line; an interrupt reads 'interrupted'."""
+    error = AuthenticationError("bad key", status=401)
+    report(error, debug=False)
+    assert capsys.readouterr().err == f"worldrouter-async: {one_line(error)}\n"
+    assert one_line(BaseExceptionGroup("g", [asyncio.CancelledError()])) == "interrupted"

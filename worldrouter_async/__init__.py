@@ -8,6 +8,8 @@ Example:
     ...         print(result.urls)
 """
 
+# First, before the slow imports below: in the CLI's own process, Ctrl-C is one line.
+from . import _startup  # noqa: F401 - imported for that effect
 from ._clock import Clock
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts
 from ._errors import (

@@ -1,16 +1,25 @@
 """Bulk generation: a write-ahead journal and a resumable runner.
 
 Example:
-    >>> from worldrouter_async.batch import BatchItem, BatchRunner, iter_jsonl
+    >>> from worldrouter_async.batch import BatchRunner, iter_jsonl
     >>> async def main(session):  # doctest: +SKIP
-    ...     items = (i for i in iter_jsonl("prompts.jsonl") if isinstance(i, BatchItem))
+    ...     lines = iter_jsonl("prompts.jsonl")  # bad lines become invalid outcomes
     ...     async with BatchRunner(session, "job.sqlite3", out_dir="images") as runner:
-    ...         async for outcome in runner.run(items):
+    ...         async for outcome in runner.run(lines):
     ...             print(outcome.key, outcome.kind)
 """
 
 from ._errors import JournalError, JournalInUseError
-from ._journal import JournalRow, JournalStore, SqliteJournal, State, iter_rows, read_rows
+from ._journal import (
+    InvalidLine,
+    JournalRow,
+    JournalStore,
+    SqliteJournal,
+    State,
+    iter_invalid_lines,
+    iter_rows,
+    read_rows,
+)
 from ._jsonl import BatchItem, LineError, iter_jsonl, read_jsonl
 from ._names import file_stem
 from ._outcomes import BatchSummary, Outcome, OutcomeKind, Source, kind_of
@@ -20,6 +29,7 @@ __all__ = [
     "BatchItem",
     "BatchRunner",
     "BatchSummary",
+    "InvalidLine",
     "JournalError",
     "JournalInUseError",
     "JournalRow",
@@ -31,6 +41,7 @@ __all__ = [
     "SqliteJournal",
     "State",
     "file_stem",
+    "iter_invalid_lines",
     "iter_jsonl",
     "iter_rows",
     "kind_of",

@@ -68,6 +68,18 @@ ALTER TABLE requests ADD COLUMN run TEXT;
 UPDATE meta SET value = '2' WHERE name = 'schema_version';
 """
 
+# Added without a schema version bump: a journal without it simply has no invalid lines
+# recorded, and the first run that opens it for writing creates it.
+_INVALID_LINES: Final = """
+CREATE TABLE IF NOT EXISTS invalid_lines (
+    line INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    journaled INTEGER NOT NULL DEFAULT 0,
+    run TEXT NOT NULL
+);
+"""
+
 _COLUMNS: Final = (
     "key",
     "position",
@@ -109,6 +121,21 @@ class JournalRow:
     error: str | None = None
     sends: int = 0
     run: str | None = None
+
+
+@define(frozen=True)
+class InvalidLine:
+    """An input line the last run could not send, recorded so `status` can show it later.
+
+    `key` is the line's id (``line-N`` when it has none or cannot be read). `journaled` is
+    True when `key` names a journal row this line no longer matches (its request was edited):
+    the line then stands for that row in the counts.
+    """
+
+    line: int
+    key: str
+    reason: str
+    journaled: bool = False
 
 
 def _row(values: tuple[Any, ...]) -> JournalRow:
@@ -159,6 +186,9 @@ class JournalStore(Protocol):
 
     async def mark_seen(self, keys: Sequence[str], run: str) -> None:
         """Note that `run` has read these keys (a key seen twice in one run is a repeat)."""
+
+    async def record_invalid(self, run: str, lines: Sequence[InvalidLine]) -> None:
+        """Record input lines `run` could not send, forgetting those of earlier runs."""
 
     async def mark_submitting(self, key: str) -> None:
         """A create is about to be sent: committed first, so a crash leaves `submitting`."""
@@ -298,6 +328,38 @@ class SqliteFile:
             )
         )
 
+    def _has_invalid_lines(self) -> bool:
+        found = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'invalid_lines'"
+        ).fetchone()
+        return found is not None
+
+    def record_invalid(self, run: str, lines: Sequence[InvalidLine]) -> None:
+        """Replace the invalid lines of earlier runs by `lines` of `run` (appended per call)."""
+
+        def write() -> None:
+            self._db.execute(_INVALID_LINES)
+            self._db.execute("DELETE FROM invalid_lines WHERE run != ?", (run,))
+            self._db.executemany(
+                "INSERT INTO invalid_lines (line, key, reason, journaled, run)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(i.line, i.key, i.reason, i.journaled, run) for i in lines],
+            )
+
+        self._write(write)
+
+    def iter_invalid(self) -> Iterator[InvalidLine]:
+        """The invalid lines the last run recorded, in input order (none in older journals)."""
+        if not self._has_invalid_lines():
+            return iter(())
+        cursor = self._db.execute(
+            "SELECT line, key, reason, journaled FROM invalid_lines ORDER BY line, rowid"
+        )
+        return (
+            InvalidLine(line, key, reason, bool(journaled))
+            for line, key, reason, journaled in cursor
+        )
+
     def _write(self, statement: Callable[[], object]) -> None:
         """Run one committed write, after checking the file is still the one opened."""
         try:
@@ -388,6 +450,10 @@ class SqliteJournal:
         """Stamp `run` on existing rows."""
         await self._call(self._file.mark_seen, keys, run)
 
+    async def record_invalid(self, run: str, lines: Sequence[InvalidLine]) -> None:
+        """Record lines `run` could not send."""
+        await self._call(self._file.record_invalid, run, lines)
+
     async def mark_submitting(self, key: str) -> None:
         """Commit that a create is about to be sent."""
         await self._call(self._file.count_send, key)
@@ -447,6 +513,15 @@ class SqliteJournal:
 def read_rows(path: str | os.PathLike[str]) -> list[JournalRow]:
     """Every row of an existing journal, in input order."""
     return list(iter_rows(path))
+
+
+def iter_invalid_lines(path: str | os.PathLike[str]) -> Iterator[InvalidLine]:
+    """The input lines the last run on an existing journal could not send, in input order."""
+    file = SqliteFile(Path(path), create=False)
+    try:
+        yield from file.iter_invalid()
+    finally:
+        file.close()
 
 
 def iter_rows(path: str | os.PathLike[str]) -> Iterator[JournalRow]:

@@ -21,7 +21,7 @@ class OutcomeKind(StrEnum):
     PENDING = "pending"  # not created (refused for now, or creates stopped); a rerun sends it
     UNFINISHED = "unfinished"  # deadline or shutdown; a rerun tracks it again
     DOWNLOAD_FAILED = "download_failed"  # done, but files are missing; a rerun fetches them
-    INVALID = "invalid"  # the input changed since the journal recorded it, or repeats a key
+    INVALID = "invalid"  # unreadable, repeats a key, or changed since the journal recorded it
 
 
 SUCCESS: Final = frozenset({OutcomeKind.COMPLETED})
@@ -61,6 +61,8 @@ class Outcome:
     files: tuple[str, ...] = ()
     usage: Usage | None = None
     error: str | None = None
+    #: The input line of an invalid outcome (None when it did not come from a file).
+    line: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -70,12 +72,17 @@ class Outcome:
 
 @define(frozen=True)
 class BatchSummary:
-    """Counts by outcome kind and source, summed token usage and wall time of a run."""
+    """Counts by outcome kind and source, summed token usage and wall time of a run.
+
+    `usage` is what this run's tasks used; `job_usage` adds what the journal recorded for the
+    requests it reported as done earlier, so a resumed job still shows its whole cost.
+    """
 
     counts: dict[str, int] = field(factory=dict)
     sources: dict[str, int] = field(factory=dict)
     usage: Usage = field(factory=Usage)
     wall_time: float = 0.0
+    job_usage: Usage = field(factory=Usage)
 
     @property
     def total(self) -> int:
@@ -86,3 +93,8 @@ class BatchSummary:
     def ok(self) -> bool:
         """True when every request completed."""
         return all(kind in SUCCESS for kind in self.counts)
+
+    @property
+    def already_done(self) -> bool:
+        """True when the job was done before this run: all completed, all from the journal."""
+        return bool(self.total) and self.ok and self.sources.keys() == {Source.JOURNAL}

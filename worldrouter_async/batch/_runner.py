@@ -46,8 +46,15 @@ from .._handles import TaskHandle
 from .._session import Session
 from ..models import ImageRequest, Usage
 from ._errors import JournalError
-from ._journal import JournalRow, JournalStore, SqliteJournal, State, encode_request
-from ._jsonl import BatchItem, as_item
+from ._journal import (
+    InvalidLine,
+    JournalRow,
+    JournalStore,
+    SqliteJournal,
+    State,
+    encode_request,
+)
+from ._jsonl import BatchItem, LineError, as_item
 from ._lock import JournalLock
 from ._names import file_digest, file_stem
 from ._outcomes import BatchSummary, Outcome, OutcomeKind, Source, kind_of
@@ -66,9 +73,11 @@ NOT_RESENT: Final = (
     "would pay for the image twice. Resend it with retry_ambiguous_creates=True only if "
     "your server deduplicates creates by Idempotency-Key"
 )
-NOT_SENT: Final = "not sent: the run had stopped sending creates (see stop_reason)"
+NOT_SENT: Final = "not sent: the run had stopped sending creates; a rerun sends it"
 _IMAGE_FILE: Final = re.compile(r".+-[0-9]+\.(png|jpg|jpeg|webp|gif|bin)")
 _T = TypeVar("_T")
+#: What `BatchRunner.run` reads: requests, and lines that could not be read as one.
+Input = ImageRequest | BatchItem | LineError
 
 
 @define(frozen=True)
@@ -155,6 +164,7 @@ class BatchRunner:
         self._counts: Counter[str] = Counter()
         self._sources: Counter[str] = Counter()
         self._usage = Usage()
+        self._job_usage = Usage()
         self._started = self._ended = 0.0
 
     async def __aenter__(self) -> Self:
@@ -245,6 +255,7 @@ class BatchRunner:
             sources=dict(self._sources),
             usage=self._usage,
             wall_time=end - self._started if self._started else 0.0,
+            job_usage=self._job_usage,
         )
 
     @property
@@ -252,14 +263,14 @@ class BatchRunner:
         """Why the run stopped sending creates early (bad key, no connection, disk full)."""
         return self._stop_reason
 
-    async def run(
-        self, requests: Iterable[ImageRequest | BatchItem] | AsyncIterable[ImageRequest | BatchItem]
-    ) -> AsyncIterator[Outcome]:
+    async def run(self, requests: Iterable[Input] | AsyncIterable[Input]) -> AsyncIterator[Outcome]:
         """Record, create, track and download every request; yield outcomes as they finish.
 
         `requests` may be a list, any iterable or an async iterable; it is read in chunks as
-        the run needs more. Raises `JournalError` (after the outcomes so far) when the journal
-        cannot be written: everything committed until then is kept for the rerun.
+        the run needs more. A `LineError` among them (pass `iter_jsonl` as it is) is yielded
+        as an ``invalid`` outcome and recorded in the journal, so every input line is counted.
+        Raises `JournalError` (after the outcomes so far) when the journal cannot be written:
+        everything committed until then is kept for the rerun.
         """
         if self._store is None or self._task_group is None:
             raise RuntimeError("use the runner inside 'async with BatchRunner(...)'")
@@ -286,8 +297,10 @@ class BatchRunner:
     def _count(self, outcome: Outcome) -> None:
         self._counts[outcome.kind] += 1
         self._sources[outcome.source] += 1
-        if outcome.usage is not None and outcome.source != Source.JOURNAL:
-            self._usage += outcome.usage
+        if outcome.usage is not None:
+            self._job_usage += outcome.usage
+            if outcome.source != Source.JOURNAL:
+                self._usage += outcome.usage
 
     def _stop(self, reason: str) -> None:
         if self._stop_reason is None:
@@ -297,7 +310,7 @@ class BatchRunner:
 
     async def _drive(
         self,
-        requests: Iterable[ImageRequest | BatchItem] | AsyncIterable[ImageRequest | BatchItem],
+        requests: Iterable[Input] | AsyncIterable[Input],
         send: MemoryObjectSendStream[Outcome],
     ) -> None:
         done_send, done_receive = anyio.create_memory_object_stream[_Finished](math.inf)
@@ -322,17 +335,23 @@ class BatchRunner:
 
     async def _feed(
         self,
-        requests: Iterable[ImageRequest | BatchItem] | AsyncIterable[ImageRequest | BatchItem],
+        requests: Iterable[Input] | AsyncIterable[Input],
         creates: MemoryObjectSendStream[JournalRow],
         send: MemoryObjectSendStream[Outcome],
     ) -> None:
         assert self._store is not None
         position = 0
+        await self._store.record_invalid(self._run_id, [])  # the last run's lines are old news
         async with contextlib.aclosing(_chunks(requests, CHUNK)) as chunks:
             async for chunk in chunks:
                 if self._stop_reason is not None:
                     return  # what was not read is not journaled: status and summary agree
-                items = [as_item(request, position + i) for i, request in enumerate(chunk)]
+                unreadable = [_unreadable(entry) for entry in chunk if isinstance(entry, LineError)]
+                items = [
+                    as_item(request, position + i)
+                    for i, request in enumerate(chunk)
+                    if not isinstance(request, LineError)
+                ]
                 for item in items:
                     if not item.line:  # a JSONL item was reported with its line when read
                         self._session._report_ignored(
@@ -340,8 +359,11 @@ class BatchRunner:
                         )
                 rows, invalid = await self._register(items, position)
                 position += len(chunk)
-                for outcome in invalid:
-                    await send.send(outcome)
+                invalid = sorted([*unreadable, *invalid], key=lambda entry: entry.line)
+                if invalid:
+                    await self._store.record_invalid(self._run_id, invalid)
+                for entry in invalid:
+                    await send.send(_invalid(entry))
                 for row in rows:
                     await self._window.acquire()
                     self._dispatched += 1
@@ -349,22 +371,20 @@ class BatchRunner:
 
     async def _register(
         self, items: list[BatchItem], first_position: int
-    ) -> tuple[list[JournalRow], list[Outcome]]:
+    ) -> tuple[list[JournalRow], list[InvalidLine]]:
         """Commit the intent of every new request of a chunk before anything is sent."""
         assert self._store is not None
         existing = await self._store.lookup([item.key for item in items])
         rows: list[JournalRow] = []
         new: list[JournalRow] = []
-        invalid: list[Outcome] = []
+        invalid: list[InvalidLine] = []
         seen: list[str] = []
         in_chunk: set[str] = set()
         for offset, item in enumerate(items):
             row = existing.get(item.key)
             if item.key in in_chunk or (row is not None and row.run == self._run_id):
-                where = f" (line {item.line})" if item.line else ""
-                invalid.append(
-                    _invalid(item.key, f"id {item.key!r}{where} repeats an earlier request")
-                )
+                reason = f'id "{item.key}" repeats an earlier request'
+                invalid.append(InvalidLine(item.line, item.key, reason))
                 continue
             in_chunk.add(item.key)
             if row is None:
@@ -381,12 +401,13 @@ class BatchRunner:
                 seen.append(item.key)
                 if encode_request(row.request) != encode_request(item.request):
                     invalid.append(
-                        _invalid(
+                        InvalidLine(
+                            item.line,
                             item.key,
-                            f"request {item.key!r} differs from the one journaled in "
+                            f'request "{item.key}" differs from the one journaled in '
                             f"{self._store.path}; restore it, give it a new id, or use a new "
                             "journal",
-                            task_id=row.task_id,
+                            journaled=True,
                         )
                     )
                     continue
@@ -470,7 +491,7 @@ class BatchRunner:
             else:
                 await self._store.mark_pending(row.key, str(exc))
             if isinstance(exc, AuthenticationError | PermissionDeniedError):
-                self._stop(f"the server refused the API key (HTTP {exc.status}: {exc})")
+                self._stop(f"the server refused the API key: {exc}")
             self._count_unanswered(exc)
             self._deliver(_Finished(row, source, error=exc))
             return
@@ -638,8 +659,14 @@ def _is_final(error: WorldRouterError) -> bool:
     return isinstance(error, APIStatusError) and error.status in FINAL_STATUSES
 
 
-def _invalid(key: str, message: str, *, task_id: str | None = None) -> Outcome:
-    return Outcome(key, OutcomeKind.INVALID, Source.JOURNAL, task_id=task_id, error=message)
+def _unreadable(error: LineError) -> InvalidLine:
+    return InvalidLine(error.line, f"line-{error.line}", error.message)
+
+
+def _invalid(line: InvalidLine) -> Outcome:
+    return Outcome(
+        line.key, OutcomeKind.INVALID, Source.JOURNAL, error=line.reason, line=line.line or None
+    )
 
 
 def _first_leaf(error: BaseException) -> BaseException:

@@ -10,18 +10,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import shlex
 import signal
 import sqlite3
 import sys
-from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 from .. import __version__
 from .._config import Limits, PollPolicy, RetryPolicy
+from .._errors import WorldRouterError
 from .._session import Session
 from ..batch import (
     BatchItem,
@@ -30,14 +31,25 @@ from ..batch import (
     LineError,
     OutcomeKind,
     iter_jsonl,
-    iter_rows,
-    kind_of,
     read_jsonl,
 )
+from ..batch._jsonl import BOM
 from ..testing import Emulator
-from ._errors import EXIT_FAILED, EXIT_OK, UsageError, report
+from ._dryrun import check_file, dry_run_record, print_dry_run
+from ._errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    PROG,
+    UsageError,
+    in_cli_terms,
+    is_usage_error,
+    one_line,
+    report,
+)
+from ._json import batch_record, emit, outcome_record, task_record
 from ._progress import make_reporter
-from ._single import check_out_dir, save_images
+from ._single import check_out_dir, save_images, wait_command
+from ._status import journal_path, print_status, read_status, status_record
 from ._warnings import plain_warnings
 
 EXIT_TERMINATED: Final = 143  # 128 + SIGTERM, as shells report a process ended by it
@@ -142,6 +154,14 @@ def _request_params(args: argparse.Namespace) -> dict[str, Any]:
     return {name: value for name in names if (value := getattr(args, name)) is not None}
 
 
+def _add_json_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help=f"print {what} as one JSON object on stdout (schema in docs/cli.md)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = _Parser(
@@ -155,17 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="generate one prompt and save its images")
     generate.add_argument("prompt", help="what to draw")
     generate.add_argument("--out", type=Path, default=Path("."), help="directory for the images")
+    _add_json_option(generate, "the task and its files")
     _add_request_options(generate)
     _add_connection_options(generate)
 
     wait = commands.add_parser("wait", help="wait for a task created earlier and save its images")
     wait.add_argument("task_id", metavar="TASK_ID", help="the task's ID, as generate printed it")
     wait.add_argument("--out", type=Path, default=Path("."), help="directory for the images")
+    _add_json_option(wait, "the task and its files")
     _add_connection_options(wait)
 
     batch = commands.add_parser("batch", help="run a JSONL file of prompts, resumably")
-    batch.add_argument("prompts", type=Path, help="JSON Lines: one {'prompt': ...} per line")
-    batch.add_argument("--out", type=Path, required=True, help="directory for the images")
+    batch.add_argument("prompts", type=Path, help='JSON Lines: one {"prompt": ...} per line')
+    batch.add_argument("--out", type=Path, help="directory for the images (required to run)")
     batch.add_argument("--journal", type=Path, help="journal file (default: OUT/journal.sqlite3)")
     batch.add_argument(
         "--concurrency",
@@ -174,6 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="creates in flight at once",
     )
     batch.add_argument("--plain", action="store_true", help="log lines instead of a live bar")
+    batch.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read and check the whole file, count the requests per model, list ignored"
+        " parameters and invalid lines; send nothing (needs no --out or API key)",
+    )
+    _add_json_option(batch, "the summary (progress lines go to stderr)")
+    batch.add_argument(
+        "--json-events",
+        action="store_true",
+        help="print one JSON object per finished line, then the summary, on stdout",
+    )
     batch.add_argument(
         "--retry-ambiguous",
         action="store_true",
@@ -191,8 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="show the counts and failures in a journal")
     status.add_argument(
-        "journal", type=Path, help="the journal of a batch run (by default OUT/journal.sqlite3)"
+        "journal",
+        type=Path,
+        help="the journal of a batch run, or the --out directory that holds its journal.sqlite3",
     )
+    _add_json_option(status, "the counts, usage, invalid lines and failures")
 
     emulator = commands.add_parser("emulator", help="serve the WorldRouter emulator")
     emulator.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -257,26 +294,32 @@ def _session(args: argparse.Namespace, **overrides: Any) -> Session:
 async def _generate(args: argparse.Namespace) -> int:
     await check_out_dir(args.out)  # before the create: a task is paid for once it exists
     async with _session(args) as session:
-        handle = await session.submit(prompt=args.prompt, **_request_params(args))
-        await save_images(session, handle, args.out)
+        try:
+            handle = await session.submit(prompt=args.prompt, **_request_params(args))
+        except WorldRouterError as exc:  # refused or unanswered: no task exists
+            if args.json and not is_usage_error(exc):
+                emit(task_record(None, error=one_line(exc)))
+            raise
+        heading = (
+            f"task {handle.task_id} created; if this stops, fetch it with: "
+            f"{wait_command(handle.task_id or '', args.out)}"
+        )
+        await save_images(session, handle, args.out, heading=heading, json_output=args.json)
     return EXIT_OK
 
 
 async def _wait(args: argparse.Namespace) -> int:
     await check_out_dir(args.out)
     async with _session(args) as session:
-        await save_images(session, session.track(args.task_id), args.out)
+        handle = session.track(args.task_id)
+        heading = f"waiting for task {args.task_id}"
+        await save_images(session, handle, args.out, heading=heading, json_output=args.json)
     return EXIT_OK
-
-
-def _print_line_errors(errors: Sequence[LineError], source: Path) -> None:
-    for error in errors:
-        print(f"{source}: {error}", file=sys.stderr)
 
 
 async def _run_batch(
     session: Session,
-    items: Iterable[BatchItem],
+    items: Iterable[BatchItem | LineError],
     *,
     total: int,
     out: Path,
@@ -284,8 +327,13 @@ async def _run_batch(
     concurrency: int,
     plain: bool,
     new_journal: bool = False,
+    json_output: str | None = None,
 ) -> BatchRunner:
-    reporter = make_reporter(total, plain=plain, stats=lambda: session.stats)
+    """Run `items`, showing progress; with `json_output` ("summary" or "events") stdout
+    carries only JSON and the human lines go to stderr."""
+    reporter = make_reporter(
+        total, plain=plain, stats=lambda: session.stats, stream=sys.stderr if json_output else None
+    )
     async with (
         reporter,
         BatchRunner(
@@ -294,20 +342,26 @@ async def _run_batch(
     ):
         async for outcome in runner.run(items):
             reporter.outcome(outcome)
+            if json_output == "events":
+                emit(outcome_record(outcome))
     reporter.summary(runner.summary, journal=str(journal))  # below the finished bar
+    if json_output:
+        stop = in_cli_terms(runner.stop_reason) if runner.stop_reason else None
+        emit(batch_record(runner.summary, lines=total, journal=journal, out=out, stop_reason=stop))
     return runner
 
 
 def _count_lines(path: Path) -> int:
     """Non-blank lines of `path`, for the progress bar's total (read without parsing)."""
     with path.open("rb") as file:
-        return sum(1 for line in file if line.strip())
+        first = file.readline().removeprefix(BOM.encode())  # as iter_jsonl reads it
+        return sum(1 for line in itertools.chain([first], file) if line.strip())
 
 
 def _report_stops(runner: BatchRunner, *, resend_command: str | None) -> None:
     """One line for a stopped run, and the command that resends ambiguous creates."""
     if runner.stop_reason is not None:
-        print(f"worldrouter-async: {runner.stop_reason}; rerun to resume", file=sys.stderr)
+        print(f"{PROG}: {in_cli_terms(runner.stop_reason)}; rerun to resume", file=sys.stderr)
     ambiguous = runner.summary.counts.get(OutcomeKind.AMBIGUOUS, 0)
     if ambiguous and resend_command is not None:
         print(
@@ -318,6 +372,10 @@ def _report_stops(runner: BatchRunner, *, resend_command: str | None) -> None:
         )
 
 
+def _json_mode(args: argparse.Namespace) -> str | None:
+    return "events" if args.json_events else "summary" if args.json else None
+
+
 async def _batch(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1 (got {args.concurrency})")
@@ -325,17 +383,14 @@ async def _batch(args: argparse.Namespace) -> int:
         total = await asyncio.to_thread(_count_lines, args.prompts)
     except OSError as exc:
         raise UsageError(f"cannot read {args.prompts}: {exc.strerror or exc}") from exc
+    if args.dry_run:
+        return await _dry_run(args)
+    if args.out is None:
+        raise UsageError(
+            "batch needs --out DIR, the directory for the images and the journal "
+            "(or --dry-run to only check the file)"
+        )
     await check_out_dir(args.out)
-    bad_lines: list[LineError] = []
-
-    def items() -> Iterator[BatchItem]:
-        for parsed in iter_jsonl(args.prompts, defaults=_request_params(args)):
-            if isinstance(parsed, LineError):
-                bad_lines.append(parsed)
-                _print_line_errors([parsed], args.prompts)
-            else:
-                yield parsed
-
     journal = args.journal or args.out / "journal.sqlite3"
     task = asyncio.current_task()
     assert task is not None
@@ -352,13 +407,14 @@ async def _batch(args: argparse.Namespace) -> int:
         async with _session(args, retry_ambiguous_creates=args.retry_ambiguous) as session:
             runner = await _run_batch(
                 session,
-                items(),
+                iter_jsonl(args.prompts, defaults=_request_params(args)),
                 total=total,
                 out=args.out,
                 journal=journal,
                 concurrency=args.concurrency,
                 plain=args.plain,
                 new_journal=args.new_journal,
+                json_output=_json_mode(args),
             )
     except asyncio.CancelledError:
         if not terminated.is_set():
@@ -371,31 +427,40 @@ async def _batch(args: argparse.Namespace) -> int:
             loop.remove_signal_handler(signal.SIGTERM)
     resend = shlex.join(["worldrouter-async", *args.argv, "--retry-ambiguous"])
     _report_stops(runner, resend_command=None if args.retry_ambiguous else resend)
-    return EXIT_OK if runner.summary.ok and not bad_lines else EXIT_FAILED
+    complete = runner.summary.total == total  # a stopped run leaves lines unread
+    return EXIT_OK if runner.summary.ok and complete else EXIT_FAILED
+
+
+async def _dry_run(args: argparse.Namespace) -> int:
+    result = await asyncio.to_thread(check_file, args.prompts, defaults=_request_params(args))
+    if args.json or args.json_events:
+        emit(dry_run_record(args.prompts, result))
+    else:
+        print_dry_run(args.prompts, result)
+    return EXIT_OK if result.ok else EXIT_FAILED
 
 
 def _status(args: argparse.Namespace) -> int:
+    journal = journal_path(args.journal)
     try:
-        return _print_status(args.journal)
+        status = read_status(journal)
+    except FileNotFoundError as exc:
+        raise UsageError(
+            f"no journal at {journal}; pass the journal.sqlite3 that batch wrote "
+            "(or the --out directory that holds it)"
+        ) from exc
     except (JournalError, sqlite3.DatabaseError) as exc:
         raise UsageError(
-            f"{args.journal} is not a batch journal ({exc}); "
+            f"{journal} is not a batch journal ({exc}); "
             "pass the journal.sqlite3 that batch wrote into its --out directory"
         ) from exc
     except (OSError, ValueError, sqlite3.Error) as exc:
-        raise UsageError(f"cannot read journal {args.journal}: {exc}") from exc
-
-
-def _print_status(journal: str) -> int:
-    """Counts, then one line per problem: two passes over the rows, never all in memory."""
-    counts = Counter(kind_of(row) for row in iter_rows(journal))  # as the batch summary counts
-    print(f"{journal}: {counts.total()} requests")
-    for state, count in sorted(counts.items()):
-        print(f"  {state:<11} {count}")
-    for row in iter_rows(journal):
-        if row.error and kind_of(row) != OutcomeKind.COMPLETED:
-            print(f"  {row.key} ({kind_of(row)}, task {row.task_id}): {row.error}")
-    return EXIT_OK if counts.keys() <= {OutcomeKind.COMPLETED} else EXIT_FAILED
+        raise UsageError(f"cannot read journal {journal}: {exc}") from exc
+    if args.json:
+        emit(status_record(journal, status))
+    else:
+        print_status(journal, status)
+    return EXIT_OK if status.ok else EXIT_FAILED
 
 
 async def _emulator(args: argparse.Namespace) -> int:

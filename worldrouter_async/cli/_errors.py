@@ -7,6 +7,8 @@ picks the exit code. ``--debug`` prints the full traceback as well.
 
 from __future__ import annotations
 
+import asyncio
+import re
 import sqlite3
 import sys
 import traceback
@@ -39,7 +41,13 @@ CLI_SPELLINGS: Final = (
     ("task_timeout", "--timeout"),
     ("in proxy= or HTTPS_PROXY", "in --proxy or HTTPS_PROXY"),
     ("Session(verify='/path/to/ca.pem') (CLI: --ca-bundle)", "--ca-bundle /path/to/ca.pem"),
+    ("new_journal=True (CLI: --new-journal)", "--new-journal"),
+    ("retry_ambiguous_creates=True", "--retry-ambiguous"),
 )
+
+
+#: An API error's fields as Python writes them (``code='invalid_api_key'``).
+_QUOTED_FIELD: Final = re.compile(r"\b(code|request_id)='([^']*)'")
 
 
 class UsageError(Exception):
@@ -50,7 +58,7 @@ def in_cli_terms(message: str) -> str:
     """`message` with the library's Python argument names replaced by the CLI's flags."""
     for python, flag in CLI_SPELLINGS:
         message = message.replace(python, flag)
-    return message
+    return _QUOTED_FIELD.sub(r"\1 \2", message)
 
 
 def _describe(error: BaseException, *, resumable: bool) -> tuple[int, str]:
@@ -83,6 +91,20 @@ def _describe(error: BaseException, *, resumable: bool) -> tuple[int, str]:
                 f"internal error: {type(error).__name__}: {error} "
                 "(rerun with --debug for the traceback, and please report it)"
             )
+
+
+def one_line(error: BaseException) -> str:
+    """The message `report` prints for `error`, without the program name (for ``--json``)."""
+    leaf = first_leaf(error)
+    cancelled = isinstance(leaf, asyncio.CancelledError) or (
+        isinstance(leaf, BaseExceptionGroup) and leaf.split(asyncio.CancelledError)[1] is None
+    )
+    return "interrupted" if cancelled else _describe(leaf, resumable=False)[1]
+
+
+def is_usage_error(error: BaseException) -> bool:
+    """True when `error` is the user's mistake (exit code 2), which ``--json`` leaves to stderr."""
+    return _describe(first_leaf(error), resumable=False)[0] == EXIT_USAGE
 
 
 def report(error: BaseException, *, debug: bool, resumable: bool = False) -> int:

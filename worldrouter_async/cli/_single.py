@@ -15,7 +15,9 @@ import anyio.to_thread
 from .._errors import TaskFailedError, TaskNotFoundError
 from .._handles import TaskHandle
 from .._session import Session
-from ._errors import PROG, UsageError
+from ._errors import PROG, UsageError, one_line
+from ._json import emit, task_record
+from ._progress import task_status_line
 
 
 def prepare_out_dir(path: Path) -> None:
@@ -45,25 +47,38 @@ def wait_command(task_id: str, out: Path) -> str:
     return f"{PROG} wait {task_id} --out {out}"
 
 
-async def save_images(session: Session, handle: TaskHandle, out: Path) -> None:
-    """Wait for `handle`, save its images into `out` and print their paths.
+async def save_images(
+    session: Session, handle: TaskHandle, out: Path, *, heading: str, json_output: bool = False
+) -> None:
+    """Wait for `handle`, save its images into `out` and print their paths (or, with
+    `json_output`, one `task_record`, also when it fails).
 
-    If anything stops that after the task exists (a timeout, a download or disk failure,
-    Ctrl-C), stderr names the task and the `wait` command that fetches it again, so the
-    paid-for images are never lost with the error.
+    On a terminal, stderr shows `heading` (naming the task) and a live status line while the
+    task runs. If anything stops the wait after the task exists (a timeout, a download or disk
+    failure, Ctrl-C), stderr names the task and the `wait` command that fetches it again, so
+    the paid-for images are never lost with the error.
     """
     try:
-        result = await handle
+        async with task_status_line(handle, heading=heading):
+            result = await handle
         paths = await session.download(result, out)
-    except (TaskFailedError, TaskNotFoundError):
-        raise  # the server failed the task or does not know it: there is nothing to fetch
-    except BaseException:
+    except (TaskFailedError, TaskNotFoundError) as exc:
+        # The server failed the task or does not know it: there is nothing to fetch later.
+        if json_output:
+            emit(task_record(handle, error=one_line(exc)))
+        raise
+    except BaseException as exc:
         task_id = handle.task_id or ""
         print(
             f"{PROG}: task {task_id} is not saved; fetch its images later with: "
             f"{wait_command(task_id, out)}",
             file=sys.stderr,
         )
+        if json_output:
+            emit(task_record(handle, error=one_line(exc)))
         raise
+    if json_output:
+        emit(task_record(handle, result=result, files=paths))
+        return
     for path in paths:
         print(path)
