@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import ast
+import html as html_text
+import inspect
 import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 
 import worldrouter_async
+from worldrouter_async.batch import BatchRunner
 
 ROOT = Path(__file__).parent.parent
 CHROMIUM = shutil.which("chromium")
@@ -180,3 +187,188 @@ def test_testing_guide_shows_the_emulator_fixtures_and_fault_knobs(site: Path) -
         "[fail:content_policy]",
     ):
         assert snippet in code, snippet
+
+
+# Every knob a user can turn: the session, the batch runner, the policies and the request.
+KNOBS: tuple[type, ...] = (
+    worldrouter_async.Session,
+    BatchRunner,
+    worldrouter_async.Timeouts,
+    worldrouter_async.Limits,
+    worldrouter_async.PollPolicy,
+    worldrouter_async.RetryPolicy,
+    worldrouter_async.ImageRequest,
+)
+REQUIRED = object()
+
+
+def _text(fragment: str) -> str:
+    """The text of an HTML fragment, tags dropped and entities decoded."""
+    return html_text.unescape(re.sub(r"<[^>]+>", "", fragment))
+
+
+def _object_html(page: str, anchor: str) -> str:
+    """The HTML documenting `anchor`, from its heading to the next heading of its level."""
+    start = re.search(rf'<h(\d) id="{re.escape(anchor)}"', page)
+    assert start is not None, f"{anchor} has no heading"
+    end = page.find(f"<h{start.group(1)} ", start.end())
+    return page[start.start() : end if end != -1 else len(page)]
+
+
+def _anchor(cls: type) -> str:
+    """The reference's anchor for `cls`: under `worldrouter_async`, or `.batch` for its names."""
+    package = (
+        "worldrouter_async.batch"
+        if cls.__module__.startswith("worldrouter_async.batch")
+        else "worldrouter_async"
+    )
+    return f"{package}.{cls.__name__}"
+
+
+def _rendered_parameters(page: str, cls: type) -> dict[str, tuple[inspect._ParameterKind, str]]:
+    """The parameters of `cls`'s signature as the reference prints it, with defaults as text."""
+    block = _object_html(page, _anchor(cls))
+    signature = re.search(r'<div class="doc-signature highlight"><pre>(.*?)</pre>', block, re.S)
+    assert signature is not None, f"{cls.__name__} has no signature in the reference"
+    function = ast.parse(f"def {_text(signature.group(1)).strip()}: pass").body[0]
+    assert isinstance(function, ast.FunctionDef)
+    arguments = function.args
+    positional = [(a, inspect.Parameter.POSITIONAL_OR_KEYWORD) for a in arguments.args]
+    keyword = [(a, inspect.Parameter.KEYWORD_ONLY) for a in arguments.kwonlyargs]
+    defaults: list[ast.expr | None] = [None] * (len(arguments.args) - len(arguments.defaults))
+    defaults += [*arguments.defaults, *arguments.kw_defaults]
+    return {
+        argument.arg: (kind, ast.unparse(default) if default is not None else "")
+        for (argument, kind), default in zip([*positional, *keyword], defaults, strict=True)
+    }
+
+
+def _field_default(field: attrs.Attribute[Any]) -> object:
+    """What an attrs field holds when not given: its default, or what its factory builds."""
+    if field.default is attrs.NOTHING:
+        return REQUIRED
+    if isinstance(field.default, attrs.Factory):
+        return field.default.factory()
+    return field.default
+
+
+def _real_parameters(cls: type) -> dict[str, tuple[inspect._ParameterKind, object]]:
+    """Each constructor argument of `cls`: its kind and its default (REQUIRED if none)."""
+    if attrs.has(cls):
+        return {
+            field.alias: (
+                inspect.Parameter.KEYWORD_ONLY
+                if field.kw_only
+                else inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                _field_default(field),
+            )
+            for field in attrs.fields(cls)
+            if field.init and field.alias is not None
+        }
+    return {
+        name: (p.kind, REQUIRED if p.default is inspect.Parameter.empty else p.default)
+        for name, p in inspect.signature(cls).parameters.items()
+    }
+
+
+def _converter(cls: type, name: str) -> Callable[[Any], Any]:
+    """The converter an attrs field applies to what it is given (none: the identity)."""
+    field = getattr(attrs.fields(cls), name) if attrs.has(cls) else None
+    convert = field.converter if field is not None else None
+    return convert if callable(convert) else (lambda value: value)
+
+
+@pytest.mark.parametrize("cls", KNOBS, ids=lambda cls: cls.__name__)
+def test_reference_signature_shows_every_argument_with_its_real_default(
+    site: Path, cls: type
+) -> None:
+    """Each knob's signature in the reference lists every argument, keyword-only where the
+    code says so, with a default that evaluates to the one the code really uses."""
+    page = (site / "reference" / "index.html").read_text(encoding="utf-8")
+    rendered = _rendered_parameters(page, cls)
+    rendered.pop("self", None)
+    real = _real_parameters(cls)
+    assert list(rendered) == list(real)
+    init = cls.__init__
+    namespace = {**getattr(init, "__globals__", {}), **vars(worldrouter_async)}
+    for name, (kind, default) in real.items():
+        rendered_kind, rendered_default = rendered[name]
+        assert rendered_kind == kind, name
+        if default is REQUIRED:
+            assert rendered_default == "", name
+            continue
+        # The text is our own reference's, built from our own source a moment ago.
+        shown = eval(rendered_default, namespace)  # noqa: S307
+        convert = _converter(cls, name)
+        assert convert(shown) == convert(default), (name, rendered_default, default)
+
+
+def _table_rows(block: str) -> dict[str, list[str]]:
+    """The first Parameters table of a documented object: name -> the text of each cell."""
+    table = block[block.index("<table") : block.index("</table>")]
+    rows = re.findall(r'<tr class="doc-section-item">(.*?)</tr>', table, re.S)
+    cells = [
+        [_text(cell).strip() for cell in re.findall(r"<td>(.*?)</td>", row, re.S)] for row in rows
+    ]
+    return {row[0]: row for row in cells}
+
+
+@pytest.mark.parametrize("cls", [worldrouter_async.Session, BatchRunner], ids=lambda c: c.__name__)
+def test_reference_describes_every_argument_with_its_default(site: Path, cls: type) -> None:
+    """The Parameters table of `Session` and `BatchRunner` has a described row for every
+    argument, its default in the last column."""
+    page = (site / "reference" / "index.html").read_text(encoding="utf-8")
+    rows = _table_rows(_object_html(page, _anchor(cls)))
+    for name, (_, default) in _real_parameters(cls).items():
+        assert name in rows, f"{cls.__name__}({name}=...) is not described"
+        _, _, description, shown = rows[name]
+        assert description, name
+        if default is not REQUIRED:
+            assert shown not in ("", "required"), name
+
+
+@pytest.mark.parametrize("cls", KNOBS[2:], ids=lambda cls: cls.__name__)
+def test_reference_explains_every_field_of_the_policies_and_the_request(
+    site: Path, cls: type
+) -> None:
+    """Each field of a policy and of `ImageRequest` has its own entry: type, default, and a
+    sentence saying what it does."""
+    page = (site / "reference" / "index.html").read_text(encoding="utf-8")
+    for field in attrs.fields(cls):
+        block = _object_html(page, f"worldrouter_async.{cls.__name__}.{field.name}")
+        code = re.search(r"<pre>(.*?)</pre>", block, re.S)
+        assert code is not None, field.name
+        signature = _text(code.group(1)).strip()
+        assert signature.startswith(f"{field.name}: "), signature
+        if _field_default(field) is not REQUIRED:
+            assert " = " in signature, signature
+        description = re.search(r'<div class="doc doc-contents[^"]*">\s*<p>(.*?)</p>', block, re.S)
+        assert description is not None, field.name
+        assert _text(description.group(1)).strip(), field.name
+
+
+def test_reference_opens_with_the_session_and_ends_with_the_errors_tree(site: Path) -> None:
+    """Session first, then handles, policies, models and errors (drawn as a tree); each
+    public name documented once."""
+    page = (site / "reference" / "index.html").read_text(encoding="utf-8")
+    sections = re.findall(r'<h2 id="[^"]+"[^>]*>(.*?)<', page)
+    assert [_text(s).strip() for s in sections][:5] == [
+        "Session",
+        "Handles and results",
+        "Policies",
+        "Models",
+        "Errors",
+    ]
+    anchors = re.findall(r'<h\d id="(worldrouter_async[\w.]*)"', page)
+    assert anchors[0] == "worldrouter_async.Session"
+    # A public name is documented once, under its public path (not again under `.models`).
+    top_level = [a for a in anchors if a.removeprefix("worldrouter_async.models.").count(".") <= 1]
+    names = [a.rsplit(".", 1)[-1] for a in top_level]
+    assert sorted(name for name in set(names) if names.count(name) > 1) == []
+    errors_at = page.index('<h2 id="errors"')
+    for name in worldrouter_async.__all__:
+        obj = getattr(worldrouter_async, name)
+        if isinstance(obj, type) and issubclass(obj, worldrouter_async.WorldRouterError):
+            assert page.index(f'id="worldrouter_async.{name}"') > errors_at, name
+    (tree,) = [b for b in _Page(page[errors_at:]).code_blocks if "* WorldRouterError" in b]
+    assert "+ SessionClosedError" in tree
