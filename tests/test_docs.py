@@ -5,11 +5,13 @@ from __future__ import annotations
 import ast
 import html as html_text
 import inspect
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
@@ -372,3 +374,111 @@ def test_reference_opens_with_the_session_and_ends_with_the_errors_tree(site: Pa
             assert page.index(f'id="worldrouter_async.{name}"') > errors_at, name
     (tree,) = [b for b in _Page(page[errors_at:]).code_blocks if "* WorldRouterError" in b]
     assert "+ SessionClosedError" in tree
+
+
+# Injected first into a page under test: Material draws each diagram into a closed shadow
+# root, which a probe could not read; opened, the diagram renders exactly the same.
+_OPEN_SHADOWS = (
+    "<script>const attach = Element.prototype.attachShadow;"
+    "Element.prototype.attachShadow = function (options) {"
+    " return attach.call(this, {...options, mode: 'open'}); };</script>"
+)
+# Injected last: once the page has loaded and every diagram is drawn, the probe's result
+# is appended to the page as JSON, which --dump-dom then prints.
+_REPORT = (
+    "<script>addEventListener('load', function report(tries = 0) {{"
+    " if (document.querySelector('pre.mermaid') && tries < 50)"
+    "  return setTimeout(() => report(tries + 1), 100);"
+    " const out = document.createElement('pre'); out.id = 'probe-result';"
+    " out.textContent = JSON.stringify(({probe})()); document.body.append(out); }});"
+    "</script>"
+)
+
+
+def _probe_in_chromium(page: Path, width: int, probe: str) -> Any:
+    """Run the JavaScript function `probe` in `page`, loaded by headless chromium with a
+    `width` px wide window (all network traffic sent to a dead loopback proxy), and return
+    what it returns.
+
+    A copy of the page with the probe injected sits next to it, so its assets load.
+    """
+    assert CHROMIUM is not None
+    html = page.read_text(encoding="utf-8")
+    probed = html.replace("<head>", "<head>" + _OPEN_SHADOWS, 1).replace(
+        "</body>", _REPORT.format(probe=probe) + "</body>", 1
+    )
+    copy = page.with_name(f"probe-{width}-{page.name}")
+    copy.write_text(probed, encoding="utf-8")
+    try:
+        with tempfile.TemporaryDirectory() as profile:
+            dom = subprocess.run(
+                [
+                    CHROMIUM,
+                    *("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"),
+                    *("--disable-background-networking", "--disable-component-update"),
+                    "--proxy-server=http://127.0.0.1:9",
+                    f"--user-data-dir={profile}",
+                    f"--window-size={width},900",
+                    "--virtual-time-budget=10000",
+                    "--dump-dom",
+                    copy.as_uri(),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=120,
+            ).stdout
+    finally:
+        copy.unlink()
+    result = re.search(r'<pre id="probe-result">(.*?)</pre>', dom, re.S)
+    assert result is not None, dom[-2000:]
+    return json.loads(html_text.unescape(result.group(1)))
+
+
+# The size a reader sees each diagram's labels at: the font size times the scale the
+# diagram is drawn at (Mermaid shrinks a diagram wider than its box to fit).
+_DIAGRAM_TEXT = """() => [...document.querySelectorAll('div.mermaid')].map(host => {
+  const svg = host.shadowRoot.querySelector('svg');
+  const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+  const labels = [...svg.querySelectorAll('.nodeLabel, .edgeLabel')]
+    .filter(label => label.textContent.trim());
+  return Math.min(...labels.map(l => parseFloat(getComputedStyle(l).fontSize) * scale));
+})"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no headless chromium here")
+@pytest.mark.parametrize("width", [1280, 390])
+def test_concepts_diagrams_are_drawn_at_reading_size(site: Path, width: int) -> None:
+    """On a desktop and a phone, every label of the concepts diagrams is drawn at 14 px or
+    more (the layers diagram was about 6 px, shrunk to fit its box)."""
+    sizes = _probe_in_chromium(site / "concepts" / "index.html", width, _DIAGRAM_TEXT)
+    assert min(sizes) >= 14, sizes
+    assert len(sizes) >= 2  # the layers, and the inside of a session
+
+
+# Where a page is wider than the window, and which code blocks hide part of their lines
+# (wider than their box) and whether those scroll sideways inside it.
+_OVERFLOW = """() => ({
+  page: document.scrollingElement.scrollWidth - document.scrollingElement.clientWidth,
+  hidden: [...document.querySelectorAll('.md-content pre > code, .md-content div.mermaid')]
+    .filter(box => box.scrollWidth > box.clientWidth)
+    .map(box => ({
+      starts: box.textContent.trim().slice(0, 60),
+      scrolls: ['auto', 'scroll'].includes(getComputedStyle(box).overflowX),
+    })),
+})"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no headless chromium here")
+@pytest.mark.parametrize("name", ["", "cli", "concepts"])
+def test_code_fits_a_desktop_window_and_scrolls_in_its_box_on_a_phone(
+    site: Path, name: str
+) -> None:
+    """At 1280 px every code block and diagram shows its lines whole; at 390 px the page is
+    never wider than the phone, and a block wider than its box scrolls inside it."""
+    page = site / name / "index.html"
+    desktop = _probe_in_chromium(page, 1280, _OVERFLOW)
+    assert desktop == {"page": 0, "hidden": []}
+    phone = _probe_in_chromium(page, 390, _OVERFLOW)
+    assert phone["page"] <= 0
+    assert [box for box in phone["hidden"] if not box["scrolls"]] == []
