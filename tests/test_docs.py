@@ -230,7 +230,7 @@ def _anchor(cls: type) -> str:
 def _rendered_parameters(page: str, cls: type) -> dict[str, tuple[inspect._ParameterKind, str]]:
     """The parameters of `cls`'s signature as the reference prints it, with defaults as text."""
     block = _object_html(page, _anchor(cls))
-    signature = re.search(r'<div class="doc-signature highlight"><pre>(.*?)</pre>', block, re.S)
+    signature = re.search(r'<div class="[^"]*doc-signature[^"]*"><pre>(.*?)</pre>', block, re.S)
     assert signature is not None, f"{cls.__name__} has no signature in the reference"
     function = ast.parse(f"def {_text(signature.group(1)).strip()}: pass").body[0]
     assert isinstance(function, ast.FunctionDef)
