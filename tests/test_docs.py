@@ -280,6 +280,15 @@ def _converter(cls: type, name: str) -> Callable[[Any], Any]:
     return convert if callable(convert) else (lambda value: value)
 
 
+def _assert_shows_default(cls: type, name: str, shown: str, default: object) -> None:
+    """`shown`, the reference's text for argument `name`'s default, evaluates to `default`."""
+    namespace = {**getattr(cls.__init__, "__globals__", {}), **vars(worldrouter_async)}
+    # The text is our own reference's, built from our own source a moment ago.
+    value = eval(shown, namespace)  # noqa: S307
+    convert = _converter(cls, name)
+    assert convert(value) == convert(default), (cls.__name__, name, shown, default)
+
+
 @pytest.mark.parametrize("cls", KNOBS, ids=lambda cls: cls.__name__)
 def test_reference_signature_shows_every_argument_with_its_real_default(
     site: Path, cls: type
@@ -291,42 +300,50 @@ def test_reference_signature_shows_every_argument_with_its_real_default(
     rendered.pop("self", None)
     real = _real_parameters(cls)
     assert list(rendered) == list(real)
-    init = cls.__init__
-    namespace = {**getattr(init, "__globals__", {}), **vars(worldrouter_async)}
     for name, (kind, default) in real.items():
         rendered_kind, rendered_default = rendered[name]
         assert rendered_kind == kind, name
         if default is REQUIRED:
             assert rendered_default == "", name
-            continue
-        # The text is our own reference's, built from our own source a moment ago.
-        shown = eval(rendered_default, namespace)  # noqa: S307
-        convert = _converter(cls, name)
-        assert convert(shown) == convert(default), (name, rendered_default, default)
+        else:
+            _assert_shows_default(cls, name, rendered_default, default)
 
 
-def _table_rows(block: str) -> dict[str, list[str]]:
-    """The first Parameters table of a documented object: name -> the text of each cell."""
-    table = block[block.index("<table") : block.index("</table>")]
-    rows = re.findall(r'<tr class="doc-section-item">(.*?)</tr>', table, re.S)
-    cells = [
-        [_text(cell).strip() for cell in re.findall(r"<td>(.*?)</td>", row, re.S)] for row in rows
-    ]
-    return {row[0]: row for row in cells}
+def _described_parameters(block: str) -> dict[str, tuple[str | None, str]]:
+    """The first Parameters list of a documented object: name -> (default, description)."""
+    start = block.index("Parameters:")
+    items = re.findall(
+        r'<li class="doc-section-item[^"]*">(.*?)</li>',
+        block[start : block.index("</ul>", start)],
+        re.S,
+    )
+    described = {}
+    for item in items:
+        name = re.search(r"<b><code>(.*?)</code></b>", item, re.S)
+        default = re.search(r"default:\s*<code>(.*?)</code>", item, re.S)
+        description = re.search(r'<div class="doc-md-description">(.*?)</div>', item, re.S)
+        assert name is not None, item
+        assert description is not None, item
+        described[_text(name.group(1))] = (
+            _text(default.group(1)) if default is not None else None,
+            _text(description.group(1)).strip(),
+        )
+    return described
 
 
 @pytest.mark.parametrize("cls", [worldrouter_async.Session, BatchRunner], ids=lambda c: c.__name__)
 def test_reference_describes_every_argument_with_its_default(site: Path, cls: type) -> None:
-    """The Parameters table of `Session` and `BatchRunner` has a described row for every
-    argument, its default in the last column."""
+    """`Session` and `BatchRunner` describe every argument in their Parameters list, each
+    with the default the code really uses."""
     page = (site / "reference" / "index.html").read_text(encoding="utf-8")
-    rows = _table_rows(_object_html(page, _anchor(cls)))
+    described = _described_parameters(_object_html(page, _anchor(cls)))
     for name, (_, default) in _real_parameters(cls).items():
-        assert name in rows, f"{cls.__name__}({name}=...) is not described"
-        _, _, description, shown = rows[name]
+        assert name in described, f"{cls.__name__}({name}=...) is not described"
+        shown, description = described[name]
         assert description, name
         if default is not REQUIRED:
-            assert shown not in ("", "required"), name
+            assert shown is not None, name
+            _assert_shows_default(cls, name, shown, default)
 
 
 @pytest.mark.parametrize("cls", KNOBS[2:], ids=lambda cls: cls.__name__)
@@ -355,7 +372,7 @@ def test_reference_opens_with_the_session_and_ends_with_the_errors_tree(site: Pa
     page = (site / "reference" / "index.html").read_text(encoding="utf-8")
     sections = re.findall(r'<h2 id="[^"]+"[^>]*>(.*?)<', page)
     assert [_text(s).strip() for s in sections][:5] == [
-        "Session",
+        "The session",
         "Handles and results",
         "Policies",
         "Models",
