@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import html as html_text
 import inspect
+import itertools
 import json
 import os
 import re
@@ -391,6 +392,22 @@ def test_reference_opens_with_the_session_and_ends_with_the_errors_tree(site: Pa
             assert page.index(f'id="worldrouter_async.{name}"') > errors_at, name
     (tree,) = [b for b in _Page(page[errors_at:]).code_blocks if "* WorldRouterError" in b]
     assert "+ SessionClosedError" in tree
+
+
+def test_concepts_draws_the_layers_in_the_order_data_flows(site: Path) -> None:
+    """The concepts page opens with a diagram of every layer, request model -> transport ->
+    task model -> poller -> handle, with the batch journal around them."""
+    html = (site / "concepts" / "index.html").read_text(encoding="utf-8")
+    diagrams = re.findall(r'<pre class="mermaid"><code>(.*?)</code></pre>', html, re.S)
+    layers = _text(diagrams[0])
+    for name in ("batch journal", "request model", "transport", "task model", "poller", "handle"):
+        assert f"<b>{name}</b>" in layers, name
+    chain = ("journal", "request", "transport", "task", "poller", "handle", "journal")
+    for source, target in itertools.pairwise(chain):
+        assert re.search(rf"^\s*{source} -\.?->(\|[^|]*\|)? {target}$", layers, re.M), (
+            source,
+            target,
+        )
 
 
 # Injected first into a page under test: Material draws each diagram into a closed shadow
