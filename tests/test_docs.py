@@ -367,7 +367,7 @@ def test_reference_explains_every_field_of_the_policies_and_the_request(
         assert _text(description.group(1)).strip(), field.name
 
 
-def test_reference_opens_with_the_session_and_ends_with_the_errors_tree(site: Path) -> None:
+def test_reference_opens_with_the_session_and_draws_the_errors_as_a_tree(site: Path) -> None:
     """Session first, then handles, policies, models and errors (drawn as a tree); each
     public name documented once."""
     page = (site / "reference" / "index.html").read_text(encoding="utf-8")
