@@ -39,11 +39,17 @@ class RetryPolicy:
     """
 
     attempts: int = field(default=4, validator=_at_least_one)
+    """Tries in all for one request (the first included) before its error is raised."""
     base: float = field(default=0.5, validator=_positive)
+    """Seconds of backoff before the first retry; doubled for each retry after it."""
     cap: float = field(default=30.0, validator=_positive)
+    """The longest backoff in seconds, however many retries came before."""
     jitter: bool = True
+    """Wait a random time between 0 and the backoff (full jitter), so clients spread out."""
     max_retry_after: float = field(default=120.0, validator=_non_negative)
+    """The longest `Retry-After` in seconds that is waited out; a longer one raises at once."""
     rate_limit_patience: float = field(default=600.0, validator=_non_negative)
+    """Seconds a request keeps retrying 429s beyond `attempts` (and waits on an open breaker)."""
 
     def backoff(self, attempt: int, *, jitter: bool | None = None) -> float:
         """Seconds to wait before retry number `attempt` (1-based), clamped to `cap`."""
@@ -88,11 +94,17 @@ class PollPolicy:
     """
 
     initial_delay: float = field(default=2.0, validator=_positive)
+    """Seconds from the create to the first poll."""
     factor: float = field(default=1.5, validator=validators.ge(1.0))
+    """Each interval is the previous one times this (1 keeps it constant)."""
     max_interval: float = field(default=8.0, validator=_positive)
+    """The longest interval in seconds between two polls of one task."""
     jitter: float = field(default=0.1, validator=[validators.ge(0.0), validators.lt(1.0)])
+    """Each interval is spread by up to this fraction either way, so tasks do not poll in step."""
     adaptive: bool = True
+    """Learn first polls and intervals from the session's own finished tasks (see above)."""
     min_samples: int = field(default=8, validator=_at_least_one)
+    """Finished tasks of one shape needed before their durations are used."""
 
     def interval(self, poll_number: int, *, jitter: bool = True) -> float:
         """Seconds before poll `poll_number` (0 is the first poll after the create)."""
@@ -122,10 +134,15 @@ class Timeouts:
     """
 
     connect: float = field(default=10.0, validator=_positive)
+    """Seconds to open a connection (TCP and TLS, to the proxy if any)."""
     read: float = field(default=30.0, validator=_positive)
+    """Seconds an image download waits for its next bytes."""
     request: float = field(default=60.0, validator=_positive)
+    """Seconds for one whole API request, pool wait and body included."""
     download: float = field(default=120.0, validator=_positive)
+    """Seconds for one whole image download."""
     create_keepalive: float = field(default=0.5, validator=_positive)
+    """A create reuses a pooled connection only if it was used less than this long ago."""
 
 
 @define(frozen=True)
@@ -140,14 +157,21 @@ class Limits:
     """
 
     max_connections: int = field(default=100, validator=_at_least_one)
+    """Connections to the API at once, in each of the two pools (creates; everything else)."""
     max_inflight_polls: int = field(default=64, validator=_at_least_one)
+    """Polls in flight at once (the poller's workers), however many tasks are pending."""
     max_concurrent_creates: int = field(default=16, validator=_at_least_one)
+    """Creates that `submit_many` (unless given `concurrency=`) and a pipeline send at once."""
     max_concurrent_downloads: int = field(default=8, validator=_at_least_one)
+    """Image downloads in flight at once."""
     max_download_bytes: int = field(default=64 * 1024 * 1024, validator=_at_least_one)
+    """The largest image in bytes one download accepts (64 MiB)."""
     max_response_bytes: int = field(default=4 * 1024 * 1024, validator=_at_least_one)
+    """The largest API answer in bytes, after decompression (4 MiB)."""
     requests_per_second: float | None = field(
         default=None, validator=validators.optional(_positive)
     )
+    """Creates and polls per second at most, together; None leaves pacing to 429s."""
 
 
 FAST_POLL: Final = PollPolicy(initial_delay=0.005, factor=1.5, max_interval=0.02, jitter=0.0)

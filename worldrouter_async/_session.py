@@ -154,9 +154,12 @@ class Session:
     Args:
         api_key: defaults to the ``WORLDROUTER_API_KEY`` environment variable.
         base_url: defaults to ``WORLDROUTER_BASE_URL``, else the documented API URL.
+        timeouts: how long connects, API requests and downloads may take (`Timeouts`).
         retry: how failed requests are retried (default `RetryPolicy()`).
         poll: when pending tasks are polled (default `PollPolicy()`); both defaults become
             millisecond versions under `worldrouter_async.testing.set_testing`.
+        limits: connections, polls, creates and downloads at once, answer and image size
+            caps, and an optional request rate, for the whole session (`Limits`).
         task_timeout: seconds a handle waits for its task before `TaskTimeoutError`
             (``math.inf`` waits forever); `submit` and `track` can override it.
         strict: raise `IgnoredParameterError` instead of warning when a model would

@@ -133,20 +133,33 @@ class ImageRequest:
     """
 
     model: str = field(validator=_non_empty_text)
+    """The model ID, such as ``gpt-image-2`` (see `SUPPORTED_MODELS`)."""
     prompt: str = field(validator=_non_empty_text)
+    """What to draw, in plain language."""
     n: int | None = field(default=None, validator=_check_n)
+    """How many images (the server caps it; Gemini models decide the count themselves)."""
     size: str | None = field(default=None, validator=_check_size)
+    """``WIDTHxHEIGHT`` such as ``1024x1024``, or ``auto``; Gemini models ignore it."""
     quality: str | None = field(default=None, validator=_optional_text)
+    """A quality tier such as ``low``, ``medium`` or ``high``; Gemini models ignore it."""
     output_format: str | None = field(default=None, validator=_check_output_format)
+    """``png``, ``jpeg``, ``jpg`` or ``webp``."""
     response_format: str | None = field(default=None, validator=_check_response_format)
+    """Only ``url`` is accepted: async tasks always return stored URLs."""
     user: str | None = field(default=None, validator=_optional_text)
+    """An end-user identifier, forwarded for abuse monitoring and per-user budgets."""
     style: str | None = field(default=None, validator=_optional_text)
+    """Sent as given; Gemini models ignore it."""
     background: str | None = field(default=None, validator=_optional_text)
+    """Sent as given; Gemini models ignore it."""
     moderation: str | None = field(default=None, validator=_optional_text)
+    """Sent as given; Gemini models ignore it."""
     output_compression: int | None = field(default=None, validator=_check_compression)
+    """0 to 100; Gemini models ignore it."""
     extra: Mapping[str, Any] = field(
         factory=dict, converter=_freeze_extra, validator=_check_extra, hash=False
     )
+    """Parameters this SDK does not know yet, merged into the body verbatim."""
 
     def to_payload(self) -> dict[str, Any]:
         """The JSON body sent to ``POST /v1/images/generation_tasks``."""
