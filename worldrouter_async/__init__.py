@@ -10,6 +10,7 @@ Example:
 
 from ._clock import Clock
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts
+from ._download import ImageBytes
 from ._errors import (
     AmbiguousCreateError,
     APIConnectionError,
@@ -62,6 +63,7 @@ __all__ = [
     "DownloadError",
     "IgnoredParameterError",
     "IgnoredParameterWarning",
+    "ImageBytes",
     "ImageData",
     "ImageRequest",
     "ImageResult",
