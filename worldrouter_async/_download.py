@@ -95,9 +95,9 @@ class ImageBytes:
     carry tokens there).
 
     Example:
-        >>> image = ImageBytes(b"\x89PNG\r\n\x1a\n...", "image/png", None)
+        >>> image = ImageBytes(b"GIF89a...", "image/gif", "https://cdn.example/a.gif?sig=x")
         >>> image.extension, image
-        ('.png', ImageBytes(data=<11 bytes>, content_type='image/png', url=None))
+        ('.gif', ImageBytes(data=<9 bytes>, content_type='image/gif', url='https://cdn.example/a.gif'))
     """
 
     data: bytes = field(repr=_size)
