@@ -1,10 +1,7 @@
 """A hostile HTTP server for the network tests: it answers like a broken or malicious API.
 
 The poll route's behaviour is chosen by the task id (``trickle``, ``endless``, ``bomb``,
-``html``, ``html502``, ``with-...``), the storage routes by their path; every request path is
-recorded. A create answers a queued task whose id is the prompt, so a batch test picks what
-its tasks answer: ``with-b64-empty`` completes with an inline PNG and the URL of the
-``/img/empty`` storage route (see `HostileServer._image` for the storage names).
+``html``, ``html502``), the storage routes by their path; every request path is recorded.
 """
 
 from __future__ import annotations
@@ -39,7 +36,13 @@ def gzip_bomb() -> bytes:
 
 
 class HostileServer:
-    """Serves broken API answers and dangerous storage redirects on one loopback origin."""
+    """Serves broken API answers and dangerous storage redirects on one loopback origin.
+
+    A task id ``with-NAME-NAME...`` completes with one image item per name (see `_item`), and
+    a create answers a queued task whose id is the prompt, so a batch test picks what its
+    tasks answer: ``with-b64-empty`` completes with an inline PNG and the URL of the
+    ``/img/empty`` storage route (see `_storage_mode` for the storage names).
+    """
 
     def __init__(self, *, ssl: SSLContext | None = None) -> None:
         self._ssl = ssl

@@ -42,9 +42,9 @@ from .._errors import (
     TaskNotFoundError,
     WorldRouterError,
 )
-from .._handles import TaskHandle
+from .._handles import ImageResult, TaskHandle
 from .._session import Session
-from ..models import ImageData, ImageRequest, Usage
+from ..models import ImageRequest, Usage
 from ._errors import JournalError
 from ._journal import JournalRow, JournalStore, SqliteJournal, State, encode_request
 from ._jsonl import BatchItem, as_item
@@ -536,7 +536,7 @@ class BatchRunner:
             result = handle.result()
             await self._store.mark_completed(row.key, result.task.status, result.urls, result.usage)
             return await self._download(
-                row.key, task_id, result.urls, result.usage, source, images=result.images
+                row.key, task_id, result.urls, result.usage, source, result=result
             )
         if isinstance(error, TaskFailedError):
             await self._store.mark_failed(row.key, str(error))
@@ -597,15 +597,15 @@ class BatchRunner:
         urls: tuple[str, ...],
         usage: Usage | None,
         source: Source,
-        images: tuple[ImageData, ...] | None = None,
+        result: ImageResult | None = None,
     ) -> Outcome:
-        """Save the task's images (`images`, inline ones included, else `urls`) in the output."""
+        """Save the images of `result` (inline ones included), else `urls`, in the output."""
         assert self._store is not None
         files: tuple[str, ...] = ()
         if self._out_dir is not None:
             out = self._out_dir
             try:
-                saved = urls if images is None else images
+                saved = urls if result is None else result.images
                 paths = await self._session.download_urls(saved, out, stem=file_stem(key))
                 digests = await anyio.to_thread.run_sync(lambda: [file_digest(p) for p in paths])
             except (DownloadError, OSError, ExceptionGroup) as caught:
