@@ -599,7 +599,7 @@ class Session:
         For an `ImageResult`, `dest` is a directory and files are named
         ``TASKID-INDEX.ext``, one per image (stored or inline); for a single URL, `dest` is
         the file path (or a directory). The storage origin never receives the API key. An
-        empty body, or bytes that are no PNG, JPEG, WebP or GIF image, is a `DownloadError`.
+        empty body, or bytes that are not a PNG, JPEG, WebP or GIF image, is a `DownloadError`.
 
         Example:
             >>> paths = await session.download(result, "out/")  # doctest: +SKIP
