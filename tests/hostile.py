@@ -8,6 +8,7 @@ path; every request path is recorded.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import zlib
 from ssl import SSLContext
@@ -21,6 +22,9 @@ from worldrouter_async.testing._png import solid_png
 BOMB_INFLATED: Final = 256 * 1024 * 1024
 """How large the gzip bomb inflates (it is about 250 KiB on the wire)."""
 
+JPEG_BYTES: Final = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xd9"
+"""The start and end markers of a JPEG file: what the signature check looks at."""
+
 
 @functools.cache
 def gzip_bomb() -> bytes:
@@ -33,7 +37,13 @@ def gzip_bomb() -> bytes:
 
 
 class HostileServer:
-    """Serves broken API answers and dangerous storage redirects on one loopback origin."""
+    """Serves broken API answers and dangerous storage redirects on one loopback origin.
+
+    A task id ``with-NAME-NAME...`` completes with one image item per name (see `_item`), and
+    a create answers a queued task whose id is the prompt, so a batch test picks what its
+    tasks answer: ``with-b64-empty`` completes with an inline PNG and the URL of the
+    ``/img/empty`` storage route (see `_storage_mode` for the storage names).
+    """
 
     def __init__(self, *, ssl: SSLContext | None = None) -> None:
         self._ssl = ssl
@@ -53,6 +63,7 @@ class HostileServer:
         app.router.add_get("/v1/images/generation_tasks/", self._poll)
         app.router.add_get("/v1/images/", self._poll)
         app.router.add_get("/img/{name}", self._image)
+        app.router.add_post("/v1/images/generation_tasks", self._create)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._ssl)
@@ -97,14 +108,35 @@ class HostileServer:
             return web.Response(
                 status=502, text="<html>Bad Gateway</html>", content_type="text/html"
             )
+        if kind.startswith("with-"):
+            data = [self._item(name) for name in kind.removeprefix("with-").split("-")]
+            return web.json_response({"id": kind, "status": "completed", "data": data})
         return web.json_response(
             {"error": {"message": f"no such route {request.path}"}}, status=404
         )
 
+    def _item(self, name: str) -> dict[str, str]:
+        """An image item: ``b64`` an inline PNG, ``b64junk`` inline text, else a storage URL."""
+        if name == "b64":
+            return {"b64_json": base64.b64encode(solid_png((4, 5, 6))).decode()}
+        if name == "b64junk":
+            return {"b64_json": base64.b64encode(b"<html>not an image</html>").decode()}
+        return {"url": f"{self.origin}/img/{name}?sig=SECRET"}
+
+    async def _create(self, request: web.Request) -> web.Response:
+        self.paths.append(request.path)
+        body = await request.json()
+        return web.json_response({"id": body["prompt"], "status": "queued"})
+
     async def _stream(
-        self, request: web.Request, chunk: bytes, *, delay: float
+        self,
+        request: web.Request,
+        chunk: bytes,
+        *,
+        delay: float,
+        content_type: str = "application/json",
     ) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response = web.StreamResponse(headers={"Content-Type": content_type})
         await response.prepare(request)
         while not self._stopping.is_set():
             await response.write(chunk)
@@ -118,4 +150,27 @@ class HostileServer:
             raise web.HTTPFound(self.redirects[name])
         if name == "page":
             return web.Response(text="<html>Access denied</html>", content_type="text/html")
+        return await self._storage_mode(request, name)
+
+    async def _storage_mode(self, request: web.Request, name: str) -> web.StreamResponse:
+        """Storage by name: ``empty``, ``fakepng``, ``jpeg``, ``octet``, ``trickle``,
+        ``stall``, ``unavailable``; anything else is a PNG."""
+        if name == "empty":  # 200 image/png with a 0-byte body
+            return web.Response(body=b"", content_type="image/png")
+        if name == "fakepng":  # an error page that calls itself a PNG
+            return web.Response(body=b"<html>Access denied</html>", content_type="image/png")
+        if name == "jpeg":  # JPEG bytes labelled as a PNG
+            return web.Response(body=JPEG_BYTES, content_type="image/png")
+        if name == "octet":  # a PNG with S3's generic type for unlabelled uploads
+            return web.Response(body=solid_png((7, 8, 9)), content_type="binary/octet-stream")
+        if name == "trickle":  # one byte every 50 ms, for ever: never a read timeout
+            return await self._stream(request, b"\x89", delay=0.05, content_type="image/png")
+        if name == "stall":  # the first bytes, then silence until the server stops
+            response = web.StreamResponse(headers={"Content-Type": "image/png"})
+            await response.prepare(request)
+            await response.write(b"\x89PNG")
+            await self._stopping.wait()
+            return response
+        if name == "unavailable":
+            return web.Response(status=503, text="try again later")
         return web.Response(body=solid_png((1, 2, 3)), content_type="image/png")

@@ -12,6 +12,7 @@ Example:
 from . import _startup  # noqa: F401 - imported for that effect
 from ._clock import Clock
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts
+from ._download import ImageBytes
 from ._errors import (
     AmbiguousCreateError,
     APIConnectionError,
@@ -65,6 +66,7 @@ __all__ = [
     "DownloadError",
     "IgnoredParameterError",
     "IgnoredParameterWarning",
+    "ImageBytes",
     "ImageData",
     "ImageRequest",
     "ImageResult",

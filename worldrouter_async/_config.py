@@ -121,8 +121,9 @@ class Timeouts:
 
     `connect` bounds opening a connection (TCP and TLS, to the proxy if any); `request` a
     whole API request (pool wait, connect, headers and body: a server trickling one byte at
-    a time, or going silent, still fails on time); `download` a whole image download and
-    `read` each wait for its next bytes.
+    a time, or going silent, still fails on time); `download` the whole download of one
+    image, every attempt, wait between retries and redirect included (the wait for a free
+    download slot is not); `read` each wait for a download's next bytes.
 
     `create_keepalive`: a create reuses a pooled connection only if it was last used less
     than this long ago, else it opens a fresh one. Keep it under your server's keep-alive

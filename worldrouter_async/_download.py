@@ -1,4 +1,8 @@
-"""Streaming stored images to disk: atomic, size-limited, retried, never authenticated.
+"""Reading generated images, stored or inline: checked, size-limited, retried, never authenticated.
+
+Every image is believed only once its bytes are one (the signature of a PNG, JPEG, WebP or
+GIF file, whatever the content type said), and is saved atomically. One download, its
+retries and redirects included, is bounded by `Timeouts.download` on the session's clock.
 
 Downloads use their own aiohttp client (built by `_client.Network`, so the same proxy and
 TLS trust as API calls) with no credentials at all, so the API key cannot reach the storage
@@ -9,29 +13,35 @@ unless the stored URL itself pointed there.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import re
 import secrets
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import aiohttp
 import anyio
 import anyio.to_thread
+from attrs import define, field
 from yarl import URL
 
 from ._client import Network, proxy_options, raise_connection_error, read_limited
+from ._clock import SYSTEM_CLOCK, Clock
 from ._config import Limits, RetryPolicy, Timeouts
 from ._errors import APIConnectionError, DownloadError
 from ._retries import retrying
+from .models import ImageData
+
+_T = TypeVar("_T")
 
 _EXTENSIONS: Final = {
     "image/png": ".png",
     "image/jpeg": ".jpg",
-    "image/jpg": ".jpg",
     "image/webp": ".webp",
     "image/gif": ".gif",
 }
@@ -53,12 +63,89 @@ def _public_url(url: str) -> str:
     return str(URL(url).with_query(None).with_fragment(None))
 
 
-def _extension(content_type: str, url: str) -> str:
-    ext = _EXTENSIONS.get(content_type.split(";")[0].strip().lower())
-    if ext:
-        return ext
-    suffix = Path(URL(url).path).suffix.lower()
-    return suffix if suffix in _EXTENSIONS.values() else ".bin"
+def image_type(data: bytes) -> str | None:
+    """The content type the bytes' own signature shows (PNG, JPEG, WebP, GIF), else None."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    return None
+
+
+def _size(data: bytes) -> str:
+    return f"<{len(data)} bytes>"
+
+
+def _public_or_none(url: str | None) -> str:
+    return repr(None if url is None else _public_url(url))
+
+
+@define(frozen=True)
+class ImageBytes:
+    """One generated image in memory, as `Session.read` returns it.
+
+    `content_type` is read from the bytes themselves (``image/png``, ``image/jpeg``,
+    ``image/webp`` or ``image/gif``), not from what the storage claimed. `url` is the
+    stored URL it came from, or None for an image the task answer carried inline
+    (``b64_json``); the repr shows neither the bytes nor the URL's query (signed URLs
+    carry tokens there).
+
+    Example:
+        >>> image = ImageBytes(b"GIF89a...", "image/gif", "https://cdn.example/a.gif?sig=x")
+        >>> image.extension, image
+        ('.gif', ImageBytes(data=<9 bytes>, content_type='image/gif', url='https://cdn.example/a.gif'))
+    """
+
+    data: bytes = field(repr=_size)
+    content_type: str
+    url: str | None = field(default=None, repr=_public_or_none)
+
+    @property
+    def extension(self) -> str:
+        """The file extension for `content_type`: ``.png``, ``.jpg``, ``.webp`` or ``.gif``."""
+        return _EXTENSIONS.get(self.content_type, ".bin")
+
+
+def _checked(data: bytes, *, url: str | None, what: str, declared: str | None) -> ImageBytes:
+    """`data` as an image if its bytes are one; else a `DownloadError` naming `what`.
+
+    `declared` is the content type the storage sent, shown when the bytes disagree with it.
+    """
+    kind = image_type(data)
+    if kind is not None:
+        return ImageBytes(data, kind, url)
+    sent = f" of {declared!r}" if declared else ""
+    if not data:
+        problem = f"an empty body (0 bytes{sent})"
+    else:
+        problem = (
+            f"{len(data)} bytes{sent} that are not a PNG, JPEG, WebP or GIF image (they begin "
+            f"{data[:8]!r}: an error page or a login portal?)"
+        )
+    raise DownloadError(
+        f"{what} gave {problem}; nothing was saved or returned",
+        url=_public_url(url) if url else "",
+    )
+
+
+def _decoded(text: str, *, what: str, max_bytes: int) -> bytes:
+    """The bytes of an inline base64 image, refused past `max_bytes` before decoding."""
+    if len(text) // 4 * 3 > max_bytes:
+        raise DownloadError(
+            f"{what} is larger than max_download_bytes={max_bytes}; raise "
+            "Limits.max_download_bytes if such images are expected",
+            url="",
+        )
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error as exc:
+        raise DownloadError(
+            f"{what} is not valid base64 ({exc}); nothing was saved or returned", url=""
+        ) from exc
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -79,10 +166,6 @@ def _write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-
-
-def _is_image(content_type: str) -> bool:
-    return content_type.startswith("image/") or content_type == "application/octet-stream"
 
 
 async def _internal_kind(host: str | None) -> str | None:
@@ -141,14 +224,22 @@ async def check_redirect(source: URL, target: URL, *, origin: URL) -> None:
 
 
 class Downloader:
-    """Fetches stored image URLs into files, under a concurrency bound."""
+    """Reads generated images (stored URLs or inline items), under a concurrency bound."""
 
-    def __init__(self, *, timeouts: Timeouts, limits: Limits, retry: RetryPolicy) -> None:
+    def __init__(
+        self,
+        *,
+        timeouts: Timeouts,
+        limits: Limits,
+        retry: RetryPolicy,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self._timeouts = timeouts
         self._max_bytes = limits.max_download_bytes
         self._slots = anyio.Semaphore(limits.max_concurrent_downloads)
         self._max_connections = limits.max_concurrent_downloads
         self._retry = retry
+        self._clock = clock
         self._network: Network | None = None
         self._client: aiohttp.ClientSession | None = None
 
@@ -165,51 +256,84 @@ class Downloader:
     def _session(self, network: Network) -> aiohttp.ClientSession:
         if self._client is None:
             self._client = network.client(
+                # No total: the whole download, retries included, is bounded in `_fetch`.
                 timeout=aiohttp.ClientTimeout(
-                    total=self._timeouts.download,
-                    sock_connect=self._timeouts.connect,
-                    sock_read=self._timeouts.read,
+                    total=None, sock_connect=self._timeouts.connect, sock_read=self._timeouts.read
                 ),
                 max_connections=self._max_connections,
             )
         return self._client
 
     async def download_all(
-        self, urls: Sequence[str], directory: Path, *, stem: str
+        self, sources: Sequence[str | ImageData], directory: Path, *, stem: str
     ) -> tuple[Path, ...]:
-        """Download each URL to ``directory/stem-INDEX.ext`` concurrently; paths in order.
+        """Save each image as ``directory/stem-INDEX.ext`` concurrently; paths in order.
 
-        Every download is attempted even when one fails; then the first error is raised.
+        Every image is attempted even when one fails; then the first error is raised.
         """
-        paths: list[Path | None] = [None] * len(urls)
-        errors: list[DownloadError] = []
+        return await _each(
+            len(sources),
+            lambda index: self.download(
+                sources[index], directory / f"{stem}-{index}", name=f"{index} of {stem}"
+            ),
+        )
 
-        async def one(index: int, url: str) -> None:
-            try:
-                paths[index] = await self.download(url, directory / f"{stem}-{index}")
-            except DownloadError as exc:
-                errors.append(exc)
+    async def read_all(
+        self, sources: Sequence[str | ImageData], *, stem: str
+    ) -> tuple[ImageBytes, ...]:
+        """Read each image concurrently; in order. All are tried, then the first error raised."""
+        return await _each(
+            len(sources), lambda index: self.read(sources[index], name=f"{index} of {stem}")
+        )
 
-        async with anyio.create_task_group() as task_group:
-            for index, url in enumerate(urls):
-                task_group.start_soon(one, index, url)
-        if errors:
-            raise errors[0]
-        return tuple(path for path in paths if path is not None)
-
-    async def download(self, url: str, target: Path) -> Path:
-        """Download `url` to `target` plus the extension its content type implies."""
-        if URL(url).scheme not in ("http", "https"):
-            raise DownloadError(f"refusing to download a non-HTTP URL {url!r}", url=url)
-        async with self._slots:
-            data, content_type = await retrying(
-                lambda _attempt: self._fetch(url), policy=self._retry
-            )
-        path = target.with_name(target.name + _extension(content_type, url))
-        await anyio.to_thread.run_sync(_write_atomically, path, data)
+    async def download(self, source: str | ImageData, target: Path, *, name: str = "") -> Path:
+        """Save one image to `target` plus the extension its bytes call for."""
+        image = await self.read(source, name=name)
+        path = target.with_name(target.name + image.extension)
+        await anyio.to_thread.run_sync(_write_atomically, path, image.data)
         return path
 
-    async def _fetch(self, url: str) -> tuple[bytes, str]:
+    async def read(self, source: str | ImageData, *, name: str = "") -> ImageBytes:
+        """One image's checked bytes: decoded if inline, else downloaded from its URL.
+
+        `name` (``"INDEX of TASK"``) says which image an inline one is, in errors.
+        """
+        inline = f"the inline (b64_json) image {name}".rstrip()
+        if isinstance(source, ImageData):
+            if source.b64_json:  # the bytes are here already: no request, nothing to expire
+                data = _decoded(source.b64_json, what=inline, max_bytes=self._max_bytes)
+                return _checked(data, url=None, what=inline, declared=None)
+            if not source.url:
+                raise DownloadError(f"image {name} has neither a url nor b64_json", url="")
+            source = source.url
+        if URL(source).scheme not in ("http", "https"):
+            public = _public_url(source)
+            raise DownloadError(f"refusing to download a non-HTTP URL {public!r}", url=public)
+        async with self._slots:
+            return await self._fetch(source)
+
+    async def _fetch(self, url: str) -> ImageBytes:
+        """Download `url` with retries, all within `Timeouts.download` on the session's clock."""
+        limit = self._timeouts.download
+        with anyio.CancelScope() as scope:
+            # A timer cancels the scope, as anyio's own deadlines do, but on the session's
+            # clock: the retries wait on that clock, so the bound covers their waits too.
+            timer = self._clock.call_later(limit, scope.cancel)
+            try:
+                return await retrying(
+                    lambda _attempt: self._attempt(url), policy=self._retry, clock=self._clock
+                )
+            finally:
+                timer.cancel()
+        public = _public_url(url)
+        raise DownloadError(
+            f"downloading {public} did not finish within Timeouts.download={limit}s (every "
+            "attempt, retry wait and redirect counts); raise Timeouts.download if your "
+            "images or your storage are that slow",
+            url=public,
+        )
+
+    async def _attempt(self, url: str) -> ImageBytes:
         network = self._network
         if network is None:
             raise RuntimeError("the downloader is not open; use 'async with Session(...)'")
@@ -227,7 +351,8 @@ class Downloader:
                         await check_redirect(current, target, origin=origin)
                         current = target
                         continue
-                    return await self._body(response, public)
+                    data = await self._body(response, public)
+                    return _checked(data, url=url, what=public, declared=response.content_type)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 try:
                     raise_connection_error(
@@ -243,18 +368,10 @@ class Downloader:
             f"{_public_url(url)} redirected more than {_MAX_REDIRECTS} times", url=_public_url(url)
         )
 
-    async def _body(self, response: aiohttp.ClientResponse, public: str) -> tuple[bytes, str]:
+    async def _body(self, response: aiohttp.ClientResponse, public: str) -> bytes:
         if response.status >= 300:
             raise DownloadError(
                 f"downloading {public} failed with HTTP {response.status}",
-                url=public,
-                status=response.status,
-            )
-        content_type = response.content_type
-        if not _is_image(content_type):
-            raise DownloadError(
-                f"{public} answered {content_type!r}, not an image (an error page or a "
-                "login portal?); nothing was saved",
                 url=public,
                 status=response.status,
             )
@@ -266,4 +383,27 @@ class Downloader:
                 url=public,
                 status=413,
             )
-        return data, content_type
+        return data
+
+
+async def _each(count: int, one: Callable[[int], Awaitable[_T]]) -> tuple[_T, ...]:
+    """``one(index)`` for every index concurrently, results in order.
+
+    Every call runs to its end even when another fails; then the first `DownloadError`
+    raised is raised.
+    """
+    results: list[_T | None] = [None] * count
+    errors: list[DownloadError] = []
+
+    async def run(index: int) -> None:
+        try:
+            results[index] = await one(index)
+        except DownloadError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as task_group:
+        for index in range(count):
+            task_group.start_soon(run, index)
+    if errors:
+        raise errors[0]
+    return tuple(result for result in results if result is not None)

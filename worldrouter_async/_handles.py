@@ -11,14 +11,17 @@ from typing import Any, Final
 from attrs import define
 
 from ._errors import TaskCancelledError, WorldRouterError
-from .models import ImageRequest, ImageTask, Usage
+from .models import ImageData, ImageRequest, ImageTask, Usage
 
 logger: Final = logging.getLogger("worldrouter_async")
 
 
 @define(frozen=True)
 class ImageResult:
-    """A completed task: its stored image URLs, usage and the final `ImageTask`."""
+    """A completed task: its images (stored URLs or inline), usage and the final `ImageTask`.
+
+    `urls` holds the stored URLs only; `images` every image, inline ones included.
+    """
 
     task_id: str
     model: str | None
@@ -36,6 +39,15 @@ class ImageResult:
             usage=task.usage,
             task=task,
         )
+
+    @property
+    def images(self) -> tuple[ImageData, ...]:
+        """Every image of the task, in order: stored URLs and inline (``b64_json``) alike.
+
+        `Session.download` and `Session.read` take them all; an item without either is
+        left out.
+        """
+        return tuple(item for item in self.task.data if item.is_image)
 
     @property
     def request_id(self) -> str | None:

@@ -25,7 +25,7 @@ from ._config import (
     default_poll_policy,
     default_retry_policy,
 )
-from ._download import Downloader, safe_name
+from ._download import Downloader, ImageBytes, safe_name
 from ._errors import ConfigurationError, InvalidRequestError, WorldRouterError
 from ._events import DEFAULT_BUFFER, StatusFeed, StatusListener, StatusStream
 from ._handles import ImageResult, TaskHandle, as_completed
@@ -35,7 +35,7 @@ from ._poller import Poller
 from ._stats import Counters, SessionStats
 from ._support import check_support, warn_ignored_in_file
 from ._transport import Secret, Transport
-from .models import ImageRequest, ImageTask, converter
+from .models import ImageData, ImageRequest, ImageTask, converter
 
 DEFAULT_BASE_URL: Final = "https://inference-api-pre-d80ca3.worldrouter.ai/v1"
 API_KEY_ENV: Final = "WORLDROUTER_API_KEY"
@@ -239,7 +239,7 @@ class Session:
             poll_timeout=timeouts.request,
         )
         self._untrack = self._cancelled  # one bound method shared by every handle
-        self._downloader = Downloader(timeouts=timeouts, limits=limits, retry=retry)
+        self._downloader = Downloader(timeouts=timeouts, limits=limits, retry=retry, clock=clock)
         self._limits = limits
         self._task_timeout = task_timeout
         self._strict = strict
@@ -598,11 +598,12 @@ class Session:
     async def download(
         self, source: ImageResult | str, dest: str | os.PathLike[str]
     ) -> tuple[Path, ...]:
-        """Save images to disk atomically; the extension follows the content type.
+        """Save images to disk atomically; the extension follows the image's bytes.
 
         For an `ImageResult`, `dest` is a directory and files are named
-        ``TASKID-INDEX.ext``; for a single URL, `dest` is the file path (or a directory).
-        The storage origin never receives the API key.
+        ``TASKID-INDEX.ext``, one per image (stored or inline); for a single URL, `dest` is
+        the file path (or a directory). The storage origin never receives the API key. An
+        empty body, or bytes that are not a PNG, JPEG, WebP or GIF image, is a `DownloadError`.
 
         Example:
             >>> paths = await session.download(result, "out/")  # doctest: +SKIP
@@ -610,7 +611,7 @@ class Session:
         self._check_open()
         target = Path(dest)
         if isinstance(source, ImageResult):
-            return await self.download_urls(source.urls, target, stem=source.task_id)
+            return await self.download_urls(source.images, target, stem=source.task_id)
         if await anyio.Path(target).is_dir():
             target = target / safe_name(Path(URL(source).path).stem)
         elif target.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bin"):
@@ -618,8 +619,33 @@ class Session:
         return (await self._downloader.download(source, target),)
 
     async def download_urls(
-        self, urls: Sequence[str], directory: str | os.PathLike[str], *, stem: str
+        self,
+        urls: Sequence[str | ImageData],
+        directory: str | os.PathLike[str],
+        *,
+        stem: str,
     ) -> tuple[Path, ...]:
-        """Save `urls` as ``directory/STEM-INDEX.ext`` (stem sanitized), paths in order."""
+        """Save `urls` as ``directory/STEM-INDEX.ext`` (stem sanitized), paths in order.
+
+        Each item is a stored URL or an `ImageData` (an inline ``b64_json`` one is decoded).
+        """
         self._check_open()
         return await self._downloader.download_all(urls, Path(directory), stem=safe_name(stem))
+
+    async def read(self, source: ImageResult | str) -> tuple[ImageBytes, ...]:
+        """The images' bytes in memory, checked and bounded as `download` does; in order.
+
+        For a web app that streams images or hands them to Pillow without a file: the
+        storage never receives the API key, redirects are checked, each image is capped at
+        `Limits.max_download_bytes`, one download with its retries takes at most
+        `Timeouts.download`, and bytes that are not an image raise `DownloadError`.
+        `source` is a result (every image, inline ones included) or one stored URL.
+
+        Example:
+            >>> (image,) = await session.read(result)  # doctest: +SKIP
+            >>> picture = PIL.Image.open(io.BytesIO(image.data))  # doctest: +SKIP
+        """
+        self._check_open()
+        if isinstance(source, ImageResult):
+            return await self._downloader.read_all(source.images, stem=source.task_id)
+        return (await self._downloader.read(source),)

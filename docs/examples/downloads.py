@@ -13,6 +13,8 @@ async def main() -> None:
         print(paths)
         (single,) = await session.download(result.urls[0], "images/lemons.png")
         print(single)
+        for image in await session.read(result):  # the bytes in memory, checked the same way
+            print(image.content_type, len(image.data), image.extension)
 
 
 if __name__ == "__main__":

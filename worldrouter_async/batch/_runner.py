@@ -42,7 +42,7 @@ from .._errors import (
     TaskNotFoundError,
     WorldRouterError,
 )
-from .._handles import TaskHandle
+from .._handles import ImageResult, TaskHandle
 from .._session import Session
 from ..models import ImageRequest, Usage
 from ._errors import JournalError
@@ -556,7 +556,9 @@ class BatchRunner:
         if error is None:
             result = handle.result()
             await self._store.mark_completed(row.key, result.task.status, result.urls, result.usage)
-            return await self._download(row.key, task_id, result.urls, result.usage, source)
+            return await self._download(
+                row.key, task_id, result.urls, result.usage, source, result=result
+            )
         if isinstance(error, TaskFailedError):
             await self._store.mark_failed(row.key, str(error))
             kind = OutcomeKind.FAILED
@@ -601,7 +603,9 @@ class BatchRunner:
 
         def check() -> bool:
             return all(
-                path.is_file() and (digest is None or file_digest(path) == digest)
+                path.is_file()
+                and path.stat().st_size > 0  # an empty body was never an image
+                and (digest is None or file_digest(path) == digest)
                 for path, digest in zip(paths, digests, strict=True)
             )
 
@@ -614,13 +618,16 @@ class BatchRunner:
         urls: tuple[str, ...],
         usage: Usage | None,
         source: Source,
+        result: ImageResult | None = None,
     ) -> Outcome:
+        """Save the images of `result` (inline ones included), else `urls`, in the output."""
         assert self._store is not None
         files: tuple[str, ...] = ()
         if self._out_dir is not None:
             out = self._out_dir
             try:
-                paths = await self._session.download_urls(urls, out, stem=file_stem(key))
+                saved = urls if result is None else result.images
+                paths = await self._session.download_urls(saved, out, stem=file_stem(key))
                 digests = await anyio.to_thread.run_sync(lambda: [file_digest(p) for p in paths])
             except (DownloadError, OSError, ExceptionGroup) as caught:
                 exc = _first_leaf(caught)  # concurrent downloads report in a group
