@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from worldrouter_async import (
+    ImageData,
     ImageRequest,
     ImageTask,
     InvalidRequestError,
@@ -192,3 +193,10 @@ async def test_tasks_and_results_carry_the_request_id_of_their_answer(session: S
     assert result.request_id == result.task.request_id
     assert result.request_id is not None
     assert result.request_id != created.request_id
+
+
+def test_an_inline_image_shows_its_size_not_its_bytes_in_a_repr() -> None:
+    """A multi-megabyte base64 image never floods a log line or a traceback."""
+    item = ImageData(b64_json="A" * 100_000)
+    assert repr(item) == "ImageData(url=None, b64_json=<100000 base64 characters>)"
+    assert "AAAA" not in repr(ImageTask(id="t", status="completed", data=(item,)))

@@ -179,6 +179,10 @@ _WIRE_FIELDS: Final = tuple(a.name for a in attrs.fields(ImageRequest) if a.name
 _OPTIONAL_FIELDS: Final = tuple(n for n in _WIRE_FIELDS if n not in ("model", "prompt"))
 
 
+def _b64_repr(value: str | None) -> str:
+    return "None" if value is None else f"<{len(value)} base64 characters>"
+
+
 @define(frozen=True)
 class ImageData:
     """One generated image: a stored URL on the storage origin, or the image itself inline.
@@ -189,7 +193,9 @@ class ImageData:
     """
 
     url: str | None = None
-    b64_json: str | None = None
+    """The stored image's URL (signed storage URLs expire: download them soon)."""
+    b64_json: str | None = field(default=None, repr=lambda value: _b64_repr(value))
+    """The image's bytes as base64, when the server inlines them (shown by size in reprs)."""
 
     @property
     def is_image(self) -> bool:
