@@ -16,7 +16,7 @@ from worldrouter_async import (
     LocalStatus,
     Session,
     SessionClosedError,
-    TaskCancelledError,
+    TaskAbandonedError,
     TaskFailedError,
     TaskHandle,
 )
@@ -126,7 +126,7 @@ async def test_an_async_iterable_fed_by_a_producer(session: Session) -> None:
 async def test_break_cancels_outstanding_work_and_closes_the_input(
     session: Session, emulator: Emulator
 ) -> None:
-    """After break, unfinished tasks stop being tracked, workers are gone, the input closed."""
+    """After break, unfinished tasks are abandoned (untracked, recorded), the input closed."""
     changes = session.status_changes()
     closed = asyncio.Event()
 
@@ -148,9 +148,11 @@ async def test_break_cancels_outstanding_work_and_closes_the_input(
     assert not _workers_left()
     assert session.stats.pending == 0
     await session.aclose()
-    cancelled = [c async for c in changes if c.new == LocalStatus.CANCELLED]
-    assert len(cancelled) == 6
-    assert all(isinstance(c.handle.exception(), TaskCancelledError) for c in cancelled)
+    abandoned = [c async for c in changes if c.new == LocalStatus.ABANDONED]
+    assert len(abandoned) == 6
+    assert all(isinstance(c.handle.exception(), TaskAbandonedError) for c in abandoned)
+    first = next(iter(emulator.tasks))  # the quick task, whose handle the reader took
+    assert {record.task_id for record in session.abandoned} == set(emulator.tasks) - {first}
 
 
 async def test_a_session_closed_mid_pipeline_ends_it_with_one_error_and_nothing_lost(

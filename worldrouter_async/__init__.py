@@ -10,6 +10,7 @@ Example:
 
 from ._clock import Clock
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts
+from ._creates import AbandonedTask
 from ._errors import (
     AmbiguousCreateError,
     APIConnectionError,
@@ -31,12 +32,14 @@ from ._errors import (
     RateLimitError,
     ServerError,
     SessionClosedError,
+    TaskAbandonedError,
     TaskCancelledError,
     TaskFailedError,
     TaskNotFoundError,
     TaskTimeoutError,
     TLSVerificationError,
     WorldRouterError,
+    WrongEventLoopError,
 )
 from ._events import LocalStatus, StatusChange, StatusListener, StatusStream
 from ._handles import ImageResult, TaskHandle, as_completed
@@ -54,6 +57,7 @@ __all__ = [
     "APIResponseError",
     "APIStatusError",
     "APITimeoutError",
+    "AbandonedTask",
     "AmbiguousCreateError",
     "AuthenticationError",
     "BadRequestError",
@@ -85,6 +89,7 @@ __all__ = [
     "StatusListener",
     "StatusStream",
     "TLSVerificationError",
+    "TaskAbandonedError",
     "TaskCancelledError",
     "TaskError",
     "TaskFailedError",
@@ -96,6 +101,7 @@ __all__ = [
     "Timeouts",
     "Usage",
     "WorldRouterError",
+    "WrongEventLoopError",
     "__version__",
     "as_completed",
     "ignored_parameters",

@@ -24,7 +24,9 @@
   + TaskFailedError                         the task ended with status "failed"
   + TaskTimeoutError (TimeoutError)         the handle's deadline passed first
   + TaskCancelledError                      tracking was stopped with handle.cancel()
+    + TaskAbandonedError                    its caller was cancelled before it got the handle
   + SessionClosedError                      the session closed while the task was pending
+  + WrongEventLoopError (RuntimeError)      the session was used from another event loop
 ```
 
 Every error about one task carries its `task_id`. `TLSVerificationError`, a `ProxyError`
@@ -231,3 +233,16 @@ class TaskCancelledError(_TaskErrorMixin):
 
 class SessionClosedError(_TaskErrorMixin):
     """The session closed before the task finished; track it again from a new session."""
+
+
+class TaskAbandonedError(TaskCancelledError):
+    """The caller that created this task was cancelled (or left a pipeline) before it got
+    the handle, so tracking stopped; the task is listed in `Session.abandoned`."""
+
+
+class WrongEventLoopError(WorldRouterError, RuntimeError):
+    """The session was used from an event loop other than the one it was opened on.
+
+    A session's connections and poller belong to one loop; open a `Session` per event loop
+    (per thread), inside that loop.
+    """
