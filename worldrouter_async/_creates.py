@@ -30,6 +30,9 @@ logger: Final = logging.getLogger("worldrouter_async")
 #: How many `AbandonedTask` records a session keeps (the most recent ones).
 ABANDONED_LIMIT: Final = 10_000
 
+#: Real seconds a closing session lets its creates end by themselves before cancelling them.
+CLOSE_GRACE: Final = 0.1
+
 CUT_OFF: Final = "its caller was cancelled while the create was in flight"
 
 
@@ -153,12 +156,21 @@ class Creates:
         return flight.answer.result()
 
     async def aclose(self) -> None:
-        """End every create still running (their callers get an error, or a record is kept)."""
+        """End every create still running (their callers get an error, or a record is kept).
+
+        Call it once the transport is closed: creates on the wire or waiting out an outage
+        then end by themselves at once, with the error that says what happened to them;
+        only what is left after `CLOSE_GRACE` (a rate-limit pause, a retry's backoff) is
+        cancelled, and counted as possibly created.
+        """
         runners = list(self._flights)
-        for runner in runners:
+        if not runners:
+            return
+        _, left = await asyncio.wait(runners, timeout=CLOSE_GRACE)
+        for runner in left:
             runner.cancel()
-        if runners:
-            await asyncio.wait(runners)
+        if left:
+            await asyncio.wait(left)
 
     async def _fly(self, flight: _Flight) -> None:
         try:
