@@ -149,11 +149,10 @@ class Creates:
         self._flights.add(runner)
         runner.add_done_callback(self._flights.discard)
         try:
-            await asyncio.wait((flight.answer,))
-        except BaseException:  # cancelled: the create goes on, its answer is recorded
+            return await asyncio.shield(flight.answer)
+        except asyncio.CancelledError:  # the create goes on; its answer will be recorded
             self._abandon(flight, runner)
             raise
-        return flight.answer.result()
 
     async def aclose(self) -> None:
         """End every create still running (their callers get an error, or a record is kept).
