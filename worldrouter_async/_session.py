@@ -485,7 +485,8 @@ class Session:
         """Submit many requests concurrently; one handle per request, in input order.
 
         A request that fails validation or whose create fails still gets a handle, which
-        raises that error when awaited: nothing is dropped.
+        raises that error when awaited: nothing is dropped. If the call is cancelled, the
+        tasks already created stop being tracked and are listed in `abandoned`.
 
         Example:
             >>> handles = await session.submit_many(  # doctest: +SKIP
@@ -638,6 +639,9 @@ class Session:
         self, model: str, prompt: str, *, timeout: float | None = None, **params: Any
     ) -> ImageResult:
         """Submit one task and wait for its result.
+
+        If the call is cancelled once the task exists (a web client that disconnected), the
+        task stops being tracked and is listed in `abandoned`, where its id can be found.
 
         Example:
             >>> result = await session.generate("gpt-image-2", "a kite")  # doctest: +SKIP
