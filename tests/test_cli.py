@@ -259,10 +259,17 @@ async def test_kill_9_and_resume_never_double_creates(
     out = tmp_path / "out"
     command = _batch_command(emulator, prompts, out)
     env = _env(WORLDROUTER_API_KEY=emulator.api_key)
-    # 1: the first create lands on the server but its answer never comes; kill meanwhile.
-    emulator.inject("hang_after_create", route="create")
+    # 1: a create lands on the server but its answer never comes; kill meanwhile. (A run's
+    # first create goes alone, so the hang waits until that one has been answered.)
     async with await anyio.open_process(command, env=env) as first:
-        await _kill_when(first, lambda: emulator.counters.creates >= 6)
+        with anyio.fail_after(30):
+            while not emulator.counters.creates:
+                await anyio.sleep(0.002)
+        emulator.inject("hang_after_create", route="create")
+        hung = emulator.counters.faults
+        await _kill_when(
+            first, lambda: hung["hang_after_create"] and emulator.counters.creates >= 6
+        )
     # 2: kill again once some images are being downloaded.
     async with await anyio.open_process(command, env=env) as second:
         await _kill_when(second, lambda: emulator.counters.storage_requests >= 4)

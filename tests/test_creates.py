@@ -1,14 +1,25 @@
-"""Creates are paid: ambiguity, resending with the same key, and fresh connections."""
+"""Creates are paid: ambiguity, resending with the same key, fresh connections, slow start."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import anyio
 import pytest
 
 from tests.conftest import SessionFactory
-from worldrouter_async import AmbiguousCreateError, Session, Timeouts
+from worldrouter_async import (
+    AmbiguousCreateError,
+    AuthenticationError,
+    ImageRequest,
+    Session,
+    Timeouts,
+    WrongEventLoopError,
+)
+from worldrouter_async.batch import BatchItem, BatchRunner, OutcomeKind
 from worldrouter_async.testing import FAST_RETRY, Emulator
 
 pytestmark = pytest.mark.anyio
@@ -112,3 +123,122 @@ async def test_no_create_races_the_server_closing_an_idle_connection() -> None:
             await anyio.sleep(random.uniform(0.045, 0.05))
     assert emulator.counters.creates == emulator.counters.create_requests == count
     assert emulator.counters.connections == count
+
+
+# --- slow start: a session's first create goes alone ----------------------------------------
+
+
+def _create_times(emulator: Emulator) -> list[float]:
+    return [when for when, route, _ in emulator.requests if route == "create"]
+
+
+async def test_the_first_create_goes_alone_then_the_rest_together(
+    make_clocked_session: SessionFactory, clocked_emulator: Emulator
+) -> None:
+    """Creates answering after 1 s: the first is sent alone, the other seven once it answered."""
+    clocked_emulator.slow_rate, clocked_emulator.slow_delay = 1.0, 1.0
+    requests = [{"model": "gpt-image-2", "prompt": f"[never] {i}"} for i in range(8)]
+    async with make_clocked_session() as session:
+        handles = await session.submit_many(requests, concurrency=8)
+        assert all(handle.task_id for handle in handles)
+    assert _create_times(clocked_emulator) == [0.0] + [1.0] * 7
+
+
+async def test_after_a_failed_first_create_the_next_one_goes_alone_again(
+    make_clocked_session: SessionFactory, clocked_emulator: Emulator
+) -> None:
+    """A refused first create opens nothing: the second goes alone, the rest after it."""
+    clocked_emulator.slow_rate, clocked_emulator.slow_delay = 1.0, 1.0
+    clocked_emulator.inject("413", route="create")
+    requests = [{"model": "gpt-image-2", "prompt": f"[never] {i}"} for i in range(8)]
+    async with make_clocked_session() as session:
+        handles = await session.submit_many(requests, concurrency=8)
+        assert sum(handle.task_id is not None for handle in handles) == 7
+    assert _create_times(clocked_emulator) == [0.0, 0.0] + [1.0] * 6
+
+
+async def _submit_many(session: Session, count: int) -> list[BaseException | None]:
+    requests = [{"model": "gpt-image-2", "prompt": f"p{i}"} for i in range(count)]
+    handles = await session.submit_many(requests, concurrency=16)
+    return [handle.exception() for handle in handles]
+
+
+async def _pipeline(session: Session, count: int) -> list[BaseException | None]:
+    requests = ({"model": "gpt-image-2", "prompt": f"p{i}"} for i in range(count))
+    async with session.pipeline(requests, max_pending=16) as handles:
+        return [handle.exception() async for handle in handles]
+
+
+@pytest.mark.parametrize("submit", [_submit_many, _pipeline])
+async def test_a_wrong_key_costs_one_create(
+    emulator: Emulator,
+    submit: Callable[[Session, int], Awaitable[list[BaseException | None]]],
+) -> None:
+    """50 requests with a refused key: one create is sent, every handle raises the 401."""
+    async with Session("wrong-key", emulator.base_url, retry=FAST_RETRY) as session:
+        errors = await submit(session, 50)
+    assert emulator.counters.create_requests == 1
+    assert len(errors) == 50
+    assert all(isinstance(error, AuthenticationError) for error in errors)
+    assert all(error.status == 401 for error in errors)  # type: ignore[union-attr]
+    assert sum("not sent" in str(error) for error in errors) == 49
+
+
+async def test_a_refused_key_is_not_sent_again_and_the_error_says_why(
+    emulator: Emulator,
+) -> None:
+    """After a 401 the session refuses creates at once, naming the fix."""
+    async with Session("wrong-key", emulator.base_url, retry=FAST_RETRY) as session:
+        with pytest.raises(AuthenticationError, match="Incorrect API key"):
+            await session.submit("gpt-image-2", "a star")
+        with pytest.raises(AuthenticationError, match="open a new Session with a valid key"):
+            await session.generate("gpt-image-2", "a star")
+    assert emulator.counters.create_requests == 1
+
+
+async def test_a_batch_with_a_wrong_key_sends_one_create(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """A 50-line batch with 16 create workers and a refused key: exactly one create."""
+    items = [
+        BatchItem(f"r{i}", ImageRequest(model="gpt-image-2", prompt=f"p{i}")) for i in range(50)
+    ]
+    wrong = Session("wrong-key", emulator.base_url, retry=FAST_RETRY)
+    async with wrong, BatchRunner(wrong, tmp_path / "j.db", concurrency=16) as runner:
+        outcomes = [outcome async for outcome in runner.run(items)]
+    assert "the server refused the API key" in (runner.stop_reason or "")
+    assert emulator.counters.create_requests == 1
+    assert {outcome.kind for outcome in outcomes} == {OutcomeKind.PENDING}
+
+
+# --- a session belongs to the event loop it was opened on -----------------------------------
+
+
+async def test_a_session_used_from_another_event_loop_says_so_before_any_request(
+    session: Session, emulator: Emulator
+) -> None:
+    """From a thread's own loop, or from no loop: WrongEventLoopError, and nothing is sent."""
+
+    def in_another_loop() -> list[BaseException]:
+        errors: list[BaseException] = []
+        for use in (
+            lambda: session.generate("gpt-image-2", "a star"),
+            lambda: session.submit_many([{"model": "gpt-image-2", "prompt": "a"}]),
+            lambda: session.tasks.retrieve("imgtask_1"),
+        ):
+            try:
+                asyncio.run(use())
+            except WrongEventLoopError as exc:
+                errors.append(exc)
+        try:
+            session.track("imgtask_1")  # a plain call, from a thread with no loop at all
+        except WrongEventLoopError as exc:
+            errors.append(exc)
+        return errors
+
+    errors = await anyio.to_thread.run_sync(in_another_loop)
+    assert len(errors) == 4
+    assert all(isinstance(error, RuntimeError) for error in errors)
+    assert "Open a Session per event loop" in str(errors[0])
+    assert emulator.counters.create_requests == emulator.counters.polls == 0
+    assert (await session.generate("gpt-image-2", "a star")).urls  # still fine at home

@@ -16,7 +16,7 @@ from worldrouter_async import (
     LocalStatus,
     Session,
     SessionClosedError,
-    TaskCancelledError,
+    TaskAbandonedError,
     TaskFailedError,
     TaskHandle,
 )
@@ -42,6 +42,10 @@ async def _until(condition: Any) -> None:
     with anyio.fail_after(10):
         while not condition():
             await anyio.sleep(0.001)
+
+
+def _creates_in_flight() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("worldrouter-async create")]
 
 
 def _workers_left() -> list[asyncio.Task[Any]]:
@@ -126,7 +130,7 @@ async def test_an_async_iterable_fed_by_a_producer(session: Session) -> None:
 async def test_break_cancels_outstanding_work_and_closes_the_input(
     session: Session, emulator: Emulator
 ) -> None:
-    """After break, unfinished tasks stop being tracked, workers are gone, the input closed."""
+    """After break, unfinished tasks are abandoned (untracked, recorded), the input closed."""
     changes = session.status_changes()
     closed = asyncio.Event()
 
@@ -148,9 +152,33 @@ async def test_break_cancels_outstanding_work_and_closes_the_input(
     assert not _workers_left()
     assert session.stats.pending == 0
     await session.aclose()
-    cancelled = [c async for c in changes if c.new == LocalStatus.CANCELLED]
-    assert len(cancelled) == 6
-    assert all(isinstance(c.handle.exception(), TaskCancelledError) for c in cancelled)
+    abandoned = [c async for c in changes if c.new == LocalStatus.ABANDONED]
+    assert len(abandoned) == 6
+    assert all(isinstance(c.handle.exception(), TaskAbandonedError) for c in abandoned)
+    first = next(iter(emulator.tasks))  # the quick task, whose handle the reader took
+    assert {record.task_id for record in session.abandoned} == set(emulator.tasks) - {first}
+
+
+async def test_a_cancelled_pipeline_leaves_every_created_task_reachable(
+    session: Session, emulator: Emulator
+) -> None:
+    """Cancelled from outside mid-stream: each task the server made is recorded, none tracked."""
+    requests = ({"model": "gpt-image-2", "prompt": f"[never] {i}"} for i in itertools.count())
+
+    async def consume() -> None:
+        async with session.pipeline(requests, max_pending=40) as handles:
+            async for _ in handles:
+                pytest.fail("no task finishes")
+
+    async with anyio.create_task_group() as task_group:
+        task_group.start_soon(consume)
+        await _until(lambda: emulator.counters.creates >= 20)
+        task_group.cancel_scope.cancel()
+    await _until(lambda: not _creates_in_flight())  # their answers are recorded as they land
+    assert len(session.abandoned) == emulator.counters.creates
+    assert sorted(record.task_id or "" for record in session.abandoned) == sorted(emulator.tasks)
+    assert session.stats.pending == 0
+    assert not _workers_left()
 
 
 async def test_a_session_closed_mid_pipeline_ends_it_with_one_error_and_nothing_lost(

@@ -61,6 +61,8 @@ def test_error_tree_roots_and_standard_bases() -> None:
     assert issubclass(wr.APIConnectionError, OSError)
     assert issubclass(wr.InvalidRequestError, ValueError)
     assert issubclass(wr.IgnoredParameterWarning, UserWarning)
+    assert issubclass(wr.WrongEventLoopError, RuntimeError)
+    assert issubclass(wr.TaskAbandonedError, wr.TaskCancelledError)
 
 
 def _public_callables() -> list[tuple[str, object]]:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import anyio
 import pytest
@@ -11,13 +14,17 @@ import pytest
 from worldrouter_async import (
     ConfigurationError,
     InvalidRequestError,
+    LocalStatus,
     RateLimitError,
     RetryPolicy,
     Session,
+    TaskAbandonedError,
     TaskTimeoutError,
 )
 from worldrouter_async._session import DEFAULT_BASE_URL
 from worldrouter_async.testing import Emulator, FakeClock
+
+from .conftest import SessionFactory
 
 
 def test_missing_key_names_the_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -165,3 +172,102 @@ async def test_generated_idempotency_keys_are_random_uuid4s(
         assert key is not None
         parsed = uuid.UUID(key)
         assert (str(parsed), parsed.version, parsed.variant) == (key, 4, uuid.RFC_4122)
+
+
+# --- cancellation leaves no orphan ----------------------------------------------------------
+
+
+async def _until(condition: Callable[[], object]) -> None:
+    """Wait for session or emulator state that has no event to await (bounded)."""
+    with anyio.fail_after(10):
+        while not condition():
+            await anyio.sleep(0.001)
+
+
+def _creates_in_flight() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("worldrouter-async create")]
+
+
+@pytest.mark.anyio
+async def test_a_generate_cancelled_after_its_create_leaves_the_task_reachable(
+    session: Session, emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A web client leaves mid-generate: the task is untracked, recorded, logged, streamed."""
+    changes = session.status_changes()
+    async with anyio.create_task_group() as task_group:
+        task_group.start_soon(session.generate, "gpt-image-2", "[never] a kite")
+        await _until(lambda: session.stats.pending == 1)
+        task_group.cancel_scope.cancel()
+    (task_id,) = emulator.tasks
+    assert session.stats.pending == 0
+    (record,) = session.abandoned
+    assert (record.task_id, record.status, record.ambiguous) == (task_id, "queued", False)
+    assert record.request is not None
+    assert record.request.prompt == "[never] a kite"
+    assert "generate was cancelled" in record.reason
+    assert task_id in caplog.text
+    assert "Session.abandoned" in caplog.text
+    await session.aclose()
+    (ending,) = [change async for change in changes]
+    assert (ending.task_id, ending.new, ending.final) == (task_id, LocalStatus.ABANDONED, True)
+    assert isinstance(ending.handle.exception(), TaskAbandonedError)
+
+
+@pytest.mark.anyio
+async def test_a_create_whose_caller_left_mid_flight_is_recorded_when_it_answers(
+    make_clocked_session: SessionFactory, clocked_emulator: Emulator, clock: FakeClock
+) -> None:
+    """Cancelled while its create is on the wire: the answer still lands in `abandoned`."""
+    clocked_emulator.slow_rate, clocked_emulator.slow_delay = 1.0, 5.0
+    clock.autojump = False  # the server answers when the test advances the clock
+    async with make_clocked_session() as session:
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(session.generate, "gpt-image-2", "a kite")
+            await _until(lambda: clocked_emulator.idempotency_keys)  # sent, not answered
+            task_group.cancel_scope.cancel()
+        assert not clocked_emulator.tasks  # cancelled before the server made the task
+        clock.advance(5.0)
+        await _until(lambda: session.abandoned)
+        (record,) = session.abandoned
+        assert session.stats.pending == 0  # recorded, never tracked
+    assert [record.task_id] == list(clocked_emulator.tasks)
+    assert [record.idempotency_key] == clocked_emulator.idempotency_keys
+
+
+@pytest.mark.anyio
+async def test_a_create_cut_off_for_good_leaves_its_idempotency_key(
+    session: Session, emulator: Emulator
+) -> None:
+    """The server made the task but never answered: the key the create was sent with is kept."""
+    emulator.inject("hang_after_create", route="create")
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(session.submit, "gpt-image-2", "a kite")
+            await _until(lambda: emulator.tasks)
+            scope.cancel()
+    await session.aclose()
+    (record,) = session.abandoned
+    assert record.ambiguous
+    assert record.task_id is None
+    assert [record.idempotency_key] == emulator.idempotency_keys
+
+
+@pytest.mark.anyio
+async def test_submit_many_cancelled_mid_way_leaves_every_created_task_reachable(
+    session: Session, emulator: Emulator
+) -> None:
+    """A cancelled bulk submit: each task the server made is recorded once, none tracked."""
+    requests = [{"model": "gpt-image-2", "prompt": f"[never] {i}"} for i in range(2000)]
+    async with anyio.create_task_group() as task_group:
+        task_group.start_soon(functools.partial(session.submit_many, requests, concurrency=16))
+        await _until(lambda: emulator.counters.creates >= 100)
+        task_group.cancel_scope.cancel()
+    await _until(lambda: not _creates_in_flight())  # their answers are recorded as they land
+    created = emulator.counters.creates
+    assert 100 <= created < 2000
+    assert len(session.abandoned) == created
+    assert sorted(record.task_id or "" for record in session.abandoned) == sorted(emulator.tasks)
+    assert session.stats.pending == 0
+    polls = emulator.counters.polls
+    await anyio.sleep(0.05)  # FAST_POLL would poll a tracked task several times meanwhile
+    assert emulator.counters.polls == polls

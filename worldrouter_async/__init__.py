@@ -12,6 +12,7 @@ Example:
 from . import _startup  # noqa: F401 - imported for that effect
 from ._clock import Clock
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts
+from ._creates import AbandonedTask
 from ._download import ImageBytes
 from ._errors import (
     AmbiguousCreateError,
@@ -35,12 +36,14 @@ from ._errors import (
     RateLimitError,
     ServerError,
     SessionClosedError,
+    TaskAbandonedError,
     TaskCancelledError,
     TaskFailedError,
     TaskNotFoundError,
     TaskTimeoutError,
     TLSVerificationError,
     WorldRouterError,
+    WrongEventLoopError,
 )
 from ._events import LocalStatus, StatusChange, StatusListener, StatusStream
 from ._handles import ImageResult, TaskHandle, as_completed
@@ -58,6 +61,7 @@ __all__ = [
     "APIResponseError",
     "APIStatusError",
     "APITimeoutError",
+    "AbandonedTask",
     "AmbiguousCreateError",
     "AuthenticationError",
     "BadRequestError",
@@ -91,6 +95,7 @@ __all__ = [
     "StatusListener",
     "StatusStream",
     "TLSVerificationError",
+    "TaskAbandonedError",
     "TaskCancelledError",
     "TaskError",
     "TaskFailedError",
@@ -102,6 +107,7 @@ __all__ = [
     "Timeouts",
     "Usage",
     "WorldRouterError",
+    "WrongEventLoopError",
     "__version__",
     "as_completed",
     "ignored_parameters",

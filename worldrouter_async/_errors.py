@@ -24,8 +24,10 @@
   + TaskFailedError                         the task ended with status "failed"
   + TaskTimeoutError (TimeoutError)         the handle's deadline passed first
   + TaskCancelledError                      tracking was stopped with handle.cancel()
+    + TaskAbandonedError                    its caller was cancelled before it got the handle
   + SessionClosedError                      the session closed while the task was pending
     + PollerFailedError                     the session's poller stopped on an internal error
+  + WrongEventLoopError (RuntimeError)      the session was used from another event loop
 ```
 
 Every error about one task carries its `task_id`. `TLSVerificationError`, a `ProxyError`
@@ -240,6 +242,19 @@ class PollerFailedError(SessionClosedError):
 
     It is a `SessionClosedError`: the tasks may still complete, so track them again from a
     new session. `__cause__` is the error that stopped the poller.
+    """
+
+
+class TaskAbandonedError(TaskCancelledError):
+    """The caller that created this task was cancelled (or left a pipeline) before it got
+    the handle, so tracking stopped; the task is listed in `Session.abandoned`."""
+
+
+class WrongEventLoopError(WorldRouterError, RuntimeError):
+    """The session was used from an event loop other than the one it was opened on.
+
+    A session's connections and poller belong to one loop; open a `Session` per event loop
+    (per thread), inside that loop.
     """
 
 

@@ -1,7 +1,7 @@
 """Status events: one `StatusChange` value per change, fanned out to a callback and streams.
 
 The poller reports each server status change, and each handle that ends without a final
-server status (deadline, cancel, session close, a poll error), to the session's
+server status (deadline, cancel, abandonment, session close, a poll error), to the session's
 `StatusFeed`. The feed calls the session's ``on_status`` listener synchronously and appends
 to every `StatusStream` opened with `Session.status_changes`. A stream's buffer is bounded
 and drops its oldest change when full (counted in `StatusStream.dropped`), so a slow
@@ -25,6 +25,7 @@ from attrs import define
 from ._errors import (
     InvalidRequestError,
     SessionClosedError,
+    TaskAbandonedError,
     TaskCancelledError,
     TaskFailedError,
     TaskTimeoutError,
@@ -47,6 +48,9 @@ class LocalStatus(StrEnum):
     """The handle's deadline (``task_timeout``/``timeout=``) passed first."""
     CANCELLED = "cancelled"
     """Tracking was stopped with `TaskHandle.cancel` (or its last waiter was cancelled)."""
+    ABANDONED = "abandoned"
+    """Its caller was cancelled, or left a pipeline, before it got the handle; the task is
+    listed in `Session.abandoned`."""
     CLOSED = "closed"
     """The session closed while the task was pending."""
     ERRORED = "errored"
@@ -251,6 +255,8 @@ def _local_status(error: BaseException | None) -> LocalStatus | None:
             return None
         case TaskTimeoutError():
             return LocalStatus.TIMED_OUT
+        case TaskAbandonedError():
+            return LocalStatus.ABANDONED
         case TaskCancelledError():
             return LocalStatus.CANCELLED
         case SessionClosedError():

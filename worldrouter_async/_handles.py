@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from attrs import define
 
-from ._errors import TaskCancelledError, WorldRouterError
+from ._errors import TaskAbandonedError, TaskCancelledError, WorldRouterError
 from .models import ImageData, ImageRequest, ImageTask, Usage
 
 logger: Final = logging.getLogger("worldrouter_async")
@@ -152,16 +152,29 @@ class TaskHandle:
 
     def cancel(self) -> bool:
         """Stop tracking this task; waiters get `TaskCancelledError`. False if already done."""
-        if self.done():
-            return False
-        on_cancel = self._on_cancel
-        self._settle_error(
+        return self._stop(
             TaskCancelledError(
                 f"tracking of task {self._task_id} was cancelled; the task may still run "
                 "on the server: Session.track it again to get its result",
                 task_id=self._task_id or "",
             )
         )
+
+    def _abandon(self, reason: str) -> bool:
+        """Stop tracking a task whose handle no caller will get (`reason` says why)."""
+        return self._stop(
+            TaskAbandonedError(
+                f"task {self._task_id} was abandoned ({reason}) and is no longer tracked; it "
+                "may still run on the server: Session.track it to get its result",
+                task_id=self._task_id or "",
+            )
+        )
+
+    def _stop(self, error: TaskCancelledError) -> bool:
+        if self.done():
+            return False
+        on_cancel = self._on_cancel
+        self._settle_error(error)
         if on_cancel is not None:  # after settling, so it sees the handle done
             on_cancel(self)
         return True
@@ -182,17 +195,24 @@ class TaskHandle:
 
     async def wait(self) -> ImageResult:
         """Wait for the result (the same as ``await handle``)."""
-        if not self.done():
-            if self._event is None:
-                self._event = asyncio.Event()
-            self._waiters += 1
-            try:
-                await self._event.wait()
-            finally:
-                self._waiters -= 1
-                if not self._waiters and not self.done():
-                    self.cancel()
+        try:
+            await self._settled()
+        finally:
+            if not self._waiters and not self.done():
+                self.cancel()
         return self.result()
+
+    async def _settled(self) -> None:
+        """Wait until the handle is done; a cancelled wait leaves the handle as it is."""
+        if self.done():
+            return
+        if self._event is None:
+            self._event = asyncio.Event()
+        self._waiters += 1
+        try:
+            await self._event.wait()
+        finally:
+            self._waiters -= 1
 
     def __await__(self) -> Generator[Any, None, ImageResult]:
         return self.wait().__await__()

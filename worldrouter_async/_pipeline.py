@@ -5,7 +5,8 @@ given back when the reader takes a finished handle, so a reader that stops readi
 new creates (backpressure). If the session closes meanwhile, the pipeline takes no more
 requests, yields a handle for each one it took, then raises the reason. The workers run in
 a task group that the ``async with`` block owns: leaving it, by ``break``, an error or
-cancellation, stops the creates and the tracking of every unfinished task. A task group
+cancellation, stops the creates, and every task created whose handle the reader did not
+take is abandoned: untracked and listed in `Session.abandoned`. A task group
 cannot live across the ``yield`` of an async generator (PEP 789), hence a context manager
 that is also the iterator.
 """
@@ -63,8 +64,10 @@ class Pipeline:
         max_pending: int,
         ordered: bool,
         workers: int,
+        abandon: Callable[[Iterable[TaskHandle], str], None],
     ) -> None:
         self._submit = submit
+        self._abandon = abandon
         self._source: Iterator[RequestLike] | AsyncIterator[RequestLike] = (
             aiter(requests) if isinstance(requests, AsyncIterable) else iter(requests)
         )
@@ -116,13 +119,17 @@ class Pipeline:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        # Stop creating, stop tracking unfinished tasks, and wait for the workers to end.
+        # Stop creating, and wait for the workers to end; every task created whose handle
+        # the reader did not take is abandoned (untracked and recorded on the session).
         self._state = "closed"
         assert self._task_group is not None
         self._task_group.cancel_scope.cancel()
-        unfinished, self._unfinished = self._unfinished, {}
-        for handle in unfinished.values():
-            handle.cancel()  # the task may still run on the server; Session.track finds it
+        untaken = [*self._unfinished.values(), *self._ready, *self._ready_by_index.values()]
+        self._unfinished.clear()
+        self._ready.clear()
+        self._ready_by_index.clear()
+        if untaken:
+            self._abandon(untaken, "its pipeline ended before the reader took it")
         try:
             await self._task_group.__aexit__(exc_type, exc, tb)
         except BaseExceptionGroup as group:
@@ -180,6 +187,9 @@ class Pipeline:
             except Exception as exc:  # the session closed (or a bug): take no more, lose none
                 handle = TaskHandle.failed(exc)
                 self._end_of_input(exc)
+            if self._state == "closed":  # created as the block was left: nobody will take it
+                self._abandon((handle,), "its pipeline ended before the reader took it")
+                return
             self._unfinished[index] = handle
             handle.add_done_callback(functools.partial(self._on_done, index))
 

@@ -7,6 +7,7 @@ import functools
 import ipaddress
 import math
 import os
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -25,8 +26,15 @@ from ._config import (
     default_poll_policy,
     default_retry_policy,
 )
+from ._creates import AbandonedLog, AbandonedTask, Creates
 from ._download import Downloader, ImageBytes, safe_name
-from ._errors import ConfigurationError, InvalidRequestError, WorldRouterError
+from ._errors import (
+    AmbiguousCreateError,
+    ConfigurationError,
+    InvalidRequestError,
+    WorldRouterError,
+    WrongEventLoopError,
+)
 from ._events import DEFAULT_BUFFER, StatusFeed, StatusListener, StatusStream
 from ._handles import ImageResult, TaskHandle, as_completed
 from ._logs import configure_from_env
@@ -126,6 +134,7 @@ class Tasks:
 
     async def retrieve(self, task_id: str) -> ImageTask:
         """Fetch a task's current state once, retrying transient failures."""
+        self._session._check_open()
         return await self._session.transport.retrieve(_check_task_id(task_id))
 
 
@@ -239,6 +248,9 @@ class Session:
             poll_timeout=timeouts.request,
         )
         self._untrack = self._cancelled  # one bound method shared by every handle
+        self._abandoned = AbandonedLog()
+        self._creates = Creates(self.transport.create, self._abandoned)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._downloader = Downloader(timeouts=timeouts, limits=limits, retry=retry, clock=clock)
         self._limits = limits
         self._task_timeout = task_timeout
@@ -255,6 +267,7 @@ class Session:
         if self._state != "new":
             raise RuntimeError(f"a Session can be opened once; this one is {self._state}")
         configure_from_env()
+        self._loop = asyncio.get_running_loop()
         network = self._network.resolve()
         await self.transport.open(network)
         self._downloader.open(network)
@@ -298,6 +311,7 @@ class Session:
             with anyio.CancelScope(shield=True):
                 await self._downloader.aclose()
                 await self.transport.aclose()
+                await self._creates.aclose()
 
     async def _run_poller(self, started: asyncio.Event) -> None:
         """Run the poller until the session closes; if it ever stops on an error (a bug),
@@ -341,16 +355,55 @@ class Session:
         """Counts of creates, polls, retries, pauses, outcomes and summed token usage."""
         return self._counters.snapshot()
 
+    @property
+    def abandoned(self) -> tuple[AbandonedTask, ...]:
+        """Tasks created for a caller that was cancelled (or left early) before it got the
+        handle, oldest first; the most recent 10,000 are kept.
+
+        Cancelling `generate`, `submit_many`, `submit` or a `pipeline` (or leaving a pipeline
+        early) stops tracking the tasks it created that no caller got a handle for, and lists
+        them here (and in a WARNING log line): ``session.track(record.task_id)`` gets a
+        result. A record without a task id is a create cut off mid-flight, which may or may
+        not have created a task: its idempotency key is kept.
+        """
+        return self._abandoned.snapshot()
+
     def _check_open(self) -> None:
         if self._state != "open":
             raise RuntimeError(
                 f"the session is {self._state}; use it inside 'async with Session(...)'"
+            )
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not self._loop:
+            raise WrongEventLoopError(
+                "this Session belongs to the event loop it was opened on, and is used here "
+                f"from {'another event loop' if loop else 'no running event loop'} (another "
+                "thread?): its connections and poller work on that loop only. Open a Session "
+                "per event loop, with 'async with Session(...)' inside the loop that uses it"
             )
         if (failure := self._poller.failure) is not None:
             raise RuntimeError(
                 f"the session's poller stopped on an internal error ({type(failure).__name__}: "
                 f"{failure}), so nothing more is sent; open a new Session"
             ) from failure
+
+    def _abandon(self, handles: Iterable[TaskHandle], reason: str) -> None:
+        """Stop tracking `handles`, which no caller will get, and record their task ids."""
+        now = time.time()
+        records = []
+        for handle in handles:
+            if handle.task_id is not None:
+                handle._abandon(reason)
+                records.append(
+                    AbandonedTask(handle.task_id, None, handle.status, handle.request, reason, now)
+                )
+            elif isinstance(error := handle.exception(), AmbiguousCreateError):
+                key = error.idempotency_key  # its create may have made a task
+                records.append(AbandonedTask(None, key, None, handle.request, reason, now))
+        self._abandoned.add(records)
 
     async def create_task(
         self, request: ImageRequest, *, idempotency_key: str | None = None
@@ -362,8 +415,7 @@ class Session:
 
     async def _create(self, request: ImageRequest, *, idempotency_key: str | None) -> ImageTask:
         """Create `request` once; its support check has already been made."""
-        key = idempotency_key or _new_idempotency_key()
-        return await self.transport.create(request.to_payload(), idempotency_key=key)
+        return await self._creates.create(request, idempotency_key or _new_idempotency_key())
 
     async def submit(
         self,
@@ -437,7 +489,8 @@ class Session:
         """Submit many requests concurrently; one handle per request, in input order.
 
         A request that fails validation or whose create fails still gets a handle, which
-        raises that error when awaited: nothing is dropped.
+        raises that error when awaited: nothing is dropped. If the call is cancelled, the
+        tasks already created stop being tracked and are listed in `abandoned`.
 
         Example:
             >>> handles = await session.submit_many(  # doctest: +SKIP
@@ -460,9 +513,14 @@ class Session:
                 if isinstance(prepared, ImageRequest):
                     handles[index] = await self._submit_prepared(prepared, timeout=timeout)
 
-        async with anyio.create_task_group() as task_group:
-            for _ in range(min(limit, len(items))):
-                task_group.start_soon(submit_worker)
+        try:
+            async with anyio.create_task_group() as task_group:
+                for _ in range(min(limit, len(items))):
+                    task_group.start_soon(submit_worker)
+        except BaseException:  # cancelled: no caller gets these handles
+            created = (handle for handle in handles if isinstance(handle, TaskHandle))
+            self._abandon(created, "submit_many was cancelled")
+            raise
         return [handle for handle in handles if isinstance(handle, TaskHandle)]
 
     def pipeline(
@@ -504,6 +562,7 @@ class Session:
             max_pending=max_pending,
             ordered=ordered,
             workers=self._limits.max_concurrent_creates,
+            abandon=self._abandon,
         )
 
     async def _submit_streamed(
@@ -585,11 +644,19 @@ class Session:
     ) -> ImageResult:
         """Submit one task and wait for its result.
 
+        If the call is cancelled once the task exists (a web client that disconnected), the
+        task stops being tracked and is listed in `abandoned`, where its id can be found.
+
         Example:
             >>> result = await session.generate("gpt-image-2", "a kite")  # doctest: +SKIP
         """
         handle = await self.submit(model, prompt, timeout=timeout, **params)
-        return await handle
+        try:
+            await handle._settled()
+        except BaseException:  # cancelled: nobody else has this handle
+            self._abandon((handle,), "generate was cancelled")
+            raise
+        return handle.result()
 
     def as_completed(self, handles: Iterable[TaskHandle]) -> AsyncIterator[TaskHandle]:
         """Yield `handles` in the order they finish (see `worldrouter_async.as_completed`)."""

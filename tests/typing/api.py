@@ -76,6 +76,11 @@ async def usage() -> None:
         pass
     except wr.APIStatusError as exc:
         assert_type(exc.status_code, int)
+    for record in deduplicating.abandoned:
+        assert_type(record, wr.AbandonedTask)
+        assert_type(record.task_id, str | None)
+        assert_type(record.idempotency_key, str | None)
+        assert_type(record.ambiguous, bool)
 
 
 async def request_stream() -> AsyncIterator[wr.ImageRequest]:
