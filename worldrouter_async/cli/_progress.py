@@ -91,16 +91,21 @@ def outcome_line(outcome: Outcome) -> str:
     return f"{outcome.key} {outcome.kind} ({outcome.source})" + (f": {detail}" if detail else "")
 
 
-class _LiveReporter:
-    """Counts outcomes and calls `_refresh` every `interval` seconds while open."""
+class _Refreshing:
+    """While open (``async with``): `_start`, then `_refresh` every `interval` seconds in a
+    task of its own, then `_stop`, whatever ends the block."""
 
-    def __init__(self, total: int, stats: StatsSource, *, interval: float) -> None:
-        self._total = total
-        self._stats = stats
-        self._interval = interval
-        self._completed = self._failed = self._invalid = 0
-        self._started = time.monotonic()
-        self._task_group: TaskGroup | None = None
+    _interval: float
+    _task_group: TaskGroup | None = None
+
+    def _start(self) -> None:
+        """Called once when the block opens."""
+
+    def _refresh(self) -> None:
+        """Called every `interval` seconds while the block is open."""
+
+    def _stop(self) -> None:
+        """Called once when the block ends."""
 
     async def __aenter__(self) -> Self:
         self._start()
@@ -126,6 +131,17 @@ class _LiveReporter:
         while True:
             await anyio.sleep(self._interval)
             self._refresh()
+
+
+class _LiveReporter(_Refreshing):
+    """Counts outcomes and refreshes its display every `interval` seconds while open."""
+
+    def __init__(self, total: int, stats: StatsSource, *, interval: float) -> None:
+        self._total = total
+        self._stats = stats
+        self._interval = interval
+        self._completed = self._failed = self._invalid = 0
+        self._started = time.monotonic()
 
     def _count(self, outcome: Outcome) -> None:
         if outcome.ok:
@@ -155,15 +171,6 @@ class _LiveReporter:
     def _rate(self) -> str:
         elapsed = max(time.monotonic() - self._started, 1e-9)
         return f"{self._done / elapsed:.1f}/s"
-
-    def _start(self) -> None:
-        """Begin showing progress (before the first refresh)."""
-
-    def _refresh(self) -> None:
-        """Show the live counts now."""
-
-    def _stop(self) -> None:
-        """Stop showing progress."""
 
 
 class PlainReporter(_LiveReporter):
@@ -287,7 +294,7 @@ def make_reporter(
     return PlainReporter(total, stats, stream=stream or sys.stdout)
 
 
-class TaskStatusLine:
+class TaskStatusLine(_Refreshing):
     """While `generate` or `wait` waits on a terminal: the task's ID, then a live status line.
 
     A task takes seconds to minutes, so the terminal shows which task it is (the ID `wait`
@@ -311,37 +318,20 @@ class TaskStatusLine:
         self._interval = interval
         self._started = time.monotonic()
         self._status = self._console.status(self._text())
-        self._task_group: TaskGroup | None = None
 
     def _text(self) -> str:
         elapsed = time.monotonic() - self._started
         return f"task {self._handle.task_id}: {self._handle.status or 'waiting'} · {elapsed:.0f}s"
 
-    async def __aenter__(self) -> Self:
+    def _start(self) -> None:
         self._console.print(self._heading, markup=False, highlight=False)
         self._status.start()
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
-        self._task_group.start_soon(self._refresh_until_closed)
-        return self
 
-    async def _refresh_until_closed(self) -> None:
-        while True:
-            await anyio.sleep(self._interval)
-            self._status.update(self._text())
+    def _refresh(self) -> None:
+        self._status.update(self._text())
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._task_group is not None
-        self._task_group.cancel_scope.cancel()
-        try:
-            await self._task_group.__aexit__(exc_type, exc, tb)
-        finally:
-            self._status.stop()
+    def _stop(self) -> None:
+        self._status.stop()
 
 
 def task_status_line(handle: TaskHandle, *, heading: str) -> AbstractAsyncContextManager[object]:
