@@ -7,11 +7,14 @@ The poll route's behaviour is chosen by the task id (``trickle``, ``endless``, `
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
+import re
 import zlib
+from collections import Counter
 from ssl import SSLContext
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self
 
 from aiohttp import web
 
@@ -45,9 +48,13 @@ class HostileServer:
         self.raw_paths: list[str] = []
         #: Extra routes tests can add before start: path -> redirect target.
         self.redirects: dict[str, str] = {}
+        #: Polls answered per task id (decoded), and creates answered.
+        self.polls: Counter[str] = Counter()
+        self.creates = 0
 
     async def __aenter__(self) -> Self:
         app = web.Application()
+        app.router.add_post("/v1/images/generation_tasks", self._create)
         app.router.add_get("/v1/images/generation_tasks/{task_id}", self._poll)
         app.router.add_get("/v1/images/generation_tasks/", self._poll)
         app.router.add_get("/v1/images/", self._poll)
@@ -93,8 +100,69 @@ class HostileServer:
             return web.Response(
                 status=502, text="<html>Bad Gateway</html>", content_type="text/html"
             )
+        return self._answer(request, kind)
+
+    async def _create(self, request: web.Request) -> web.Response:
+        """A create answering the id in the body's ``answer_id`` (no id when it is null), or
+        else the prompt itself, so a test picks the poll behaviour by the prompt."""
+        self.creates += 1
+        body = await request.json()
+        answer = body.get("answer_id", body.get("prompt"))
+        task: dict[str, Any] = {"status": "queued", "model": body.get("model")}
+        if answer is not None:
+            task["id"] = answer
+        return web.json_response(task, headers={"x-request-id": f"req-create-{self.creates}"})
+
+    def _answer(self, request: web.Request, task_id: str) -> web.Response:
+        """Answers by the id's leading word, as broken gateways and backends give them.
+
+        ``ok``: completed with one image URL; ``nodata``/``noitems``/``blankitem``:
+        completed without ``data``, with ``data: []``, or with ``[{"url": ""}]``; ``b64``:
+        completed with an inline image; ``noid``: completed, without ``id``/``task_id``;
+        ``mismatch``: completed, about another task, every time; ``mismatchonce``: so on
+        the first poll only; ``late``: 404 on the first two polls, then ``ok``;
+        ``cancelled``/``expired``: that status, undocumented. Each answer has an
+        ``x-request-id`` naming the id and the poll's number.
+        """
+        self.polls[task_id] += 1
+        count = self.polls[task_id]
+        headers = {"x-request-id": f"req-{task_id}-{count}"}
+        mode = re.match(r"[a-z0-9]*", task_id)
+        word = mode.group() if mode else ""
+        if word == "late" and count <= 2:
+            word = "gone"
+        if word == "mismatchonce" and count == 1:
+            word = "mismatch"
+        done: dict[str, Any] = {
+            "id": task_id,
+            "task_id": task_id,
+            "status": "completed",
+            "data": [{"url": f"{self.origin}/img/mine"}],
+            "usage": {"input_tokens": 3, "output_tokens": 100, "total_tokens": 103},
+        }
+        if word in ("ok", "late", "mismatchonce"):
+            return web.json_response(done, headers=headers)
+        if word in ("nodata", "noitems", "blankitem"):
+            done.pop("data")
+            if word != "nodata":
+                done["data"] = [] if word == "noitems" else [{"url": ""}]
+            return web.json_response(done, headers=headers)
+        if word == "b64":
+            done["data"] = [{"b64_json": base64.b64encode(solid_png((4, 5, 6))).decode()}]
+            return web.json_response(done, headers=headers)
+        if word == "noid":
+            del done["id"], done["task_id"]
+            return web.json_response(done, headers=headers)
+        if word == "mismatch":
+            done["id"] = done["task_id"] = "imgtask_someone_else"
+            done["data"] = [{"url": f"{self.origin}/img/theirs"}]
+            return web.json_response(done, headers=headers)
+        if word in ("cancelled", "expired"):
+            return web.json_response(
+                {"id": task_id, "task_id": task_id, "status": word}, headers=headers
+            )
         return web.json_response(
-            {"error": {"message": f"no such route {request.path}"}}, status=404
+            {"error": {"message": f"no such route {request.path}"}}, status=404, headers=headers
         )
 
     async def _stream(

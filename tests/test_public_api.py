@@ -61,6 +61,11 @@ def test_error_tree_roots_and_standard_bases() -> None:
     assert issubclass(wr.APIConnectionError, OSError)
     assert issubclass(wr.InvalidRequestError, ValueError)
     assert issubclass(wr.IgnoredParameterWarning, UserWarning)
+    # Answers not believed: a bad answer is an APIResponseError, a task completed without
+    # an image ends like a failed one (except TaskFailedError catches it).
+    assert issubclass(wr.TaskMismatchError, wr.APIResponseError)
+    assert issubclass(wr.UnpollableTaskIdError, wr.APIResponseError)
+    assert issubclass(wr.NoImagesError, wr.TaskFailedError)
 
 
 def _public_callables() -> list[tuple[str, object]]:

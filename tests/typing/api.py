@@ -68,6 +68,15 @@ async def usage() -> None:
         pass
     except wr.APIStatusError as exc:
         assert_type(exc.status_code, int)
+    except wr.NoImagesError as exc:
+        assert_type(exc.usage, wr.Usage | None)
+        assert_type(exc.task, wr.ImageTask)
+    except wr.TaskMismatchError as exc:
+        assert_type(exc.answered_id, str)
+        assert_type(exc.request_id, str | None)
+    except wr.UnpollableTaskIdError as exc:
+        assert_type(exc.task, wr.ImageTask)
+    assert_type(wr.PollPolicy(not_found_grace=30.0).not_found_grace, float)
 
 
 async def request_stream() -> AsyncIterator[wr.ImageRequest]:

@@ -37,13 +37,14 @@ from .._errors import (
     AuthenticationError,
     DownloadError,
     InvalidRequestError,
+    NoImagesError,
     PermissionDeniedError,
     TaskFailedError,
     TaskNotFoundError,
     WorldRouterError,
 )
 from .._handles import TaskHandle
-from .._session import Session
+from .._session import Session, _check_task_id
 from ..models import ImageRequest, Usage
 from ._errors import JournalError
 from ._journal import JournalRow, JournalStore, SqliteJournal, State, encode_request
@@ -404,7 +405,7 @@ class BatchRunner:
             else:
                 self._deliver(_Finished(row, Source.JOURNAL, note=NOT_RESENT))
         elif row.state == State.CREATED and row.task_id:
-            self._watch(row, self._track(row), Source.TRACKED)
+            self._track_journaled(row)
         else:
             self._deliver(_Finished(row, Source.JOURNAL))
 
@@ -424,6 +425,16 @@ class BatchRunner:
     def _track(self, row: JournalRow) -> TaskHandle:
         assert row.task_id is not None
         return self._session.track(row.task_id, timeout=self._timeout)
+
+    def _track_journaled(self, row: JournalRow) -> None:
+        """Track a task an earlier run created; one whose id no poll can name (see
+        `UnpollableTaskIdError`) is reported from the journal, which keeps its id and why."""
+        try:
+            _check_task_id(row.task_id)
+        except InvalidRequestError:
+            self._deliver(_Finished(row, Source.JOURNAL))
+            return
+        self._watch(row, self._track(row), Source.TRACKED)
 
     def _watch(self, row: JournalRow, handle: TaskHandle, source: Source) -> None:
         handle.add_done_callback(lambda finished: self._deliver(_Finished(row, source, finished)))
@@ -536,8 +547,9 @@ class BatchRunner:
             result = handle.result()
             await self._store.mark_completed(row.key, result.task.status, result.urls, result.usage)
             return await self._download(row.key, task_id, result.urls, result.usage, source)
+        usage = error.usage if isinstance(error, NoImagesError) else None  # paid, no image
         if isinstance(error, TaskFailedError):
-            await self._store.mark_failed(row.key, str(error))
+            await self._store.mark_failed(row.key, str(error), usage=usage)
             kind = OutcomeKind.FAILED
         elif isinstance(error, TaskNotFoundError):
             await self._store.mark_expired(row.key, str(error))
@@ -545,7 +557,7 @@ class BatchRunner:
         else:  # deadline, shutdown, or tracking failed: the task lives on; a rerun tracks it
             await self._store.mark_unfinished(row.key, handle.status, str(error))
             kind = OutcomeKind.UNFINISHED
-        return Outcome(row.key, kind, source, task_id=task_id, error=str(error))
+        return Outcome(row.key, kind, source, task_id=task_id, usage=usage, error=str(error))
 
     async def _from_journal(self, row: JournalRow, note: str | None) -> Outcome:
         kind = kind_of(row)
