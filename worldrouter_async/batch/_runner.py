@@ -547,9 +547,13 @@ class BatchRunner:
             result = handle.result()
             await self._store.mark_completed(row.key, result.task.status, result.urls, result.usage)
             return await self._download(row.key, task_id, result.urls, result.usage, source)
-        usage = error.usage if isinstance(error, NoImagesError) else None  # paid, no image
-        if isinstance(error, TaskFailedError):
+        usage = None
+        if isinstance(error, NoImagesError):  # paid, no image: the journal keeps the usage
+            usage = error.usage
             await self._store.mark_failed(row.key, str(error), usage=usage)
+            kind = OutcomeKind.FAILED
+        elif isinstance(error, TaskFailedError):
+            await self._store.mark_failed(row.key, str(error))
             kind = OutcomeKind.FAILED
         elif isinstance(error, TaskNotFoundError):
             await self._store.mark_expired(row.key, str(error))
