@@ -4,6 +4,9 @@ through the batch runner."""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -351,3 +354,30 @@ async def test_batch_believes_only_answers_that_hold(
     assert unfinished.error
     assert "last status 'cancelled'" in unfinished.error
     assert {row.key: row.task_id for row in read_rows(tmp_path / "j.db")}["r2"] == "ok/a"
+
+
+async def test_the_batch_command_exits_1_for_a_task_completed_without_images(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """`worldrouter-async batch` (a real subprocess) reports such a row failed, with what
+    the answer lacked, and exits 1, on the run and on the rerun; `status` agrees."""
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"id": "p0", "prompt": "nodata-1"}) + "\n")
+    out = tmp_path / "out"
+    fast = ["--base-url", hostile.base_url, "--poll-initial", "0.005", "--poll-max", "0.02"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORLDROUTER_")}
+    env["WORLDROUTER_API_KEY"] = "k"
+
+    async def cli(*args: str) -> str:
+        done = await anyio.run_process(
+            [sys.executable, "-m", "worldrouter_async", *args], env=env, check=False
+        )
+        assert done.returncode == 1, done.stderr
+        return done.stdout.decode()
+
+    for _ in range(2):
+        printed = await cli("batch", str(prompts), "--out", str(out), *fast)
+        assert "p0 failed" in printed
+        assert "completed without any image" in printed
+    assert "p0 (failed, task nodata-1)" in await cli("status", str(out / "journal.sqlite3"))
+    assert (hostile.creates, hostile.polls["nodata-1"]) == (1, 1)
