@@ -229,6 +229,7 @@ async def test_a_created_id_no_poll_can_name_keeps_the_receipt(
         handle = await session.submit(MODEL, "x", extra={"answer_id": answer})
         with pytest.raises(UnpollableTaskIdError) as caught:
             await handle
+        assert session.stats.failed == 1
     error = caught.value
     assert (handle.task_id, error.task_id, error.task.id) == (answer, answer, answer)
     assert error.request_id == "req-create-1"
@@ -251,13 +252,15 @@ async def test_an_undocumented_status_is_shown_and_polled_at_the_longest_interva
     async with _session(hostile, clock) as session:
         changes = session.status_changes()
         handle = await session.submit(MODEL, task_id, timeout=100.0)
-        with pytest.raises(TaskTimeoutError, match=f"last status '{status}'"):
+        with pytest.raises(TaskTimeoutError, match=f"last status '{status}'") as caught:
             await handle
     seen = [change.new async for change in changes]
     assert handle.status == status
     assert seen[0] == status
     # First poll at 1 s, then every 20 s: 1, 21, 41, 61, 81 (not once a second).
     assert hostile.polls[task_id] == 5
+    assert "which the API documentation does not name" in str(caught.value)
+    assert f"request_id='req-{task_id}-5'" in str(caught.value)
 
 
 # --- the batch runner -------------------------------------------------------------------

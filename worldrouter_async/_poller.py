@@ -487,8 +487,8 @@ class Poller:
         task_id = entry.handle.task_id or ""
         error = TaskTimeoutError(
             f"task {task_id} did not finish before its deadline (last status "
-            f"{entry.handle.status!r}{_last_failure(entry.last_error)}); it may still complete: "
-            f"Session.track({task_id!r}) to wait again",
+            f"{_last_status(entry.handle)}{_last_failure(entry.last_error)}); it may still "
+            f"complete: Session.track({task_id!r}) to wait again",
             task_id=task_id,
         )
         error.__cause__ = entry.last_error
@@ -503,6 +503,18 @@ class Poller:
         elif error is not None:
             entry.handle._settle_error(error)
             self._events.ended(entry.handle)
+
+
+def _last_status(handle: TaskHandle) -> str:
+    """The last status seen, saying so when no docs name it, with its answer's request id."""
+    status = handle.status
+    task = handle.task
+    text = repr(status)
+    if status is not None and status not in TaskStatus.KNOWN:
+        text += ", which the API documentation does not name: the server may have stopped it"
+    if task is not None and task.request_id:
+        text += f"; request_id={task.request_id!r}"
+    return text
 
 
 def _last_failure(error: APIError | None) -> str:

@@ -575,6 +575,7 @@ class Session:
             if task is None:
                 raise
             handle = unpollable(task, request, exc)  # created: keep the receipt
+            self._counters.failed += 1
             self._feed.ended(handle)
             return handle
         deadline = self._task_timeout if timeout is None else timeout
