@@ -121,8 +121,8 @@ class HostileServer:
         completed with an inline image; ``noid``: completed, without ``id``/``task_id``;
         ``mismatch``: completed, about another task, every time; ``mismatchonce``: so on
         the first poll only; ``late``: 404 on the first two polls, then ``ok``;
-        ``cancelled``/``expired``: that status, undocumented. Each answer has an
-        ``x-request-id`` naming the id and the poll's number.
+        ``cancelled``/``expired``: that status, undocumented; anything else (``gone``): 404.
+        Each answer has an ``x-request-id`` naming the id and the poll's number.
         """
         self.polls[task_id] += 1
         count = self.polls[task_id]

@@ -286,7 +286,7 @@ class NoImagesError(TaskFailedError):
 
 def _no_images_message(task: ImageTask) -> str:
     """What the completed answer lacked, its usage and request id, and what to do."""
-    found = "no 'data'" if not task.data else f"{len(task.data)} item(s), none a url or b64_json"
+    found = f"{len(task.data)} item(s), none with a url or b64_json" if task.data else "no 'data'"
     receipt = [f"usage {task.usage.total_tokens} tokens"] if task.usage is not None else []
     if task.request_id:
         receipt.append(f"request_id={task.request_id!r}")
