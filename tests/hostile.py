@@ -34,6 +34,20 @@ def gzip_bomb() -> bytes:
     return b"".join(parts)
 
 
+#: The leading words of the task ids `HostileServer._answer` answers (the ids of the tests
+#: about answers that must not be believed); any other id goes to the poll route.
+ANSWERS: Final = frozenset(
+    {"ok", "nodata", "noitems", "blankitem", "b64", "noid", "mismatch", "mismatchonce"}
+    | {"late", "cancelled", "expired"}
+)
+
+
+def _word(task_id: str) -> str:
+    """The leading lowercase word of a task id (``late`` for ``late-1``)."""
+    found = re.match(r"[a-z0-9]*", task_id)
+    return found.group() if found else ""
+
+
 class HostileServer:
     """Serves broken API answers and dangerous storage redirects on one loopback origin."""
 
@@ -53,7 +67,7 @@ class HostileServer:
         self.creates = 0
 
     async def __aenter__(self) -> Self:
-        app = web.Application()
+        app = web.Application(middlewares=[self._answers])
         app.router.add_post("/v1/images/generation_tasks", self._create)
         app.router.add_get("/v1/images/generation_tasks/{task_id}", self._poll)
         app.router.add_get("/v1/images/generation_tasks/", self._poll)
@@ -100,7 +114,9 @@ class HostileServer:
             return web.Response(
                 status=502, text="<html>Bad Gateway</html>", content_type="text/html"
             )
-        return self._answer(request, kind)
+        return web.json_response(
+            {"error": {"message": f"no such route {request.path}"}}, status=404
+        )
 
     async def _create(self, request: web.Request) -> web.Response:
         """A create answering the id in the body's ``answer_id`` (no id when it is null), or
@@ -113,6 +129,20 @@ class HostileServer:
             task["id"] = answer
         return web.json_response(task, headers={"x-request-id": f"req-create-{self.creates}"})
 
+    @web.middleware
+    async def _answers(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Count every poll by task id, and answer those whose id starts with one of
+        `ANSWERS` by `_answer`; the rest go to their route."""
+        task_id = request.match_info.get("task_id")
+        if request.method != "GET" or task_id is None:
+            return await handler(request)  # type: ignore[no-any-return]
+        self.polls[task_id] += 1
+        if _word(task_id) not in ANSWERS:
+            return await handler(request)  # type: ignore[no-any-return]
+        self.paths.append(request.path)
+        self.raw_paths.append(request.raw_path)
+        return self._answer(request, task_id)
+
     def _answer(self, request: web.Request, task_id: str) -> web.Response:
         """Answers by the id's leading word, as broken gateways and backends give them.
 
@@ -121,14 +151,12 @@ class HostileServer:
         completed with an inline image; ``noid``: completed, without ``id``/``task_id``;
         ``mismatch``: completed, about another task, every time; ``mismatchonce``: so on
         the first poll only; ``late``: 404 on the first two polls, then ``ok``;
-        ``cancelled``/``expired``: that status, undocumented; anything else (``gone``): 404.
-        Each answer has an ``x-request-id`` naming the id and the poll's number.
+        ``cancelled``/``expired``: that status, undocumented. Each answer has an
+        ``x-request-id`` naming the id and the poll's number.
         """
-        self.polls[task_id] += 1
         count = self.polls[task_id]
         headers = {"x-request-id": f"req-{task_id}-{count}"}
-        mode = re.match(r"[a-z0-9]*", task_id)
-        word = mode.group() if mode else ""
+        word = _word(task_id)
         if word == "late" and count <= 2:
             word = "gone"
         if word == "mismatchonce" and count == 1:
@@ -162,7 +190,7 @@ class HostileServer:
                 {"id": task_id, "task_id": task_id, "status": word}, headers=headers
             )
         return web.json_response(
-            {"error": {"message": f"no such route {request.path}"}}, status=404, headers=headers
+            {"error": {"message": f"no task {task_id}"}}, status=404, headers=headers
         )
 
     async def _stream(

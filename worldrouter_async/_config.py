@@ -100,6 +100,7 @@ class PollPolicy:
     adaptive: bool = True
     min_samples: int = field(default=8, validator=_at_least_one)
     not_found_grace: float = field(default=30.0, validator=_non_negative)
+    """Seconds after the create in which a 404 for the session's own task is polled again."""
 
     def interval(self, poll_number: int, *, jitter: bool = True) -> float:
         """Seconds before poll `poll_number` (0 is the first poll after the create)."""

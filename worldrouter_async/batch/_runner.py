@@ -44,7 +44,7 @@ from .._errors import (
     WorldRouterError,
 )
 from .._handles import TaskHandle
-from .._session import Session, _check_task_id
+from .._session import Session
 from ..models import ImageRequest, Usage
 from ._errors import JournalError
 from ._journal import JournalRow, JournalStore, SqliteJournal, State, encode_request
@@ -430,11 +430,11 @@ class BatchRunner:
         """Track a task an earlier run created; one whose id no poll can name (see
         `UnpollableTaskIdError`) is reported from the journal, which keeps its id and why."""
         try:
-            _check_task_id(row.task_id)
+            handle = self._track(row)
         except InvalidRequestError:
             self._deliver(_Finished(row, Source.JOURNAL))
             return
-        self._watch(row, self._track(row), Source.TRACKED)
+        self._watch(row, handle, Source.TRACKED)
 
     def _watch(self, row: JournalRow, handle: TaskHandle, source: Source) -> None:
         handle.add_done_callback(lambda finished: self._deliver(_Finished(row, source, finished)))
@@ -547,13 +547,8 @@ class BatchRunner:
             result = handle.result()
             await self._store.mark_completed(row.key, result.task.status, result.urls, result.usage)
             return await self._download(row.key, task_id, result.urls, result.usage, source)
-        usage = None
-        if isinstance(error, NoImagesError):  # paid, no image: the journal keeps the usage
-            usage = error.usage
-            await self._store.mark_failed(row.key, str(error), usage=usage)
-            kind = OutcomeKind.FAILED
-        elif isinstance(error, TaskFailedError):
-            await self._store.mark_failed(row.key, str(error))
+        if isinstance(error, TaskFailedError):
+            await self._store.mark_failed(row.key, str(error), usage=_paid_usage(error))
             kind = OutcomeKind.FAILED
         elif isinstance(error, TaskNotFoundError):
             await self._store.mark_expired(row.key, str(error))
@@ -561,6 +556,7 @@ class BatchRunner:
         else:  # deadline, shutdown, or tracking failed: the task lives on; a rerun tracks it
             await self._store.mark_unfinished(row.key, handle.status, str(error))
             kind = OutcomeKind.UNFINISHED
+        usage = _paid_usage(error)
         return Outcome(row.key, kind, source, task_id=task_id, usage=usage, error=str(error))
 
     async def _from_journal(self, row: JournalRow, note: str | None) -> Outcome:
@@ -645,6 +641,11 @@ class BatchRunner:
             files=files,
             usage=usage,
         )
+
+
+def _paid_usage(error: BaseException) -> Usage | None:
+    """The usage of a task that completed without an image (paid, nothing to show)."""
+    return error.usage if isinstance(error, NoImagesError) else None
 
 
 def _is_final(error: WorldRouterError) -> bool:
