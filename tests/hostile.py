@@ -62,17 +62,18 @@ class HostileServer:
         self.raw_paths: list[str] = []
         #: Extra routes tests can add before start: path -> redirect target.
         self.redirects: dict[str, str] = {}
-        #: Polls answered per task id (decoded), and creates answered.
+        #: Polls answered per task id (decoded), and creates answered (their paths are in
+        #: `paths`, not `raw_paths`, which holds polls only).
         self.polls: Counter[str] = Counter()
         self.creates = 0
 
     async def __aenter__(self) -> Self:
         app = web.Application(middlewares=[self._answers])
-        app.router.add_post("/v1/images/generation_tasks", self._create)
         app.router.add_get("/v1/images/generation_tasks/{task_id}", self._poll)
         app.router.add_get("/v1/images/generation_tasks/", self._poll)
         app.router.add_get("/v1/images/", self._poll)
         app.router.add_get("/img/{name}", self._image)
+        app.router.add_post("/v1/images/generation_tasks", self._create)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._ssl)
@@ -121,6 +122,7 @@ class HostileServer:
     async def _create(self, request: web.Request) -> web.Response:
         """A create answering the id in the body's ``answer_id`` (no id when it is null), or
         else the prompt itself, so a test picks the poll behaviour by the prompt."""
+        self.paths.append(request.path)
         self.creates += 1
         body = await request.json()
         answer = body.get("answer_id", body.get("prompt"))

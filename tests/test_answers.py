@@ -235,7 +235,7 @@ async def test_a_created_id_no_poll_can_name_keeps_the_receipt(
     assert error.request_id == "req-create-1"
     assert "req-create-1" in str(error)
     assert "may be billed" in str(error)
-    assert hostile.paths == []
+    assert hostile.raw_paths == []  # no poll
 
 
 # --- statuses no docs name --------------------------------------------------------------
@@ -335,7 +335,7 @@ async def test_batch_journals_a_created_id_no_poll_can_name(
     await _run_twice(hostile, tmp_path, _items("x", answer_id=".."), check)
     (row,) = read_rows(tmp_path / "j.db")
     assert (row.state, row.task_id) == (State.CREATED, "..")
-    assert hostile.paths == []
+    assert hostile.raw_paths == []  # no poll
 
 
 async def test_batch_believes_only_answers_that_hold(
