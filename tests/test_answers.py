@@ -196,7 +196,7 @@ async def test_a_404_after_the_grace_ends_the_handle(hostile: HostileServer) -> 
 
 async def test_the_404_grace_runs_in_real_time(hostile: HostileServer) -> None:
     """On the system clock too, a late task completes and a gone one ends."""
-    poll = PollPolicy(initial_delay=0.01, max_interval=0.05, not_found_grace=0.5)
+    poll = PollPolicy(initial_delay=0.01, max_interval=0.05, not_found_grace=2.0)
     async with _session(hostile, poll=poll) as session:
         with anyio.fail_after(30):
             late = await session.generate(MODEL, "late-3")
@@ -346,7 +346,7 @@ async def test_batch_believes_only_answers_that_hold(
     naming it."""
     items = _items("late-1", "mismatchonce-1", "ok/a", "noid-1", "cancelled-1")
     async with _session(hostile) as session:
-        outcomes = await _run_batch(session, tmp_path, items, timeout=1.0)
+        outcomes = await _run_batch(session, tmp_path, items, timeout=2.0)
     completed = {key: o for key, o in outcomes.items() if o.kind == OutcomeKind.COMPLETED}
     assert sorted(completed) == ["r0", "r1", "r2", "r3"]
     assert all(o.urls == (f"{hostile.origin}/img/mine",) and o.files for o in completed.values())
