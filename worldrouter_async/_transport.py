@@ -203,15 +203,19 @@ def _decode_task(
 
 
 def _check_about(task: ImageTask, asked: str, status: int) -> None:
-    """Refuse an answer to a poll of `asked` that describes another task."""
-    other = next((found for found in (task.id, task.task_id) if found not in (None, asked)), None)
-    if other is not None:
+    """Refuse an answer to a poll of `asked` that describes another task.
+
+    The answer names its task as a create's does: by ``task_id``, else by ``id`` (the
+    documented answers carry both, equal).
+    """
+    answered = task.task_id or task.id
+    if answered != asked:
         raise TaskMismatchError(
-            f"HTTP {status}: the poll of task {asked} was answered about task {other} "
+            f"HTTP {status}: the poll of task {asked} was answered about task {answered} "
             f"(status {task.status!r}), so the answer is not believed; a gateway, cache or "
             "replica mixed answers up, and the task is asked about again",
             task_id=asked,
-            answered_id=other,
+            answered_id=answered,
             status=status,
             request_id=task.request_id,
         )
