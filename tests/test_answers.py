@@ -320,21 +320,22 @@ async def test_batch_reports_a_completed_task_without_images_as_failed_with_its_
     assert not list((tmp_path / "out").glob("*.png"))
 
 
+@pytest.mark.parametrize("answer", ["..", ""])
 async def test_batch_journals_a_created_id_no_poll_can_name(
-    hostile: HostileServer, tmp_path: Path
+    hostile: HostileServer, tmp_path: Path, answer: str
 ) -> None:
-    """An id like '..' is journaled, reported 'unfinished' with the receipt, and a rerun
-    reports it again from the journal instead of failing or creating it again."""
+    """An id like '..' or '' is journaled, reported 'unfinished' with the receipt, and a
+    rerun reports it again from the journal instead of failing or creating it again."""
 
     def check(outcome: Outcome) -> None:
-        assert (outcome.kind, outcome.task_id) == (OutcomeKind.UNFINISHED, "..")
+        assert (outcome.kind, outcome.task_id) == (OutcomeKind.UNFINISHED, answer)
         assert outcome.error
         assert "no poll URL can name" in outcome.error
         assert "req-create-1" in outcome.error
 
-    await _run_twice(hostile, tmp_path, _items("x", answer_id=".."), check)
+    await _run_twice(hostile, tmp_path, _items("x", answer_id=answer), check)
     (row,) = read_rows(tmp_path / "j.db")
-    assert (row.state, row.task_id) == (State.CREATED, "..")
+    assert (row.state, row.task_id) == (State.CREATED, answer)
     assert hostile.raw_paths == []  # no poll
 
 
