@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import re
 import zlib
+from collections import Counter
 from ssl import SSLContext
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self
 
 from aiohttp import web
 
@@ -36,6 +38,20 @@ def gzip_bomb() -> bytes:
     return b"".join(parts)
 
 
+#: The leading words of the task ids `HostileServer._answer` answers (the ids of the tests
+#: about answers that must not be believed); any other id goes to the poll route.
+ANSWERS: Final = frozenset(
+    {"ok", "nodata", "noitems", "blankitem", "b64", "noid", "mismatch", "mismatchonce"}
+    | {"late", "cancelled", "expired"}
+)
+
+
+def _word(task_id: str) -> str:
+    """The leading lowercase word of a task id (``late`` for ``late-1``)."""
+    found = re.match(r"[a-z0-9]*", task_id)
+    return found.group() if found else ""
+
+
 class HostileServer:
     """Serves broken API answers and dangerous storage redirects on one loopback origin.
 
@@ -56,9 +72,13 @@ class HostileServer:
         self.raw_paths: list[str] = []
         #: Extra routes tests can add before start: path -> redirect target.
         self.redirects: dict[str, str] = {}
+        #: Polls answered per task id (decoded), and creates answered (their paths are in
+        #: `paths`, not `raw_paths`, which holds polls only).
+        self.polls: Counter[str] = Counter()
+        self.creates = 0
 
     async def __aenter__(self) -> Self:
-        app = web.Application()
+        app = web.Application(middlewares=[self._answers])
         app.router.add_get("/v1/images/generation_tasks/{task_id}", self._poll)
         app.router.add_get("/v1/images/generation_tasks/", self._poll)
         app.router.add_get("/v1/images/", self._poll)
@@ -124,9 +144,80 @@ class HostileServer:
         return {"url": f"{self.origin}/img/{name}?sig=SECRET"}
 
     async def _create(self, request: web.Request) -> web.Response:
+        """A create answering the id in the body's ``answer_id`` (no id when it is null), or
+        else the prompt itself, so a test picks the poll behaviour by the prompt."""
         self.paths.append(request.path)
+        self.creates += 1
         body = await request.json()
-        return web.json_response({"id": body["prompt"], "status": "queued"})
+        answer = body.get("answer_id", body.get("prompt"))
+        task: dict[str, Any] = {"status": "queued", "model": body.get("model")}
+        if answer is not None:
+            task["id"] = answer
+        return web.json_response(task, headers={"x-request-id": f"req-create-{self.creates}"})
+
+    @web.middleware
+    async def _answers(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Count every poll by task id, and answer those whose id starts with one of
+        `ANSWERS` by `_answer`; the rest go to their route."""
+        task_id = request.match_info.get("task_id")
+        if request.method != "GET" or task_id is None:
+            return await handler(request)  # type: ignore[no-any-return]
+        self.polls[task_id] += 1
+        if _word(task_id) not in ANSWERS:
+            return await handler(request)  # type: ignore[no-any-return]
+        self.paths.append(request.path)
+        self.raw_paths.append(request.raw_path)
+        return self._answer(request, task_id)
+
+    def _answer(self, request: web.Request, task_id: str) -> web.Response:
+        """Answers by the id's leading word, as broken gateways and backends give them.
+
+        ``ok``: completed with one image URL; ``nodata``/``noitems``/``blankitem``:
+        completed without ``data``, with ``data: []``, or with ``[{"url": ""}]``; ``b64``:
+        completed with an inline image; ``noid``: completed, without ``id``/``task_id``;
+        ``mismatch``: completed, about another task, every time; ``mismatchonce``: so on
+        the first poll only; ``late``: 404 on the first two polls, then ``ok``;
+        ``cancelled``/``expired``: that status, undocumented. Each answer has an
+        ``x-request-id`` naming the id and the poll's number.
+        """
+        count = self.polls[task_id]
+        headers = {"x-request-id": f"req-{task_id}-{count}"}
+        word = _word(task_id)
+        if word == "late" and count <= 2:
+            word = "gone"
+        if word == "mismatchonce" and count == 1:
+            word = "mismatch"
+        done: dict[str, Any] = {
+            "id": task_id,
+            "task_id": task_id,
+            "status": "completed",
+            "data": [{"url": f"{self.origin}/img/mine"}],
+            "usage": {"input_tokens": 3, "output_tokens": 100, "total_tokens": 103},
+        }
+        if word in ("ok", "late", "mismatchonce"):
+            return web.json_response(done, headers=headers)
+        if word in ("nodata", "noitems", "blankitem"):
+            done.pop("data")
+            if word != "nodata":
+                done["data"] = [] if word == "noitems" else [{"url": ""}]
+            return web.json_response(done, headers=headers)
+        if word == "b64":
+            done["data"] = [{"b64_json": base64.b64encode(solid_png((4, 5, 6))).decode()}]
+            return web.json_response(done, headers=headers)
+        if word == "noid":
+            del done["id"], done["task_id"]
+            return web.json_response(done, headers=headers)
+        if word == "mismatch":
+            done["id"] = done["task_id"] = "imgtask_someone_else"
+            done["data"] = [{"url": f"{self.origin}/img/theirs"}]
+            return web.json_response(done, headers=headers)
+        if word in ("cancelled", "expired"):
+            return web.json_response(
+                {"id": task_id, "task_id": task_id, "status": word}, headers=headers
+            )
+        return web.json_response(
+            {"error": {"message": f"no task {task_id}"}}, status=404, headers=headers
+        )
 
     async def _stream(
         self,

@@ -515,8 +515,8 @@ class MemoryJournal:
     async def mark_ambiguous(self, key: str, error: str) -> None:
         self._set(key, error=error)
 
-    async def mark_failed(self, key: str, error: str) -> None:
-        self._set(key, state=State.FAILED, error=error)
+    async def mark_failed(self, key: str, error: str, *, usage: Usage | None = None) -> None:
+        self._set(key, state=State.FAILED, error=error, usage=usage)
 
     async def mark_expired(self, key: str, error: str) -> None:
         self._set(key, state=State.EXPIRED, error=error)

@@ -300,16 +300,21 @@ async def test_refused_connections_pause_creates_until_the_api_is_back(
     assert emulator.counters.outages == 1
 
 
-async def test_polls_wait_out_an_outage(session: Session, emulator: Emulator) -> None:
-    """Tasks pending when the API goes down still complete once it is back."""
-    handles = [await session.submit("gpt-image-2", f"p{i}") for i in range(20)]
-    await emulator.outage("503", seconds=0.2)
-    results = [await handle for handle in handles]
+async def test_polls_wait_out_an_outage(
+    make_clocked_session: SessionFactory, clocked_emulator: Emulator
+) -> None:
+    """Tasks pending when the API goes down still complete once it is back (on virtual
+    time, so every task is surely still pending when the outage begins)."""
+    async with make_clocked_session() as session:
+        handles = [await session.submit("gpt-image-2", f"p{i}") for i in range(20)]
+        await clocked_emulator.outage("503", seconds=0.2)
+        results = [await handle for handle in handles]
+        stats = session.stats
     assert len(results) == 20
-    assert session.stats.breaker_opens == 1
+    assert stats.breaker_opens == 1
     # Held polls: the ones in flight (one per task), those before the breaker opened, probes.
-    held = len(handles) + DEFAULT_THRESHOLD - 1 + session.stats.breaker_probes
-    assert DEFAULT_THRESHOLD <= emulator.counters.outage_answers <= held
+    held = len(handles) + DEFAULT_THRESHOLD - 1 + stats.breaker_probes
+    assert DEFAULT_THRESHOLD <= clocked_emulator.counters.outage_answers <= held
 
 
 async def test_closing_the_session_releases_requests_held_by_an_outage(

@@ -45,6 +45,15 @@ def test_exported_classes_report_the_package_as_their_module() -> None:
             assert value.__module__ in ("worldrouter_async", "worldrouter_async.models"), name
 
 
+def test_answers_not_believed_have_their_branches() -> None:
+    """A bad answer is an APIResponseError; a task completed without an image ends like a
+    failed one, so `except TaskFailedError` catches it."""
+    wr = worldrouter_async
+    assert issubclass(wr.TaskMismatchError, wr.APIResponseError)
+    assert issubclass(wr.UnpollableTaskIdError, wr.APIResponseError)
+    assert issubclass(wr.NoImagesError, wr.TaskFailedError)
+
+
 def test_error_tree_roots_and_standard_bases() -> None:
     """One root; timeouts are TimeoutError, connection errors OSError, validation ValueError."""
     wr = worldrouter_async

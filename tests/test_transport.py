@@ -322,17 +322,31 @@ async def test_html_answers_are_typed_errors(
     assert text in str(caught.value)
 
 
-@pytest.mark.parametrize("task_id", [".", "..", "a/b", "../images", "/"])
-async def test_path_like_task_ids_are_refused_before_any_request(
+@pytest.mark.parametrize("task_id", [".", "..", "", " "])
+async def test_ids_no_poll_can_name_are_refused_before_any_request(
     hostile: HostileServer, task_id: str
 ) -> None:
-    """'.', '..' and ids with '/' are InvalidRequestError for retrieve and track; no I/O."""
+    """'.', '..' (a poll would ask another URL) and blank ids are InvalidRequestError for
+    retrieve and track; no I/O."""
     async with Session("k", hostile.base_url) as session:
-        with pytest.raises(InvalidRequestError, match="not a task id"):
+        with pytest.raises(InvalidRequestError, match=r"not a task id|non-empty"):
             await session.tasks.retrieve(task_id)
-        with pytest.raises(InvalidRequestError, match="not a task id"):
+        with pytest.raises(InvalidRequestError, match=r"not a task id|non-empty"):
             session.track(task_id)
     assert hostile.paths == []
+
+
+@pytest.mark.parametrize(
+    ("task_id", "sent"), [("a/b", "a%2Fb"), ("../images", "..%2Fimages"), ("/", "%2F")]
+)
+async def test_ids_with_a_slash_go_out_as_one_encoded_segment(
+    hostile: HostileServer, task_id: str, sent: str
+) -> None:
+    """A server may hand out ids with '/': each is polled as one segment, '/' as %2F."""
+    with pytest.raises(TaskNotFoundError) as caught:
+        await _retrieve_from(hostile, task_id)
+    assert caught.value.task_id == task_id
+    assert hostile.raw_paths == [f"/v1/images/generation_tasks/{sent}"]
 
 
 async def test_other_task_ids_are_percent_encoded(hostile: HostileServer) -> None:

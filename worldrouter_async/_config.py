@@ -88,6 +88,12 @@ class PollPolicy:
     also explains the choice with `benchmarks/sim.py`). The learned first poll may come
     later than `max_interval`; `adaptive=False` keeps every gap within `max_interval`.
 
+    `not_found_grace`: seconds after its create (on the session's clock) during which a
+    404 for a task this session created is polled again instead of ending the handle with
+    `TaskNotFoundError`: a replica or cache may not know a task it has just been told
+    about. After the grace, and at once for tasks attached with `Session.track`, a 404
+    ends the handle. 0 turns the grace off.
+
     Example:
         >>> PollPolicy().interval(0, jitter=False), PollPolicy().interval(10, jitter=False)
         (2.0, 8.0)
@@ -105,6 +111,8 @@ class PollPolicy:
     """Learn first polls and intervals from the session's own finished tasks (see above)."""
     min_samples: int = field(default=8, validator=_at_least_one)
     """Finished tasks of one shape needed before their durations are used."""
+    not_found_grace: float = field(default=30.0, validator=_non_negative)
+    """Seconds after the create in which a 404 for the session's own task is polled again."""
 
     def interval(self, poll_number: int, *, jitter: bool = True) -> float:
         """Seconds before poll `poll_number` (0 is the first poll after the create)."""
@@ -175,8 +183,11 @@ class Limits:
     """Creates and polls per second at most, together; None leaves pacing to 429s."""
 
 
-FAST_POLL: Final = PollPolicy(initial_delay=0.005, factor=1.5, max_interval=0.02, jitter=0.0)
-"""Polls every few milliseconds: pair it with the emulator's default ``time_scale``."""
+FAST_POLL: Final = PollPolicy(
+    initial_delay=0.005, factor=1.5, max_interval=0.02, jitter=0.0, not_found_grace=0.03
+)
+"""Polls every few milliseconds: pair it with the emulator's default ``time_scale`` (0.001,
+which also makes the 30 s grace for a 404 just after a create 0.03 s)."""
 
 FAST_RETRY: Final = RetryPolicy(attempts=4, base=0.001, cap=0.01)
 """Retries after a millisecond or two, so fault tests stay fast."""

@@ -14,7 +14,9 @@
         + TaskNotFoundError                 404 for a task being polled
       + RateLimitError                      429, with retry_after
       + ServerError                         5xx
-    + APIResponseError                      a success status with a body we cannot read
+    + APIResponseError                      a success answer we cannot read or believe
+      + TaskMismatchError                   a poll answered about another task (polled again)
+      + UnpollableTaskIdError               a create answered a task id no poll can name
     + APIConnectionError (OSError)          the connection failed or dropped
       + APITimeoutError (TimeoutError)      connect, read or whole-request timeout
       + TLSVerificationError                the server's certificate is not trusted
@@ -22,6 +24,7 @@
     + AmbiguousCreateError                  a create may or may not have reached the server
     + DownloadError                         a stored image could not be fetched or saved
   + TaskFailedError                         the task ended with status "failed"
+    + NoImagesError                         "completed" without any image: paid, nothing to show
   + TaskTimeoutError (TimeoutError)         the handle's deadline passed first
   + TaskCancelledError                      tracking was stopped with handle.cancel()
     + TaskAbandonedError                    its caller was cancelled before it got the handle
@@ -53,6 +56,11 @@ class ConfigurationError(WorldRouterError, ValueError):
 
 class InvalidRequestError(WorldRouterError, ValueError):
     """A request failed validation, so nothing was sent."""
+
+
+# Imported here, once `InvalidRequestError` (all models needs from this module) exists, so
+# the `ImageTask` annotations below resolve at runtime (typing.get_type_hints) without a cycle.
+from .models import ImageTask  # noqa: E402
 
 
 class IgnoredParameterError(InvalidRequestError):
@@ -141,11 +149,48 @@ class ServerError(APIStatusError):
 
 
 class APIResponseError(APIError):
-    """A success status whose body is empty, not JSON, or not the documented shape."""
+    """A success status whose body is empty, not JSON, not the documented shape, or breaks
+    a promise (an answer about another task); such answers are never believed.
 
-    def __init__(self, message: str, *, status: int) -> None:
+    `request_id` is the answer's ``x-request-id`` header, when it sent one.
+    """
+
+    def __init__(self, message: str, *, status: int, request_id: str | None = None) -> None:
         super().__init__(message)
+        self.message = message
         self.status = status
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        if self.request_id is None:
+            return self.message
+        return f"{self.message} (request_id={self.request_id!r})"
+
+
+class TaskMismatchError(APIResponseError):
+    """A poll of `task_id` answered about `answered_id`: a gateway or replica mix-up.
+
+    The answer is not believed (its images belong to someone else's task); the task is
+    polled again until its deadline, since the next answer may well be the right one.
+    """
+
+    def __init__(self, message: str, *, task_id: str, answered_id: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.task_id = task_id
+        self.answered_id = answered_id
+
+
+class UnpollableTaskIdError(APIResponseError):
+    """A create answered a task id that no poll URL can name (blank, ``.`` or ``..``).
+
+    The task was created and may be billed: `task` is the create's answer, the receipt to
+    quote to support together with `request_id`.
+    """
+
+    def __init__(self, message: str, *, task: ImageTask, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.task = task
+        self.task_id = task.id
 
 
 class APIConnectionError(APIError, OSError):
@@ -223,6 +268,38 @@ class TaskFailedError(_TaskErrorMixin):
         super().__init__(text, task_id=task_id)
         self.code = code
         self.message = message
+
+
+class NoImagesError(TaskFailedError):
+    """The server reported the task ``completed``, but its answer carries no image.
+
+    The task is done and may be billed (`usage`), yet there is nothing to show: the SDK
+    ends it like a failed task rather than report a result without images. `task` is the
+    answer as read; quote `task_id` and `request_id` to support.
+    """
+
+    def __init__(self, *, task: ImageTask, task_id: str) -> None:
+        message = _no_images_message(task)
+        _TaskErrorMixin.__init__(self, f"task {task_id} {message}", task_id=task_id)
+        self.code = None
+        self.message = message
+        self.task = task
+        self.usage = task.usage
+        self.request_id = task.request_id
+
+
+def _no_images_message(task: ImageTask) -> str:
+    """What the completed answer lacked, its usage and request id, and what to do."""
+    found = f"{len(task.data)} item(s), none with a url or b64_json" if task.data else "no 'data'"
+    receipt = [f"usage {task.usage.total_tokens} tokens"] if task.usage is not None else []
+    if task.request_id:
+        receipt.append(f"request_id={task.request_id!r}")
+    paid = f" ({', '.join(receipt)})" if receipt else ""
+    return (
+        f"completed without any image: its answer carries {found}{paid}. The task may "
+        "be billed: quote its id to support. Creating the request again creates (and "
+        "bills) a new task"
+    )
 
 
 class TaskTimeoutError(_TaskErrorMixin, TimeoutError):

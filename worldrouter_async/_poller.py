@@ -38,12 +38,15 @@ from ._due import DueQueue
 from ._errors import (
     APIError,
     APITimeoutError,
+    InvalidRequestError,
+    NoImagesError,
     PollerFailedError,
     RateLimitError,
     SessionClosedError,
     TaskFailedError,
     TaskNotFoundError,
     TaskTimeoutError,
+    UnpollableTaskIdError,
     first_leaf,
 )
 from ._events import StatusFeed
@@ -51,7 +54,7 @@ from ._handles import ImageResult, TaskHandle
 from ._retries import is_transient
 from ._stats import Counters
 from ._throttle import Throttle
-from .models import ImageTask, TaskStatus
+from .models import ImageRequest, ImageTask, TaskStatus
 
 logger: Final = logging.getLogger("worldrouter_async")
 
@@ -70,6 +73,7 @@ class _Entry:
         "created",
         "deadline",
         "errors",
+        "fresh_since",
         "handle",
         "last_error",
         "polls",
@@ -88,6 +92,9 @@ class _Entry:
         self.handle = handle
         self.deadline = deadline
         self.created = created
+        #: When this session created the task (None if tracked by id): unlike `created`,
+        #: kept after a failed poll, for `PollPolicy.not_found_grace`.
+        self.fresh_since = created
         self.cohort = cohort
         self.polls = 0
         self.errors = 0
@@ -468,9 +475,8 @@ class Poller:
         if task.is_terminal:
             self._learn(entry, completed=task.status == TaskStatus.COMPLETED)
         if task.status == TaskStatus.COMPLETED:
-            self._counters.completed += 1
             self._counters.add_usage(task.usage)
-            self._settle(entry, None, ImageResult.from_task(task))
+            self._on_completed(entry, task)
         elif task.status == TaskStatus.FAILED:
             self._counters.failed += 1
             error = task.error
@@ -488,11 +494,42 @@ class Poller:
         if not task.is_terminal:
             now = self._clock.now()
             if not self._past_deadline(entry, now):
-                self._schedule(entry, now + next_delay(self._policy, entry.cohort, entry, now))
+                self._schedule(entry, now + self._delay_after(entry, task, previous, now))
+
+    def _on_completed(self, entry: _Entry, task: ImageTask) -> None:
+        """Settle a completed task: its result, or `NoImagesError` if it has no image."""
+        if task.has_image:
+            self._counters.completed += 1
+            self._settle(entry, None, ImageResult.from_task(task))
+            return
+        self._counters.failed += 1
+        self._settle(entry, NoImagesError(task=task, task_id=entry.handle.task_id or task.id))
+
+    def _delay_after(
+        self, entry: _Entry, task: ImageTask, previous: str | None, now: float
+    ) -> float:
+        """Seconds to the next poll of a task still running, or in a status no docs name.
+
+        An undocumented status (``cancelled``, ``expired``...) may mean the server stopped
+        the task or may turn into a documented one: it is polled at the longest interval
+        until the deadline, so it costs few polls and ends in a `TaskTimeoutError` naming it.
+        """
+        delay = next_delay(self._policy, entry.cohort, entry, now)
+        if task.status in TaskStatus.KNOWN:
+            return delay
+        if previous != task.status:
+            logger.warning(
+                "task %s reports status %r, which the API documentation does not name; "
+                "polling it every %.3gs until its deadline",
+                entry.handle.task_id,
+                task.status,
+                self._policy.max_interval,
+            )
+        return self._policy.max_interval
 
     def _on_poll_error(self, entry: _Entry, exc: APIError) -> None:
         entry.last_error = exc
-        if isinstance(exc, TaskNotFoundError) or not is_transient(exc):
+        if not self._worth_another_poll(entry, exc):
             self._counters.failed += 1
             self._settle(entry, exc)
             return
@@ -510,6 +547,15 @@ class Poller:
         )
         self._schedule(entry, due)
 
+    def _worth_another_poll(self, entry: _Entry, exc: APIError) -> bool:
+        """True for a transient failure, and for a 404 within `not_found_grace` of the
+        create (a replica may not know a task it was just told about); False ends it."""
+        if isinstance(exc, TaskNotFoundError):
+            since = entry.fresh_since
+            grace = self._policy.not_found_grace
+            return since is not None and self._clock.now() < since + grace
+        return is_transient(exc)
+
     def _past_deadline(self, entry: _Entry, now: float) -> bool:
         if now < entry.deadline:
             return False
@@ -520,8 +566,8 @@ class Poller:
         task_id = entry.handle.task_id or ""
         error = TaskTimeoutError(
             f"task {task_id} did not finish before its deadline (last status "
-            f"{entry.handle.status!r}{_last_failure(entry.last_error)}); it may still complete: "
-            f"Session.track({task_id!r}) to wait again",
+            f"{_last_status(entry.handle)}{_last_failure(entry.last_error)}); it may still "
+            f"complete: Session.track({task_id!r}) to wait again",
             task_id=task_id,
         )
         error.__cause__ = entry.last_error
@@ -536,6 +582,18 @@ class Poller:
         elif error is not None:
             entry.handle._settle_error(error)
             self._events.ended(entry.handle)
+
+
+def _last_status(handle: TaskHandle) -> str:
+    """The last status seen, saying so when no docs name it, with its answer's request id."""
+    status = handle.status
+    task = handle.task
+    text = repr(status)
+    if status is not None and status not in TaskStatus.KNOWN:
+        text += ", which the API documentation does not name: the server may have stopped it"
+    if task is not None and task.request_id:
+        text += f"; request_id={task.request_id!r}"
+    return text
 
 
 def _last_failure(error: APIError | None) -> str:
@@ -553,3 +611,24 @@ def _closed_error(handle: TaskHandle, last_error: APIError | None) -> SessionClo
     )
     error.__cause__ = last_error
     return error
+
+
+def unpollable(
+    task: ImageTask, request: ImageRequest | None, problem: InvalidRequestError
+) -> TaskHandle:
+    """The handle of a task just created under an id no poll can name (blank, ``.``,
+    ``..``): it ends at once with `UnpollableTaskIdError`, which keeps the create's answer
+    as the receipt."""
+    task_id = task.task_id or task.id
+    error = UnpollableTaskIdError(
+        f"the create answered task id {task_id!r}, which no poll URL can name (ids must not "
+        "be blank, '.' or '..'), so the task cannot be tracked. It was created and may be "
+        f"billed (status {task.status!r}): quote the id and the request_id to support",
+        task=task,
+        status=200,
+        request_id=task.request_id,
+    )
+    error.__cause__ = problem
+    handle = TaskHandle(task_id, request=request, task=task)
+    handle._settle_error(error)
+    return handle

@@ -39,7 +39,7 @@ from ._events import DEFAULT_BUFFER, StatusFeed, StatusListener, StatusStream
 from ._handles import ImageResult, TaskHandle, as_completed
 from ._logs import configure_from_env
 from ._pipeline import Pipeline, RequestLike
-from ._poller import Poller
+from ._poller import Poller, unpollable
 from ._stats import Counters, SessionStats
 from ._support import check_support, warn_ignored_in_file
 from ._transport import Secret, Transport
@@ -139,17 +139,18 @@ class Tasks:
 
 
 def _check_task_id(task_id: object) -> str:
-    """`task_id` if it can only name a task: never ``.``, ``..`` or a path with ``/``.
+    """`task_id` if a poll URL can name it: never blank, ``.`` or ``..``.
 
-    Such an id would turn the poll URL into another endpoint once dot segments are resolved;
-    everything else is percent-encoded into the path by the transport.
+    Those would name no task, or turn the poll URL into another endpoint once dot segments
+    are resolved; any other id (``/`` included) is percent-encoded into one path segment by
+    the transport.
     """
     if not isinstance(task_id, str) or not task_id.strip():
         raise InvalidRequestError(f"task_id must be a non-empty string (got {task_id!r})")
-    if task_id in (".", "..") or "/" in task_id:
+    if task_id in (".", ".."):
         raise InvalidRequestError(
-            f"task_id {task_id!r} is not a task id: ids never are '.' or '..' or contain '/'; "
-            "pass the id exactly as the create returned it"
+            f"task_id {task_id!r} is not a task id: a poll of it would request another "
+            "endpoint; pass the id exactly as the create returned it"
         )
     return task_id
 
@@ -631,7 +632,15 @@ class Session:
         task: ImageTask | None,
         timeout: float | None,
     ) -> TaskHandle:
-        _check_task_id(task_id)
+        try:
+            _check_task_id(task_id)
+        except InvalidRequestError as exc:
+            if task is None:
+                raise
+            handle = unpollable(task, request, exc)  # created: keep the receipt
+            self._counters.failed += 1
+            self._feed.ended(handle)
+            return handle
         deadline = self._task_timeout if timeout is None else timeout
         if not deadline > 0 or math.isnan(deadline):
             raise InvalidRequestError(f"timeout must be positive seconds (got {timeout!r})")

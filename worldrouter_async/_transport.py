@@ -44,6 +44,7 @@ from ._errors import (
     PermissionDeniedError,
     RateLimitError,
     ServerError,
+    TaskMismatchError,
     TaskNotFoundError,
 )
 from ._logs import logger
@@ -152,26 +153,72 @@ def _error_details(body: bytes) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _decode_task(status: int, body: bytes, request_id: str | None) -> ImageTask:
+def _decode_task(
+    status: int, body: bytes, request_id: str | None, *, asked: str | None = None
+) -> ImageTask:
+    """The task an answer describes, checked against the request it answers.
+
+    `asked` is the task id a poll asked about (None for a create): an answer about another
+    task is refused, and one that leaves out its id is about the task asked for. A create's
+    answer must carry an id, since that id is the only receipt for a task that may be billed.
+    """
     if not body.strip():
         raise APIResponseError(
-            f"HTTP {status} with an empty body; expected a JSON image task", status=status
+            f"HTTP {status} with an empty body; expected a JSON image task",
+            status=status,
+            request_id=request_id,
         )
     try:
         payload = json.loads(body)
-        if isinstance(payload, dict):
-            payload["request_id"] = request_id  # the header's, never a body field's
-        task = converter.structure(payload, ImageTask)
     except ValueError as exc:
         snippet = body[:_SNIPPET].decode("utf-8", "replace")
         raise APIResponseError(
-            f"HTTP {status} with a body that is not JSON: {snippet!r}", status=status
+            f"HTTP {status} with a body that is not JSON: {snippet!r}",
+            status=status,
+            request_id=request_id,
         ) from exc
-    except (BaseValidationError, TypeError, KeyError) as exc:
+    if isinstance(payload, dict):
+        payload["request_id"] = request_id  # the header's, never a body field's
+        if payload.get("id") is None and payload.get("task_id") is None:
+            if asked is None:
+                raise APIResponseError(
+                    f"HTTP {status}: the create's answer carries no task id ('id' or "
+                    "'task_id'), so the task it may have created cannot be tracked",
+                    status=status,
+                    request_id=request_id,
+                )
+            payload["id"] = asked
+    try:
+        task = converter.structure(payload, ImageTask)
+    except (BaseValidationError, TypeError, KeyError, ValueError) as exc:
+        about = f" of task {asked}" if asked is not None else ""
         raise APIResponseError(
-            f"HTTP {status} with JSON that is not an image task ({exc})", status=status
+            f"HTTP {status}: the answer{about} is JSON but not an image task ({exc})",
+            status=status,
+            request_id=request_id,
         ) from exc
+    if asked is not None:
+        _check_about(task, asked, status)
     return task
+
+
+def _check_about(task: ImageTask, asked: str, status: int) -> None:
+    """Refuse an answer to a poll of `asked` that describes another task.
+
+    The answer names its task as a create's does: by ``task_id``, else by ``id`` (the
+    documented answers carry both, equal).
+    """
+    answered = task.task_id or task.id
+    if answered != asked:
+        raise TaskMismatchError(
+            f"HTTP {status}: the poll of task {asked} was answered about task {answered} "
+            f"(status {task.status!r}), so the answer is not believed; a gateway, cache or "
+            "replica mixed answers up, and the task is asked about again",
+            task_id=asked,
+            answered_id=answered,
+            status=status,
+            request_id=task.request_id,
+        )
 
 
 def _is_retryable_create(exc: BaseException) -> bool:
@@ -356,7 +403,7 @@ class Transport:
                 code=exc.code,
                 request_id=exc.request_id,
             ) from exc
-        return _decode_task(status, body, request_id)
+        return _decode_task(status, body, request_id, asked=task_id)
 
     async def _probe(self) -> bool:
         """One GET that creates nothing: True once the API answers without 502/503/504."""
@@ -445,6 +492,7 @@ class Transport:
                 f"max_response_bytes={self._limits.max_response_bytes} (after decompression); "
                 "raise Limits.max_response_bytes if such answers are expected",
                 status=status,
+                request_id=response_headers.get("x-request-id"),
             )
         if status >= 300:
             error = _status_error(status, reason, response_headers, content)

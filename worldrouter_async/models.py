@@ -42,6 +42,9 @@ class TaskStatus:
     COMPLETED: Final = "completed"
     FAILED: Final = "failed"
     TERMINAL: Final = frozenset({COMPLETED, FAILED})
+    #: Statuses the API documentation names; any other (``cancelled``, ``expired``...) is
+    #: kept as the server wrote it and polled at `PollPolicy.max_interval`.
+    KNOWN: Final = frozenset({QUEUED, IN_PROGRESS, COMPLETED, FAILED})
 
 
 def _non_empty_text(instance: object, attribute: attrs.Attribute[str], value: object) -> None:
@@ -252,6 +255,12 @@ class ImageTask:
     def is_terminal(self) -> bool:
         """True once the status is ``completed`` or ``failed``."""
         return self.status in TaskStatus.TERMINAL
+
+    @property
+    def has_image(self) -> bool:
+        """True when at least one item carries an image (a URL or inline bytes): what a
+        ``completed`` answer must have to be believed."""
+        return any(item.is_image for item in self.data)
 
     @property
     def urls(self) -> tuple[str, ...]:

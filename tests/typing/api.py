@@ -94,6 +94,21 @@ async def pipelines(session: wr.Session) -> None:
         assert_type(await anext(finished), wr.TaskHandle)
 
 
+def answers_not_believed() -> None:
+    """What the errors about answers that were not believed carry."""
+    try:
+        pass
+    except wr.NoImagesError as exc:
+        assert_type(exc.usage, wr.Usage | None)
+        assert_type(exc.task, wr.ImageTask)
+    except wr.TaskMismatchError as exc:
+        assert_type(exc.answered_id, str)
+        assert_type(exc.request_id, str | None)
+    except wr.UnpollableTaskIdError as exc:
+        assert_type(exc.task, wr.ImageTask)
+    assert_type(wr.PollPolicy(not_found_grace=30.0).not_found_grace, float)
+
+
 def on_status(change: wr.StatusChange) -> None:
     """A plain function is an `on_status` listener."""
 

@@ -202,8 +202,8 @@ class JournalStore(Protocol):
     async def mark_ambiguous(self, key: str, error: str) -> None:
         """The create may have landed: the row stays `submitting`."""
 
-    async def mark_failed(self, key: str, error: str) -> None:
-        """The task failed, or its create was refused for good."""
+    async def mark_failed(self, key: str, error: str, *, usage: Usage | None = None) -> None:
+        """The task failed, or its create was refused for good; `usage` when it was paid."""
 
     async def mark_expired(self, key: str, error: str) -> None:
         """The server no longer knows the task."""
@@ -472,9 +472,10 @@ class SqliteJournal:
         """Stays submitting, with the reason."""
         await self._call(self._file.set, key, state=State.SUBMITTING, error=error)
 
-    async def mark_failed(self, key: str, error: str) -> None:
-        """Failed for good."""
-        await self._call(self._file.set, key, state=State.FAILED, error=error)
+    async def mark_failed(self, key: str, error: str, *, usage: Usage | None = None) -> None:
+        """Failed for good (with the usage of a task that was paid for, if any)."""
+        paid = {"usage": json.dumps(converter.unstructure(usage))} if usage is not None else {}
+        await self._call(self._file.set, key, state=State.FAILED, error=error, **paid)
 
     async def mark_expired(self, key: str, error: str) -> None:
         """The server forgot the task."""

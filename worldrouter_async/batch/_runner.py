@@ -37,6 +37,7 @@ from .._errors import (
     AuthenticationError,
     DownloadError,
     InvalidRequestError,
+    NoImagesError,
     PermissionDeniedError,
     TaskFailedError,
     TaskNotFoundError,
@@ -425,7 +426,7 @@ class BatchRunner:
             else:
                 self._deliver(_Finished(row, Source.JOURNAL, note=NOT_RESENT))
         elif row.state == State.CREATED and row.task_id:
-            self._watch(row, self._track(row), Source.TRACKED)
+            self._track_journaled(row)
         else:
             self._deliver(_Finished(row, Source.JOURNAL))
 
@@ -445,6 +446,16 @@ class BatchRunner:
     def _track(self, row: JournalRow) -> TaskHandle:
         assert row.task_id is not None
         return self._session.track(row.task_id, timeout=self._timeout)
+
+    def _track_journaled(self, row: JournalRow) -> None:
+        """Track a task an earlier run created; one whose id no poll can name (see
+        `UnpollableTaskIdError`) is reported from the journal, which keeps its id and why."""
+        try:
+            handle = self._track(row)
+        except InvalidRequestError:
+            self._deliver(_Finished(row, Source.JOURNAL))
+            return
+        self._watch(row, handle, Source.TRACKED)
 
     def _watch(self, row: JournalRow, handle: TaskHandle, source: Source) -> None:
         handle.add_done_callback(lambda finished: self._deliver(_Finished(row, source, finished)))
@@ -560,7 +571,7 @@ class BatchRunner:
                 row.key, task_id, result.urls, result.usage, source, result=result
             )
         if isinstance(error, TaskFailedError):
-            await self._store.mark_failed(row.key, str(error))
+            await self._store.mark_failed(row.key, str(error), usage=_paid_usage(error))
             kind = OutcomeKind.FAILED
         elif isinstance(error, TaskNotFoundError):
             await self._store.mark_expired(row.key, str(error))
@@ -568,7 +579,8 @@ class BatchRunner:
         else:  # deadline, shutdown, or tracking failed: the task lives on; a rerun tracks it
             await self._store.mark_unfinished(row.key, handle.status, str(error))
             kind = OutcomeKind.UNFINISHED
-        return Outcome(row.key, kind, source, task_id=task_id, error=str(error))
+        usage = _paid_usage(error)
+        return Outcome(row.key, kind, source, task_id=task_id, usage=usage, error=str(error))
 
     async def _from_journal(self, row: JournalRow, note: str | None) -> Outcome:
         kind = kind_of(row)
@@ -657,6 +669,11 @@ class BatchRunner:
             files=files,
             usage=usage,
         )
+
+
+def _paid_usage(error: BaseException) -> Usage | None:
+    """The usage of a task that completed without an image (paid, nothing to show)."""
+    return error.usage if isinstance(error, NoImagesError) else None
 
 
 def _is_final(error: WorldRouterError) -> bool:
