@@ -6,6 +6,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+import anyio
 import pytest
 
 from worldrouter_async import ImageRequest
@@ -133,3 +134,33 @@ def test_a_second_lock_names_the_holding_pid(tmp_path: Path) -> None:
     first.release()
     second.acquire()  # free again once released
     second.release()
+
+
+@pytest.mark.anyio
+async def test_the_journal_limiter_gives_a_freed_token_to_the_waiter_only() -> None:
+    """SqliteJournal serializes its calls on one SQLite connection with a CapacityLimiter(1):
+    a token freed for a waiting call must not also go to a call arriving in the same instant.
+
+    anyio before 4.14.2 granted it to both (anyio#1170), two writes met on the connection and
+    the run stopped with "cannot start a transaction within a transaction"; the anyio floor
+    in pyproject.toml is there for this.
+    """
+    limiter = anyio.CapacityLimiter(1)
+    newcomer_may_go = anyio.Event()
+    holders_seen: list[int] = []
+
+    async def call(first: anyio.Event | None = None) -> None:
+        if first is not None:
+            await first.wait()
+        async with limiter:
+            holders_seen.append(limiter.borrowed_tokens)
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as group:
+        await limiter.acquire()
+        group.start_soon(call)  # the waiter, queued for the token
+        group.start_soon(call, newcomer_may_go)
+        await anyio.wait_all_tasks_blocked()
+        newcomer_may_go.set()  # the newcomer resumes first, before...
+        limiter.release()  # ...the waiter this release wakes
+    assert holders_seen == [1, 1]
