@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -14,8 +13,9 @@ import pytest
 
 import worldrouter_async
 
+from .conftest import Chromium
+
 ROOT = Path(__file__).parent.parent
-CHROMIUM = shutil.which("chromium")
 MERMAID_SCRIPT = "assets/javascripts/mermaid.min.js"
 
 pytest.importorskip("mkdocs", reason="the docs extra (mkdocs) is not installed")
@@ -142,26 +142,13 @@ def test_mermaid_diagrams_load_the_bundled_script(site: Path) -> None:
     assert with_diagrams >= 1
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no headless chromium here")
-def test_concepts_diagram_renders_offline_in_a_browser(site: Path) -> None:
+def test_concepts_diagram_renders_offline_in_a_browser(site: Path, chromium: Chromium) -> None:
     """Headless chromium, all its traffic sent to a dead loopback proxy, draws the diagram."""
-    dom = subprocess.run(
-        [
-            str(CHROMIUM),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--proxy-server=http://127.0.0.1:9",
-            "--virtual-time-budget=8000",
-            "--dump-dom",
-            (site / "concepts" / "index.html").as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout
+    dom = chromium.dump_dom(
+        (site / "concepts" / "index.html").as_uri(),
+        "--proxy-server=http://127.0.0.1:9",
+        budget_ms=8000,
+    )
     assert "The due-time queue" in dom
     assert "flowchart" not in dom
     assert '<div class="mermaid">' in dom

@@ -1,4 +1,4 @@
-"""The ``worldrouter-async`` command line: generate, wait, batch, status, emulator and demo.
+"""The ``worldrouter-async`` command line: generate, wait, batch, status, gallery, emulator, demo.
 
 Exit codes: 0 when every request succeeded, 1 when some failed (or the network, the server
 or the disk did), 2 for usage errors, 130 when interrupted. No failure prints a traceback
@@ -36,6 +36,7 @@ from ..batch import (
 )
 from ..testing import Emulator
 from ._errors import EXIT_FAILED, EXIT_OK, UsageError, report
+from ._gallery import add_gallery_parser, run_gallery
 from ._progress import make_reporter
 from ._single import check_out_dir, save_images
 from ._warnings import plain_warnings
@@ -193,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "journal", type=Path, help="the journal of a batch run (by default OUT/journal.sqlite3)"
     )
+
+    add_gallery_parser(commands)
 
     emulator = commands.add_parser("emulator", help="serve the WorldRouter emulator")
     emulator.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -471,6 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if args.command == "status":
                 return _status(args)
+            if args.command == "gallery":
+                return run_gallery(args)
             return asyncio.run(commands[args.command](args))
         except BaseException as exc:  # the edge: every failure becomes one line and a code
             return report(exc, debug=args.debug, resumable=args.command in RESUMABLE_COMMANDS)

@@ -157,7 +157,7 @@ def _stripes(base: bytes, dim: bytes, width: int, cell: int, phase: int) -> byte
 def _label_rows(width: int, height: int) -> list[bytes]:
     """The bottom band reading EMULATOR, scaled to the image; none if it cannot fit."""
     glyph_width = 6 * len(LABEL) - 1  # five pixels per letter and one between
-    scale = min(width * 3 // 4 // glyph_width, max(height // 12 // 7, 1))
+    scale = min(width * 3 // 4 // glyph_width, max(height // 18 // 7, 1))
     if scale < 1 or height < 7 * scale + 4:
         return []
     pad = max(scale, 2)
