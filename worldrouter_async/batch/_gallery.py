@@ -49,6 +49,8 @@ EAGER_CARDS: Final = 300
 #: While a run goes on, an open contact sheet reloads itself after this many seconds.
 LIVE_RELOAD_SECONDS: Final = 5
 _NOTES: Final[dict[str, str]] = {
+    OutcomeKind.FAILED: "no image: the task failed, or its request was refused",
+    OutcomeKind.INVALID: "not run: the input line is invalid",
     OutcomeKind.AMBIGUOUS: "may have been created (the create got no answer); not resent",
     OutcomeKind.PENDING: "not created yet; a rerun sends it",
     OutcomeKind.UNFINISHED: "still running when the run stopped; a rerun tracks it",
@@ -93,7 +95,9 @@ def build_gallery(
     Raises `JournalError` (or `OSError`) when the journal cannot be read or the files
     cannot be written; the previous gallery then stays as it was.
     """
-    return write_gallery(iter_rows(journal), Path(out_dir), title=Path(out_dir).name, live=live)
+    out = Path(out_dir)
+    title = "/".join(out.resolve().parts[-2:])  # "worldrouter-demo/images" says more than one
+    return write_gallery(iter_rows(journal), out, title=title, live=live)
 
 
 def write_gallery(
@@ -175,9 +179,7 @@ class _Sheet:
         if not images:
             images = f'<div class="empty">{_text(note or kind.replace("_", " "))}</div>'
         error = f'<p class="error">{_text(row.error)}</p>' if row.error else ""
-        task = (
-            f'<p class="task" title="task ID">{_text(row.task_id)}</p>' if row.task_id else ""
-        )
+        task = f'<p class="task" title="task ID">{_text(row.task_id)}</p>' if row.task_id else ""
         return (
             f'<figure class="card" data-status="{_text(kind)}"><div class="images">{images}</div>'
             f'<figcaption><p class="prompt">{prompt}</p><p class="meta">'
@@ -270,14 +272,14 @@ color:var(--ink);border-radius:999px;padding:3px 12px;cursor:pointer}
 nav button span{color:var(--muted);margin-left:4px}
 nav button[aria-pressed=true]{background:var(--ink);color:#fff;border-color:var(--ink)}
 nav button[aria-pressed=true] span{color:#c9c9d2}
-main{display:grid;grid-template-columns:repeat(auto-fill,minmax(190px,1fr));gap:16px;
+main{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:16px;
 padding:20px 24px 32px}
 .card{margin:0;background:var(--card);border:1px solid var(--line);border-radius:10px;
 overflow:hidden;display:flex;flex-direction:column;box-shadow:0 1px 2px rgba(0,0,0,.04)}
 .card[hidden]{display:none}
-.images{display:grid;grid-template-columns:repeat(auto-fit,minmax(80px,1fr));gap:2px;
-background:#e9e9ee;aspect-ratio:1}
-.images a{display:flex;min-height:0}
+.images{display:grid;grid-template-columns:repeat(auto-fit,minmax(80px,1fr));
+grid-template-rows:minmax(0,1fr);gap:2px;background:#e9e9ee;aspect-ratio:1;overflow:hidden}
+.images a{display:block;min-width:0;min-height:0}
 .images img{width:100%;height:100%;object-fit:contain;display:block}
 .images img[data-loaded=error]{visibility:hidden}
 .empty{display:flex;align-items:center;justify-content:center;text-align:center;padding:16px;

@@ -455,7 +455,7 @@ async def _demo(args: argparse.Namespace) -> int:
                 plain=args.plain,
             )
     _report_stops(runner, resend_command=None)
-    print(f"images in {args.out / 'images'}")
+    print(f"images in {args.out / 'images'}; look at them: {args.out / 'images' / 'index.html'}")
     return EXIT_OK if runner.summary.ok else EXIT_FAILED
 
 
