@@ -16,6 +16,7 @@ import pytest
 from yarl import URL
 
 from worldrouter_async.testing import Emulator, FakeClock
+from worldrouter_async.testing._png import preview_png
 
 pytestmark = pytest.mark.anyio
 
@@ -378,3 +379,10 @@ async def test_images_follow_the_requested_size_up_to_the_cap(
     assert images[0] != images[1]
     tiny = await _image(http, emulator, {**body, "size": "8x4", "n": 1})
     assert _pixels(tiny)[:2] == (8, 4)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 256), (256, 1), (7, 3), (47, 30), (255, 256)])
+def test_pictures_of_any_size_are_valid_pngs(size: tuple[int, int]) -> None:
+    """Every width and height from 1 pixel up gives a PNG of exactly that size."""
+    width, height = size
+    assert _pixels(preview_png(f"{width}x{height}", width, height))[:2] == size

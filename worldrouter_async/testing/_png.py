@@ -59,13 +59,7 @@ def solid_png(rgb: Rgb, *, width: int = 16, height: int = 16) -> bytes:
     return encode_png(width, height, [bytes(rgb) * width] * height)
 
 
-def colour_for(key: str) -> Rgb:
-    """A stable colour derived from `key`."""
-    digest = zlib.crc32(key.encode())
-    return (digest & 0xFF, (digest >> 8) & 0xFF, (digest >> 16) & 0xFF)
-
-
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=64)  # at most a few MB: retried downloads hit it
 def preview_png(key: str, width: int, height: int) -> bytes:
     """A `width` x `height` PNG that differs visibly per `key` and is marked EMULATOR.
 
