@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tracemalloc
 from collections import Counter
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,8 @@ import anyio
 import pytest
 
 from worldrouter_async import ImageRequest, Session
-from worldrouter_async.batch import BatchItem, BatchRunner, Outcome
+from worldrouter_async.batch import BatchItem, BatchRunner, JournalRow, Outcome, State
+from worldrouter_async.batch._gallery import MAX_COMPLETED_CARDS, write_gallery
 from worldrouter_async.testing import Emulator
 
 from .conftest import Chromium
@@ -239,3 +242,29 @@ async def test_gallery_command_takes_the_journal_from_elsewhere(tmp_path: Path) 
     )
     assert refused.returncode == 2
     assert "not a batch journal" in refused.stderr
+
+
+def test_gallery_streams_rows_and_caps_the_completed_cards(tmp_path: Path) -> None:
+    """20,000 rows pass through in flat memory; the page shows 10,000 completed cards, every
+    failed one after them, and says the manifest lists the rest."""
+    request = ImageRequest(model="gpt-image-2", prompt="one of many")
+
+    def rows() -> Iterator[JournalRow]:
+        for i in range(20_000):
+            state = State.FAILED if i % 1000 == 999 else State.COMPLETED
+            files = (f"r{i}-0.png",) if state == State.COMPLETED else ()
+            yield JournalRow(f"r{i}", i, request, f"key-{i}", state, task_id=f"t{i}", files=files)
+
+    tracemalloc.start()
+    try:
+        gallery = write_gallery(rows(), tmp_path, title="many")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4_000_000  # 20,000 rows held at once would take tens of MB
+    assert gallery.requests == 20_000
+    assert len(_manifest(tmp_path)) == 20_000
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert page.count('data-status="completed"') == MAX_COMPLETED_CARDS
+    assert page.count('data-status="failed"') == 20
+    assert f"{19_980 - MAX_COMPLETED_CARDS} more completed requests" in page
