@@ -9,6 +9,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -245,3 +246,57 @@ def forward_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForwardP
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=10)
+
+
+class Chromium:
+    """Debian's headless chromium, started fresh (own profile, no network chatter) per call."""
+
+    #: Flags every run gets: headless, and nothing that talks to the network on its own.
+    FLAGS = (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+    )
+
+    def __init__(self, executable: str, profiles: Path) -> None:
+        self.executable = executable
+        self._profiles = profiles
+
+    def run(self, url: str, *flags: str) -> str:
+        """Open `url` with the extra `flags`; returns what chromium printed.
+
+        Bounded at 40 s, under the per-test timeout, so a page that hangs the browser (an
+        ``alert()`` that got through) fails with chromium's own output.
+        """
+        profile = tempfile.mkdtemp(dir=self._profiles)
+        done = subprocess.run(
+            [self.executable, *self.FLAGS, f"--user-data-dir={profile}", *flags, url],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=40,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    def dump_dom(self, url: str, *flags: str, budget_ms: int = 5000) -> str:
+        """The DOM of `url` after its scripts ran for `budget_ms` of virtual time."""
+        return self.run(url, f"--virtual-time-budget={budget_ms}", "--dump-dom", *flags)
+
+
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Chromium:
+    """A real headless browser; its tests fail (never skip) where chromium is missing."""
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail(
+            "chromium is not installed, and the browser tests need it (they never skip); "
+            "install Debian's package: apt-get install -y chromium"
+        )
+    return Chromium(executable, tmp_path_factory.mktemp("chromium"))

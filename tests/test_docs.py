@@ -9,10 +9,8 @@ import itertools
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
@@ -24,8 +22,9 @@ import pytest
 import worldrouter_async
 from worldrouter_async.batch import BatchRunner
 
+from .conftest import Chromium
+
 ROOT = Path(__file__).parent.parent
-CHROMIUM = shutil.which("chromium")
 MERMAID_SCRIPT = "assets/javascripts/mermaid.min.js"
 
 pytest.importorskip("mkdocs", reason="the docs extra (mkdocs) is not installed")
@@ -152,26 +151,13 @@ def test_mermaid_diagrams_load_the_bundled_script(site: Path) -> None:
     assert with_diagrams >= 1
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no headless chromium here")
-def test_concepts_diagram_renders_offline_in_a_browser(site: Path) -> None:
+def test_concepts_diagram_renders_offline_in_a_browser(site: Path, chromium: Chromium) -> None:
     """Headless chromium, all its traffic sent to a dead loopback proxy, draws the diagram."""
-    dom = subprocess.run(
-        [
-            str(CHROMIUM),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--proxy-server=http://127.0.0.1:9",
-            "--virtual-time-budget=8000",
-            "--dump-dom",
-            (site / "concepts" / "index.html").as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout
+    dom = chromium.dump_dom(
+        (site / "concepts" / "index.html").as_uri(),
+        "--proxy-server=http://127.0.0.1:9",
+        budget_ms=8000,
+    )
     assert "The due-time queue" in dom
     assert "flowchart" not in dom
     assert '<div class="mermaid">' in dom
@@ -429,14 +415,13 @@ _REPORT = (
 )
 
 
-def _probe_in_chromium(page: Path, width: int, probe: str) -> Any:
+def _probe_in_chromium(chromium: Chromium, page: Path, width: int, probe: str) -> Any:
     """Run the JavaScript function `probe` in `page`, loaded by headless chromium with a
     `width` px wide window (all network traffic sent to a dead loopback proxy), and return
     what it returns.
 
     A copy of the page with the probe injected sits next to it, so its assets load.
     """
-    assert CHROMIUM is not None
     html = page.read_text(encoding="utf-8")
     probed = html.replace("<head>", "<head>" + _OPEN_SHADOWS, 1).replace(
         "</body>", _REPORT.format(probe=probe) + "</body>", 1
@@ -444,24 +429,12 @@ def _probe_in_chromium(page: Path, width: int, probe: str) -> Any:
     copy = page.with_name(f"probe-{width}-{page.name}")
     copy.write_text(probed, encoding="utf-8")
     try:
-        with tempfile.TemporaryDirectory() as profile:
-            dom = subprocess.run(
-                [
-                    CHROMIUM,
-                    *("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"),
-                    *("--disable-background-networking", "--disable-component-update"),
-                    "--proxy-server=http://127.0.0.1:9",
-                    f"--user-data-dir={profile}",
-                    f"--window-size={width},900",
-                    "--virtual-time-budget=10000",
-                    "--dump-dom",
-                    copy.as_uri(),
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=120,
-            ).stdout
+        dom = chromium.dump_dom(
+            copy.as_uri(),
+            "--proxy-server=http://127.0.0.1:9",
+            f"--window-size={width},900",
+            budget_ms=10000,
+        )
     finally:
         copy.unlink()
     result = re.search(r'<pre id="probe-result">(.*?)</pre>', dom, re.S)
@@ -480,12 +453,13 @@ _DIAGRAM_TEXT = """() => [...document.querySelectorAll('div.mermaid')].map(host 
 })"""
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no headless chromium here")
 @pytest.mark.parametrize("width", [1280, 390])
-def test_concepts_diagrams_are_drawn_at_reading_size(site: Path, width: int) -> None:
+def test_concepts_diagrams_are_drawn_at_reading_size(
+    site: Path, width: int, chromium: Chromium
+) -> None:
     """On a desktop and a phone, every label of the concepts diagrams is drawn at 14 px or
     more (the layers diagram was about 6 px, shrunk to fit its box)."""
-    sizes = _probe_in_chromium(site / "concepts" / "index.html", width, _DIAGRAM_TEXT)
+    sizes = _probe_in_chromium(chromium, site / "concepts" / "index.html", width, _DIAGRAM_TEXT)
     assert min(sizes) >= 14, sizes
     assert len(sizes) >= 2  # the layers, and the inside of a session
 
@@ -503,16 +477,15 @@ _OVERFLOW = """() => ({
 })"""
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no headless chromium here")
 @pytest.mark.parametrize("name", ["", "cli", "concepts"])
 def test_code_fits_a_desktop_window_and_scrolls_in_its_box_on_a_phone(
-    site: Path, name: str
+    site: Path, name: str, chromium: Chromium
 ) -> None:
     """At 1280 px every code block and diagram shows its lines whole; at 390 px the page is
     never wider than the phone, and a block wider than its box scrolls inside it."""
     page = site / name / "index.html"
-    desktop = _probe_in_chromium(page, 1280, _OVERFLOW)
+    desktop = _probe_in_chromium(chromium, page, 1280, _OVERFLOW)
     assert desktop == {"page": 0, "hidden": []}
-    phone = _probe_in_chromium(page, 390, _OVERFLOW)
+    phone = _probe_in_chromium(chromium, page, 390, _OVERFLOW)
     assert phone["page"] <= 0
     assert [box for box in phone["hidden"] if not box["scrolls"]] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from yarl import URL
 
 from worldrouter_async.testing import Emulator, FakeClock
+from worldrouter_async.testing._png import preview_png
 
 pytestmark = pytest.mark.anyio
 
@@ -304,3 +306,83 @@ async def test_stopping_over_https_closes_a_connection_whose_peer_never_answers_
         # connection, so the socket reads to its end.
         while await loop.sock_recv(raw, 65536):
             pass
+
+
+def _pixels(png: bytes) -> tuple[int, int, list[bytes]]:
+    """Width, height and RGB rows of an 8-bit RGB PNG with unfiltered rows."""
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    position, idat, size = 8, b"", (0, 0)
+    while position < len(png):
+        length = int.from_bytes(png[position : position + 4])
+        kind, data = png[position + 4 : position + 8], png[position + 8 : position + 8 + length]
+        if kind == b"IHDR":
+            size = (int.from_bytes(data[:4]), int.from_bytes(data[4:8]))
+            assert data[8:10] == b"\x08\x02"  # 8-bit RGB
+        elif kind == b"IDAT":
+            idat += data
+        position += 12 + length
+    width, height = size
+    raw = zlib.decompress(idat)
+    stride = 3 * width + 1
+    assert len(raw) == stride * height
+    assert all(raw[y * stride] == 0 for y in range(height))
+    return width, height, [raw[y * stride + 1 : (y + 1) * stride] for y in range(height)]
+
+
+async def _image(
+    http: aiohttp.ClientSession, emulator: Emulator, body: dict[str, Any], index: int = 0
+) -> bytes:
+    _, created = await _create(http, emulator, body)
+    url = (await _poll_until_done(http, emulator, created["id"]))["data"][index]["url"]
+    async with http.get(url) as response:
+        assert response.content_type == "image/png"
+        return await response.read()
+
+
+async def test_images_are_pictures_of_the_prompt_marked_emulator(
+    http: aiohttp.ClientSession, emulator: Emulator
+) -> None:
+    """An image is a many-coloured picture fixed by the prompt, with a white EMULATOR label
+    on a dark band at the bottom; another prompt gives another picture."""
+    body = {"model": "gpt-image-2", "prompt": "a fox in snow"}
+    first = await _image(http, emulator, body)
+    assert first == await _image(http, emulator, body)  # another task, the same picture
+    other = await _image(http, emulator, {**body, "prompt": "a tram in the rain"})
+    width, height, rows = _pixels(first)
+    assert (width, height) == (256, 256)
+    colours = {row[x : x + 3] for row in rows for x in range(0, len(row), 3)}
+    assert len(colours) > 50  # a gradient and a pattern, not one flat colour
+    white = b"\xff\xff\xff"
+    label_rows = [
+        y for y, row in enumerate(rows) if white in {row[x : x + 3] for x in range(0, len(row), 3)}
+    ]
+    assert label_rows
+    assert min(label_rows) > height * 3 // 4  # text only in the bottom band
+    _, _, other_rows = _pixels(other)
+    differing = sum(a != b for a, b in zip(rows[:200], other_rows[:200], strict=True))
+    assert differing > 150  # visibly different above the shared label
+
+
+async def test_images_follow_the_requested_size_up_to_the_cap(
+    http: aiohttp.ClientSession, emulator: Emulator
+) -> None:
+    """A 1024x1536 request gets a 171x256 picture; a tiny size is served as asked; each
+    image of one task differs."""
+    body = {"model": "gpt-image-2", "prompt": "a kite", "size": "1024x1536", "n": 2}
+    _, created = await _create(http, emulator, body)
+    done = await _poll_until_done(http, emulator, created["id"])
+    images = []
+    for item in done["data"]:
+        async with http.get(item["url"]) as response:
+            images.append(await response.read())
+    assert [_pixels(image)[:2] for image in images] == [(171, 256), (171, 256)]
+    assert images[0] != images[1]
+    tiny = await _image(http, emulator, {**body, "size": "8x4", "n": 1})
+    assert _pixels(tiny)[:2] == (8, 4)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 256), (256, 1), (7, 3), (47, 30), (255, 256)])
+def test_pictures_of_any_size_are_valid_pngs(size: tuple[int, int]) -> None:
+    """Every width and height from 1 pixel up gives a PNG of exactly that size."""
+    width, height = size
+    assert _pixels(preview_png(f"{width}x{height}", width, height))[:2] == size

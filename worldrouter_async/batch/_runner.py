@@ -47,6 +47,7 @@ from .._handles import ImageResult, TaskHandle
 from .._session import Session
 from ..models import ImageRequest, Usage
 from ._errors import JournalError
+from ._gallery import GalleryRefresher
 from ._journal import (
     InvalidLine,
     JournalRow,
@@ -146,6 +147,13 @@ class BatchRunner:
             self._journal_path = journal.path
             self._lock = None
         self._out_dir = Path(out_dir) if out_dir is not None else None
+        # The gallery (manifest.jsonl, index.html) is read from the journal file this runner
+        # opens; a store given by the caller may not be a file.
+        self._gallery = (
+            GalleryRefresher(self._journal_path, self._out_dir)
+            if self._out_dir is not None and self._lock is not None
+            else None
+        )
         self._concurrency = concurrency
         self._timeout = timeout
         self._new_journal = new_journal
@@ -192,6 +200,8 @@ class BatchRunner:
         assert self._task_group is not None
         assert self._store is not None
         self._scope.cancel()
+        if self._gallery is not None:
+            self._gallery.stop()
         for shield in self._in_flight:  # creates answering after an interrupt: bounded
             shield.deadline = anyio.current_time() + STOP_GRACE
         try:
@@ -284,14 +294,22 @@ class BatchRunner:
         self._started = time.monotonic()
         send, receive = anyio.create_memory_object_stream[Outcome](self._concurrency)
         self._task_group.start_soon(self._drive, requests, send)
+        if self._gallery is not None:
+            self._task_group.start_soon(self._gallery.run)
         try:
             async with receive:
                 async for outcome in receive:
                     self._count(outcome)
+                    if self._gallery is not None:
+                        self._gallery.changed()
                     yield outcome
         finally:
             self._ended = time.monotonic()
             self._scope.cancel()
+            if self._gallery is not None:
+                self._gallery.stop()
+        if self._gallery is not None:
+            await self._gallery.finish()
         if self._fatal is not None:
             raise self._fatal
 

@@ -1,4 +1,4 @@
-"""The ``worldrouter-async`` command line: generate, wait, batch, status, emulator and demo.
+"""The ``worldrouter-async`` command line: generate, wait, batch, status, gallery, emulator, demo.
 
 Exit codes: 0 when every request succeeded, 1 when some failed (or the network, the server
 or the disk did), 2 for usage errors, 130 when interrupted. No failure prints a traceback
@@ -46,6 +46,7 @@ from ._errors import (
     one_line,
     report,
 )
+from ._gallery import add_gallery_parser, run_gallery
 from ._json import batch_record, emit, outcome_record, task_record
 from ._progress import make_reporter
 from ._single import check_out_dir, save_images, wait_command
@@ -230,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the journal of a batch run, or the --out directory that holds its journal.sqlite3",
     )
     _add_json_option(status, "the counts, usage, invalid lines and failures")
+
+    add_gallery_parser(commands)
 
     emulator = commands.add_parser("emulator", help="serve the WorldRouter emulator")
     emulator.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -517,7 +520,7 @@ async def _demo(args: argparse.Namespace) -> int:
                 plain=args.plain,
             )
     _report_stops(runner, resend_command=None)
-    print(f"images in {args.out / 'images'}")
+    print(f"images in {args.out / 'images'}; look at them: {args.out / 'images' / 'index.html'}")
     return EXIT_OK if runner.summary.ok else EXIT_FAILED
 
 
@@ -536,6 +539,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if args.command == "status":
                 return _status(args)
+            if args.command == "gallery":
+                return run_gallery(args)
             return asyncio.run(commands[args.command](args))
         except BaseException as exc:  # the edge: every failure becomes one line and a code
             return report(exc, debug=args.debug, resumable=args.command in RESUMABLE_COMMANDS)

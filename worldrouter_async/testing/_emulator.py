@@ -26,7 +26,7 @@ from attrs import define, field
 
 from .._clock import SYSTEM_CLOCK, Clock
 from .._support import GEMINI_MODELS, SUPPORTED_MODELS
-from ._png import colour_for, solid_png
+from ._png import preview_png
 
 Route = Literal["create", "poll", "any", "storage"]
 OutageKind = Literal["refuse", "502", "503", "504"]
@@ -56,6 +56,9 @@ _DEFAULT_TIMING: Final = (1.0, 15.0)
 _MARKER_RE: Final = re.compile(r"\[(fail|never)(?::([a-z_]+))?\]")
 _SIZE_RE: Final = re.compile(r"^[1-9][0-9]{0,5}x[1-9][0-9]{0,5}$")
 _OUTPUT_FORMATS: Final = frozenset({"png", "jpeg", "jpg", "webp"})
+#: The longest side of an emulator image: the requested size scaled down to fit, so a
+#: contact sheet shows the aspect ratio asked for while benchmarks stay fast.
+MAX_IMAGE_SIDE: Final = 256
 
 
 @define
@@ -160,6 +163,16 @@ def _error(status: int, message: str, code: str, kind: str) -> web.Response:
         status=status,
         headers={"x-request-id": _request_id()},
     )
+
+
+def _image_size(task: EmulatedTask) -> tuple[int, int]:
+    """The task's requested ``WIDTHxHEIGHT`` scaled to fit `MAX_IMAGE_SIDE` (square if none)."""
+    size = task.params.get("size")
+    if not isinstance(size, str) or not _SIZE_RE.match(size):
+        return MAX_IMAGE_SIDE, MAX_IMAGE_SIDE
+    width, height = (int(side) for side in size.split("x"))
+    scale = min(1.0, MAX_IMAGE_SIDE / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def _request_id() -> str:
@@ -451,10 +464,15 @@ class Emulator:
             self.counters.storage_auth_headers += 1
         if (fault := self._take_fault("storage")) is not None:
             return await self._apply_fault(request, fault)
-        task_id = request.match_info["task_id"]
-        if task_id not in self.tasks:
+        task = self.tasks.get(request.match_info["task_id"])
+        if task is None:
             raise web.HTTPNotFound()
-        return web.Response(body=solid_png(colour_for(request.path)), content_type="image/png")
+        # The picture depends on the request, not the task ID: the same prompt looks the
+        # same in every run, and distinct prompts (or images of one task) look different.
+        index = request.match_info["name"].partition(".")[0]
+        width, height = _image_size(task)
+        body = preview_png(f"{task.model}\n{task.prompt}\n{index}", width, height)
+        return web.Response(body=body, content_type="image/png")
 
     # --- behaviour ---------------------------------------------------------------------------
 
