@@ -1074,7 +1074,8 @@ def test_rerunning_a_finished_demo_says_so_in_one_line(
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("emulator at ")
     assert lines[1].startswith("done: the job was already finished, nothing created: 3 lines")
-    assert lines[2:] == [f"images in {out / 'images'}"]
+    images = out / "images"
+    assert lines[2:] == [f"images in {images}; look at them: {images / 'index.html'}"]
 
 
 async def test_an_edited_line_counts_once_in_status(emulator: Emulator, tmp_path: Path) -> None:
