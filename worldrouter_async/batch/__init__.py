@@ -9,7 +9,7 @@ Example:
     ...             print(outcome.key, outcome.kind)
 """
 
-from ._errors import JournalError, JournalInUseError
+from ._errors import JournalError, JournalInUseError, JournalLostError, OutputClaimedError
 from ._journal import JournalRow, JournalStore, SqliteJournal, State, iter_rows, read_rows
 from ._jsonl import BatchItem, LineError, iter_jsonl, read_jsonl
 from ._names import file_stem
@@ -22,11 +22,13 @@ __all__ = [
     "BatchSummary",
     "JournalError",
     "JournalInUseError",
+    "JournalLostError",
     "JournalRow",
     "JournalStore",
     "LineError",
     "Outcome",
     "OutcomeKind",
+    "OutputClaimedError",
     "Source",
     "SqliteJournal",
     "State",

@@ -3,7 +3,11 @@
 The intent (request and idempotency key) is committed before the create is sent, and the
 task ID as soon as the create answers, so a crash at any instant leaves enough on disk to
 resume without losing a task. `JournalStore` is what the runner needs; `SqliteJournal` (one
-SQLite file in WAL mode, written from a worker thread) is the implementation it ships with.
+SQLite file, written from a worker thread) is the implementation it ships with.
+
+A run writes the file with a rollback journal and ``synchronous=FULL``: every commit is in the
+main file when it returns, so losing the sidecar files (``-wal``, ``-shm``, ``-journal``, as a
+copy of the journal file alone does) never loses the record of a create that was sent.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -39,6 +44,8 @@ class State(StrEnum):
 FINAL_STATES: Final = frozenset({State.COMPLETED, State.FAILED, State.EXPIRED})
 SCHEMA_VERSION: Final = "2"
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+#: Seconds a write waits for a reader (``worldrouter-async status``) to let go of the file.
+BUSY_TIMEOUT: Final = 30.0
 
 SCHEMA: Final = """
 CREATE TABLE requests (
@@ -109,6 +116,21 @@ class JournalRow:
     error: str | None = None
     sends: int = 0
     run: str | None = None
+
+
+@define(frozen=True)
+class HighWater:
+    """How much a journal has recorded: its rows (intents) and the creates sent for them.
+
+    Both only grow, so a journal found below a mark it once reached has lost records.
+    """
+
+    rows: int = 0
+    sends: int = 0
+
+    def covers(self, other: HighWater) -> bool:
+        """True when this mark is at or above `other` on both counts."""
+        return self.rows >= other.rows and self.sends >= other.sends
 
 
 def _row(values: tuple[Any, ...]) -> JournalRow:
@@ -198,6 +220,9 @@ class SqliteFile:
 
     def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
+        #: Called with the new mark after each commit that records intents or a send.
+        self.on_advance: Callable[[HighWater], None] | None = None
+        self._high_water = HighWater()
         if not path.exists():
             if not create:
                 raise FileNotFoundError(f"no journal at {path}")
@@ -207,7 +232,9 @@ class SqliteFile:
                 raise JournalError(f"cannot create a journal at {path} ({exc})") from exc
         _check_header(path)
         try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db = sqlite3.connect(
+                path, timeout=BUSY_TIMEOUT, check_same_thread=False, isolation_level=None
+            )
         except sqlite3.Error as exc:
             raise JournalError(f"{path} is not a worldrouter-async journal ({exc})") from exc
         try:
@@ -228,10 +255,65 @@ class SqliteFile:
             raise JournalError(f"{path} is a journal of an unknown version {version}")
         stat = path.stat()
         self._identity = (stat.st_dev, stat.st_ino)
-        # NORMAL under WAL survives a killed process; only a power cut may lose the last commit.
-        self._db.execute("PRAGMA synchronous=NORMAL")
         if version[0] == "1":
             self._write(lambda: self._db.executescript(_MIGRATE_1_TO_2))
+
+    def make_durable(self) -> None:
+        """Make every later commit reach the main file, check the file, and read its marks.
+
+        Under WAL a commit can live only in the ``-wal`` file until a checkpoint, and a lost
+        ``-wal`` forgets it: the next run would create, and pay for, those requests again.
+        A rollback journal with ``synchronous=FULL`` puts each commit into the main file (on
+        disk) before it returns. A journal of an older version is moved out of WAL here,
+        which first folds its ``-wal`` into the main file.
+        """
+        try:
+            mode = self._db.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
+            self._db.execute("PRAGMA synchronous=FULL")
+            check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot prepare journal {self.path} for writing ({exc})") from exc
+        if mode != "delete":
+            raise JournalError(
+                f"cannot take journal {self.path} out of WAL mode: another program has it "
+                "open. Close it (or wait for it to end) and rerun"
+            )
+        if check != "ok":
+            raise JournalError(
+                f"journal {self.path} is damaged ({check}), so it cannot say which tasks were "
+                "already created. Restore it from a backup, or delete it to start over (every "
+                "request is then created, and paid for, again)"
+            )
+        if self._meta("journal_id") is None:  # journals of older versions have no identity
+            self._write(
+                lambda: self._db.execute(
+                    "INSERT INTO meta VALUES ('journal_id', ?)", (uuid.uuid4().hex,)
+                )
+            )
+        rows, sends = self._db.execute(
+            "SELECT count(*), coalesce(sum(sends), 0) FROM requests"
+        ).fetchone()
+        self._high_water = HighWater(rows, sends)
+
+    @property
+    def journal_id(self) -> str | None:
+        """The identity the journal was given when created (None: an older, unprepared file)."""
+        return self._meta("journal_id")
+
+    @property
+    def high_water(self) -> HighWater:
+        """Rows and sends recorded, as counted by `make_durable` and the writes since."""
+        return self._high_water
+
+    def _meta(self, name: str) -> str | None:
+        found = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if found is None else str(found[0])
+
+    def _advance(self, rows: int = 0, sends: int = 0) -> None:
+        mark = HighWater(self._high_water.rows + rows, self._high_water.sends + sends)
+        self._high_water = mark
+        if self.on_advance is not None:
+            self.on_advance(mark)
 
     def close(self) -> None:
         """Close the database file."""
@@ -266,6 +348,8 @@ class SqliteFile:
                 values,
             )
         )
+        if values:
+            self._advance(rows=len(values))
 
     def mark_seen(self, keys: Sequence[str], run: str) -> None:
         """Stamp `run` on existing rows."""
@@ -297,6 +381,7 @@ class SqliteFile:
                 (State.SUBMITTING, time.time(), key),
             )
         )
+        self._advance(sends=1)
 
     def _write(self, statement: Callable[[], object]) -> None:
         """Run one committed write, after checking the file is still the one opened."""
@@ -329,8 +414,9 @@ def _create(path: Path) -> None:
     temp.unlink(missing_ok=True)
     db = sqlite3.connect(temp, isolation_level=None)
     try:
-        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA journal_mode=DELETE")
         db.executescript(SCHEMA)
+        db.execute("INSERT INTO meta VALUES ('journal_id', ?)", (uuid.uuid4().hex,))
     finally:
         db.close()
     os.replace(temp, path)
@@ -358,13 +444,18 @@ class SqliteJournal:
 
     @classmethod
     async def open(cls, path: Path) -> SqliteJournal:
-        """Open the journal at `path`, creating it if there is none."""
-        return cls(await anyio.to_thread.run_sync(SqliteFile, path))
+        """Open the journal at `path` for writing, creating it if there is none."""
+        return cls(await anyio.to_thread.run_sync(_open_durable, path))
 
     @property
     def path(self) -> Path:
         """The journal file."""
         return self._file.path
+
+    @property
+    def file(self) -> SqliteFile:
+        """The file underneath (its identity and marks; calls on it block)."""
+        return self._file
 
     async def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await anyio.to_thread.run_sync(
@@ -442,6 +533,17 @@ class SqliteJournal:
     async def mark_download_failed(self, key: str, error: str) -> None:
         """Files not saved; a rerun downloads them."""
         await self._call(self._file.set, key, files=(), digests=(), error=error)
+
+
+def _open_durable(path: Path) -> SqliteFile:
+    """`SqliteFile` at `path`, made durable (closed again if that fails)."""
+    file = SqliteFile(path)
+    try:
+        file.make_durable()
+    except BaseException:
+        file.close()
+        raise
+    return file
 
 
 def read_rows(path: str | os.PathLike[str]) -> list[JournalRow]:

@@ -21,7 +21,7 @@ from .._errors import (
     TaskTimeoutError,
     WorldRouterError,
 )
-from ..batch import JournalInUseError
+from ..batch import JournalInUseError, JournalLostError, OutputClaimedError
 
 PROG: Final = "worldrouter-async"
 
@@ -71,7 +71,14 @@ def _describe(error: BaseException, *, resumable: bool) -> tuple[int, str]:
             return EXIT_INTERRUPTED, "interrupted" + (
                 "; rerun the same command to resume" if resumable else ""
             )
-        case UsageError() | ConfigurationError() | InvalidRequestError() | JournalInUseError():
+        case (
+            UsageError()
+            | ConfigurationError()
+            | InvalidRequestError()
+            | JournalInUseError()
+            | JournalLostError()
+            | OutputClaimedError()
+        ):
             return EXIT_USAGE, f"error: {in_cli_terms(str(error))}"
         case TaskTimeoutError():
             return EXIT_FAILED, (
