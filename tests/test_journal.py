@@ -7,11 +7,12 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import anyio
 import pytest
 
 from worldrouter_async import ImageRequest
 from worldrouter_async.batch import JournalError, JournalInUseError, JournalRow, State, read_rows
-from worldrouter_async.batch._journal import SqliteFile, SqliteJournal
+from worldrouter_async.batch._journal import HighWater, SqliteFile, SqliteJournal
 from worldrouter_async.batch._lock import JournalLock
 
 
@@ -179,3 +180,33 @@ async def test_a_wal_journal_of_an_older_version_is_folded_into_its_file(tmp_pat
     finally:
         await journal.aclose()
     assert [row.key for row in read_rows(tmp_path / "after.db")] == ["r0"]
+
+
+@pytest.mark.anyio
+async def test_writes_queued_together_share_a_commit_and_fail_alone(tmp_path: Path) -> None:
+    """Writes that queue while a commit runs share the next one (one sync to disk), yet one
+    that fails is undone alone, and the high-water mark moves only after the commit."""
+    journal = await SqliteJournal.open(tmp_path / "j.db")
+    marks: list[HighWater] = []
+    journal.file.on_advance = marks.append
+    errors: dict[str, JournalError | None] = {}
+
+    async def add(key: str) -> None:
+        try:
+            await journal.add([_row(key)])
+        except JournalError as exc:
+            errors[key] = exc
+        else:
+            errors[key] = None
+
+    try:
+        await journal.add([_row("dup")])
+        async with anyio.create_task_group() as task_group:
+            for key in ("a", "dup", "b", "c"):  # "a" commits alone; the rest queue behind it
+                task_group.start_soon(add, key)
+    finally:
+        await journal.aclose()
+    assert isinstance(errors.pop("dup"), JournalError)
+    assert errors == {"a": None, "b": None, "c": None}
+    assert sorted(row.key for row in read_rows(tmp_path / "j.db")) == ["a", "b", "c", "dup"]
+    assert marks == [HighWater(rows=1), HighWater(rows=2), HighWater(rows=4)]

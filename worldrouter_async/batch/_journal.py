@@ -24,7 +24,7 @@ from typing import Any, Final, Protocol
 
 import anyio
 import anyio.to_thread
-from attrs import define
+from attrs import define, field
 
 from ..models import ImageRequest, Usage, converter
 from ._errors import JournalError
@@ -223,6 +223,7 @@ class SqliteFile:
         #: Called with the new mark after each commit that records intents or a send.
         self.on_advance: Callable[[HighWater], None] | None = None
         self._high_water = HighWater()
+        self._in_group = False  # inside `commit_together`: writes are savepoints
         if not path.exists():
             if not create:
                 raise FileNotFoundError(f"no journal at {path}")
@@ -312,7 +313,7 @@ class SqliteFile:
     def _advance(self, rows: int = 0, sends: int = 0) -> None:
         mark = HighWater(self._high_water.rows + rows, self._high_water.sends + sends)
         self._high_water = mark
-        if self.on_advance is not None:
+        if self.on_advance is not None and not self._in_group:  # else told after the commit
             self.on_advance(mark)
 
     def close(self) -> None:
@@ -383,8 +384,71 @@ class SqliteFile:
         )
         self._advance(sends=1)
 
+    def commit_together(self, calls: Sequence[Callable[[], object]]) -> list[JournalError | None]:
+        """Run several write calls in one transaction, so they share one sync to disk.
+
+        Each call is a savepoint of its own: one that fails is undone alone and gets its
+        error back, in the order of `calls`; if the commit fails, every call gets the error.
+        """
+        try:
+            self._check_file()
+        except JournalError as exc:
+            return [JournalError(str(exc)) for _ in calls]
+        before = self._high_water
+        outcomes: list[JournalError | None] = []
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._in_group = True
+                try:
+                    for call in calls:
+                        try:
+                            call()
+                        except JournalError as exc:
+                            outcomes.append(exc)
+                        else:
+                            outcomes.append(None)
+                finally:
+                    self._in_group = False
+        except (sqlite3.Error, OSError) as exc:
+            self._high_water = before
+            return [self._write_error(exc) for _ in calls]
+        if self.on_advance is not None and self._high_water != before:
+            self.on_advance(self._high_water)
+        return outcomes
+
     def _write(self, statement: Callable[[], object]) -> None:
-        """Run one committed write, after checking the file is still the one opened."""
+        """Run one committed write (a savepoint inside `commit_together`)."""
+        if self._in_group:
+            self._db.execute("SAVEPOINT one_write")
+            try:
+                statement()
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK TO one_write")
+                raise self._write_error(exc) from exc
+            finally:
+                self._db.execute("RELEASE one_write")
+            return
+        self._check_file()
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                statement()
+        except (sqlite3.Error, OSError) as exc:
+            raise self._write_error(exc) from exc
+
+    def _write_error(self, exc: BaseException) -> JournalError:
+        try:  # a journal deleted or replaced mid-write fails with a vaguer error first
+            self._check_file()
+        except JournalError as cause:
+            return cause
+        return JournalError(
+            f"cannot write journal {self.path} ({exc}); the run stopped and everything "
+            "recorded so far is kept: fix the problem (disk space, permissions) and rerun"
+        )
+
+    def _check_file(self) -> None:
+        """Raise unless the journal file is still the one opened (not deleted or replaced)."""
         try:
             stat = os.stat(self.path)
         except FileNotFoundError:
@@ -397,15 +461,6 @@ class SqliteFile:
                 f"journal {self.path} was replaced by another file while this run was using "
                 "it; the run stopped. Put the original back to resume"
             )
-        try:
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                statement()
-        except (sqlite3.Error, OSError) as exc:
-            raise JournalError(
-                f"cannot write journal {self.path} ({exc}); the run stopped and everything "
-                "recorded so far is kept: fix the problem (disk space, permissions) and rerun"
-            ) from exc
 
 
 def _create(path: Path) -> None:
@@ -441,6 +496,9 @@ class SqliteJournal:
     def __init__(self, file: SqliteFile) -> None:
         self._file = file
         self._limiter = anyio.CapacityLimiter(1)
+        self._queue: list[_Write] = []
+        self._flushing = False
+        self._round_over = anyio.Event()
 
     @classmethod
     async def open(cls, path: Path) -> SqliteJournal:
@@ -462,6 +520,51 @@ class SqliteJournal:
             lambda: function(*args, **kwargs), limiter=self._limiter
         )
 
+    async def _write(self, function: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+        """Commit one write, grouped with the writes other tasks queued meanwhile.
+
+        Each commit syncs the file to disk, which costs milliseconds, so the writes that
+        arrive while one commit runs share the next one (group commit). The caller returns
+        once its own write is committed, as before; whoever finds no commit running runs
+        the next one.
+        """
+        write = _Write(lambda: function(*args, **kwargs))
+        self._queue.append(write)
+        try:
+            while not write.done.is_set():
+                if self._flushing:
+                    await self._round_over.wait()
+                else:
+                    await self._commit_queued()
+        finally:
+            if write in self._queue:  # cancelled before its commit began: never written
+                self._queue.remove(write)
+        if write.error is not None:
+            raise write.error
+
+    async def _commit_queued(self) -> None:
+        self._flushing = True
+        group, self._queue = self._queue, []
+        outcomes: list[JournalError | None] = [
+            JournalError(f"the write to journal {self.path} did not finish") for _ in group
+        ]
+        try:
+            with anyio.CancelScope(shield=True):  # the writes taken must all be answered
+                outcomes = await anyio.to_thread.run_sync(
+                    self._file.commit_together,
+                    [write.call for write in group],
+                    limiter=self._limiter,
+                )
+        except Exception as exc:  # handed to each writer as its error, never lost
+            outcomes = [JournalError(f"cannot write journal {self.path} ({exc!r})") for _ in group]
+        finally:
+            for write, error in zip(group, outcomes, strict=True):
+                write.error = error
+                write.done.set()
+            self._flushing = False
+            self._round_over.set()
+            self._round_over = anyio.Event()
+
     async def aclose(self) -> None:
         """Close the database."""
         await self._call(self._file.close)
@@ -473,48 +576,48 @@ class SqliteJournal:
 
     async def add(self, rows: Sequence[JournalRow]) -> None:
         """Record new intents."""
-        await self._call(self._file.add, rows)
+        await self._write(self._file.add, rows)
 
     async def mark_seen(self, keys: Sequence[str], run: str) -> None:
         """Stamp `run` on existing rows."""
-        await self._call(self._file.mark_seen, keys, run)
+        await self._write(self._file.mark_seen, keys, run)
 
     async def mark_submitting(self, key: str) -> None:
         """Commit that a create is about to be sent."""
-        await self._call(self._file.count_send, key)
+        await self._write(self._file.count_send, key)
 
     async def mark_created(self, key: str, task_id: str | None, status: str | None) -> None:
         """Record the task ID."""
-        await self._call(
+        await self._write(
             self._file.set, key, state=State.CREATED, task_id=task_id, status=status, error=None
         )
 
     async def mark_pending(self, key: str, error: str) -> None:
         """Back to pending: nothing was created."""
-        await self._call(self._file.set, key, state=State.PENDING, error=error)
+        await self._write(self._file.set, key, state=State.PENDING, error=error)
 
     async def mark_ambiguous(self, key: str, error: str) -> None:
         """Stays submitting, with the reason."""
-        await self._call(self._file.set, key, state=State.SUBMITTING, error=error)
+        await self._write(self._file.set, key, state=State.SUBMITTING, error=error)
 
     async def mark_failed(self, key: str, error: str) -> None:
         """Failed for good."""
-        await self._call(self._file.set, key, state=State.FAILED, error=error)
+        await self._write(self._file.set, key, state=State.FAILED, error=error)
 
     async def mark_expired(self, key: str, error: str) -> None:
         """The server forgot the task."""
-        await self._call(self._file.set, key, state=State.EXPIRED, error=error)
+        await self._write(self._file.set, key, state=State.EXPIRED, error=error)
 
     async def mark_unfinished(self, key: str, status: str | None, error: str) -> None:
         """Still created; tracked again by a rerun."""
-        await self._call(self._file.set, key, status=status, error=error)
+        await self._write(self._file.set, key, status=status, error=error)
 
     async def mark_completed(
         self, key: str, status: str, urls: Sequence[str], usage: Usage | None
     ) -> None:
         """Completed, with its URLs and usage."""
         usage_json = json.dumps(converter.unstructure(usage)) if usage is not None else None
-        await self._call(
+        await self._write(
             self._file.set,
             key,
             state=State.COMPLETED,
@@ -526,13 +629,22 @@ class SqliteJournal:
 
     async def mark_files(self, key: str, files: Sequence[str], digests: Sequence[str]) -> None:
         """Files saved."""
-        await self._call(
+        await self._write(
             self._file.set, key, files=tuple(files), digests=tuple(digests), error=None
         )
 
     async def mark_download_failed(self, key: str, error: str) -> None:
         """Files not saved; a rerun downloads them."""
-        await self._call(self._file.set, key, files=(), digests=(), error=error)
+        await self._write(self._file.set, key, files=(), digests=(), error=error)
+
+
+@define
+class _Write:
+    """One queued journal write and, once committed, its error (None when it succeeded)."""
+
+    call: Callable[[], object]
+    done: anyio.Event = field(factory=anyio.Event)
+    error: JournalError | None = None
 
 
 def _open_durable(path: Path) -> SqliteFile:
