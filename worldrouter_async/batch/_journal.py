@@ -5,9 +5,11 @@ task ID as soon as the create answers, so a crash at any instant leaves enough o
 resume without losing a task. `JournalStore` is what the runner needs; `SqliteJournal` (one
 SQLite file, written from a worker thread) is the implementation it ships with.
 
-A run writes the file with a rollback journal and ``synchronous=FULL``: every commit is in the
-main file when it returns, so losing the sidecar files (``-wal``, ``-shm``, ``-journal``, as a
-copy of the journal file alone does) never loses the record of a create that was sent.
+A run writes the file with a rollback journal and ``synchronous=EXTRA``: every commit is in
+the main file, synced to disk, when it returns, so losing the sidecar files (``-wal``,
+``-shm``, ``-journal``, as a copy of the journal file alone does) never loses the record of
+a create that was sent. (EXTRA also syncs the directory once the rollback journal is
+deleted, so a power cut cannot bring that journal back and undo the commit.)
 """
 
 from __future__ import annotations
@@ -264,13 +266,13 @@ class SqliteFile:
 
         Under WAL a commit can live only in the ``-wal`` file until a checkpoint, and a lost
         ``-wal`` forgets it: the next run would create, and pay for, those requests again.
-        A rollback journal with ``synchronous=FULL`` puts each commit into the main file (on
+        A rollback journal with ``synchronous=EXTRA`` puts each commit into the main file (on
         disk) before it returns. A journal of an older version is moved out of WAL here,
         which first folds its ``-wal`` into the main file.
         """
         try:
             mode = self._db.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA synchronous=EXTRA")
             check = self._db.execute("PRAGMA quick_check").fetchone()[0]
         except sqlite3.Error as exc:
             raise JournalError(f"cannot prepare journal {self.path} for writing ({exc})") from exc
