@@ -113,7 +113,7 @@ class OutputClaim:
                 raise JournalLostError(
                     f"journal {self._journal} knows {mark.rows} requests, but "
                     f"{self._directory} holds the images of {stems}: the journal lost rows "
-                    "(a -wal file deleted, or an older copy restored), and a run would pay "
+                    "(its -wal file deleted, or an older copy put back), and a run would pay "
                     "again for the requests it forgot. Put the complete journal back (with its "
                     f"-wal file, if it had one), or {_NEW_JOURNAL}"
                 )
@@ -140,10 +140,10 @@ class OutputClaim:
             raise JournalLostError(
                 f"journal {self._journal} lost records: it holds {mark.rows} requests and "
                 f"{mark.sends} creates sent, but it had recorded {claim.rows} and "
-                f"{claim.sends} (as {self.path} notes). Its -wal file was deleted or an "
-                "older copy was restored, and a run would pay again for the requests it "
-                "forgot. Put the complete journal back (with its -wal file, if it had one), "
-                f"or {_NEW_JOURNAL}"
+                f"{claim.sends} (as {self.path} notes). An older copy was put back (or, for a "
+                "journal of an older version, its -wal file was lost), and a run would pay "
+                "again for the requests it forgot. Put the complete journal back (with its "
+                f"-wal file, if it had one), or {_NEW_JOURNAL}"
             )
 
     def advance(self, mark: HighWater) -> None:

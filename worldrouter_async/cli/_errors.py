@@ -39,6 +39,8 @@ CLI_SPELLINGS: Final = (
     ("task_timeout", "--timeout"),
     ("in proxy= or HTTPS_PROXY", "in --proxy or HTTPS_PROXY"),
     ("Session(verify='/path/to/ca.pem') (CLI: --ca-bundle)", "--ca-bundle /path/to/ca.pem"),
+    ("new_journal=True (CLI: --new-journal)", "--new-journal"),
+    ("another output directory (CLI: another --out)", "another --out"),
 )
 
 
