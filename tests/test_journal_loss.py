@@ -21,11 +21,12 @@ pytestmark = pytest.mark.anyio
 SIDECARS = ("-wal", "-shm", "-journal")
 
 
+@pytest.mark.parametrize("kill_at", ["creates", "downloads"])
 async def test_kill_9_then_losing_the_sidecar_files_never_pays_twice(
-    emulator: Emulator, tmp_path: Path
+    emulator: Emulator, tmp_path: Path, kill_at: str
 ) -> None:
-    """Killed after some creates, then its -wal, -shm and -journal deleted (as a copy of the
-    journal file alone leaves it), a rerun pays for no prompt twice: one task per prompt."""
+    """Killed mid-create or mid-download, then its -wal, -shm and -journal deleted (as a copy
+    of the journal file alone leaves it), a rerun pays for no prompt twice: one task each."""
     count = 40
     emulator.time_scale = 0.03  # a gpt-image-2 task takes ~0.75 s: some are still running
     emulator.ignore_idempotency = True
@@ -35,7 +36,10 @@ async def test_kill_9_then_losing_the_sidecar_files_never_pays_twice(
     command = _batch_command(emulator, prompts, out)
     env = _env(WORLDROUTER_API_KEY=emulator.api_key)
     async with await anyio.open_process(command, env=env) as first:
-        await _kill_when(first, lambda: emulator.counters.creates >= 12)
+        if kill_at == "creates":
+            await _kill_when(first, lambda: emulator.counters.creates >= 12)
+        else:
+            await _kill_when(first, lambda: emulator.counters.storage_requests >= 6)
     for suffix in SIDECARS:
         journal.with_name(journal.name + suffix).unlink(missing_ok=True)
     final = await anyio.run_process(command, env=env, check=False)
