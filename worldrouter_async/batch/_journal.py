@@ -398,6 +398,7 @@ class SqliteFile:
             return [JournalError(str(exc)) for _ in calls]
         before = self._high_water
         outcomes: list[JournalError | None] = []
+        committed = False
         try:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -412,9 +413,12 @@ class SqliteFile:
                             outcomes.append(None)
                 finally:
                     self._in_group = False
+            committed = True
         except (sqlite3.Error, OSError) as exc:
-            self._high_water = before
             return [self._write_error(exc) for _ in calls]
+        finally:
+            if not committed:  # rolled back: the marks of its writes were never reached
+                self._high_water = before
         if self.on_advance is not None and self._high_water != before:
             self.on_advance(self._high_water)
         return outcomes
