@@ -87,6 +87,9 @@ class BatchRunner:
     One run at a time holds a journal (an OS lock); a second raises `JournalInUseError`.
     A row whose create may have reached the server (``submitting``) is resent on resume only
     when ``session.retry_ambiguous_creates`` is on; otherwise it is reported ``ambiguous``.
+    `out_dir` is claimed for the journal (``OUT/.worldrouter-job``): a journal that lost
+    records raises `JournalLostError`, and a second journal `OutputClaimedError`, before
+    anything is sent.
 
     Args:
         session: the open session that sends the creates.
@@ -98,7 +101,8 @@ class BatchRunner:
             memory and the tasks waiting on the server.
         timeout: seconds to wait for each task (None: the session's default).
         new_journal: start a new journal even though `out_dir` already holds images (whose
-            journal is then presumed lost: every request is created, and paid for, again).
+            journal is then presumed lost: every request is created, and paid for, again),
+            or go on with a journal that holds less than `out_dir`'s claim records.
 
     Example:
         >>> async def main(session, requests):  # doctest: +SKIP
