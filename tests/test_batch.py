@@ -626,6 +626,14 @@ async def test_two_journals_cannot_share_an_output_directory(
     assert emulator.counters.creates == 2
     outcomes, _ = await _run(session, tmp_path / "b.db", _requests(2), tmp_path / "other")
     assert {o.kind for o in outcomes} == {OutcomeKind.COMPLETED}
+    (tmp_path / "a.db").unlink()  # the owner's journal gone, its images kept: lost, not free
+    with pytest.raises(JournalLostError, match="already holds images of the job journaled in"):
+        await _run(session, tmp_path / "c.db", _requests(2), out)
+    for image in out.glob("*.png"):  # images deleted too: a new job may start there
+        image.unlink()
+    outcomes, _ = await _run(session, tmp_path / "c.db", _requests(2), out)
+    assert {o.kind for o in outcomes} == {OutcomeKind.COMPLETED}
+    assert emulator.counters.creates == 6
 
 
 async def test_generate_output_in_the_folder_does_not_block_a_batch(

@@ -69,23 +69,28 @@ def read_claim(directory: Path) -> Claim | None:
 
 
 def refuse_fresh_start(directory: Path, journal: Path) -> None:
-    """Refuse a new journal where a job's images already are (its journal is presumed lost)."""
+    """Refuse a new journal where a job's images already are (its journal is presumed lost).
+
+    A directory whose images were deleted with their journal starts a new job; only a claim
+    naming another journal that still exists keeps it.
+    """
     claim = read_claim(directory)
+    if claim is not None and _owned_elsewhere(claim, journal):
+        raise _claimed(directory, claim, journal)
+    if not job_images(directory):
+        return
     if claim is not None:
-        if Path(claim.journal) != journal.absolute() and Path(claim.journal).exists():
-            raise _claimed(directory, claim, journal)
         raise JournalLostError(
             f"{directory} already holds images of the job journaled in {claim.journal} "
             f"({claim.rows} requests, {claim.sends} creates sent), but there is no journal "
             f"at {journal}: starting a new journal would create (and pay for) every request "
             f"again. Put that journal back, or {_NEW_JOURNAL}"
         )
-    if job_images(directory):
-        raise JournalLostError(
-            f"{directory} already holds images but there is no journal at {journal}: "
-            "starting a new journal would create (and pay for) every request again. Point "
-            f"the journal at the old one, or {_NEW_JOURNAL}"
-        )
+    raise JournalLostError(
+        f"{directory} already holds images but there is no journal at {journal}: "
+        "starting a new journal would create (and pay for) every request again. Point "
+        f"the journal at the old one, or {_NEW_JOURNAL}"
+    )
 
 
 class OutputClaim:
@@ -125,11 +130,10 @@ class OutputClaim:
         self.advance(mark)
 
     def _check(self, claim: Claim, mark: HighWater, *, new_journal: bool) -> None:
-        ours = Path(claim.journal) == self._journal.absolute()
         if claim.journal_id != self._journal_id:
-            if not ours and Path(claim.journal).exists():
+            if _owned_elsewhere(claim, self._journal):
                 raise _claimed(self._directory, claim, self._journal)
-            if not new_journal:
+            if not new_journal and job_images(self._directory):
                 raise JournalLostError(
                     f"{self._directory} was written by the journal {claim.journal} "
                     f"({claim.rows} requests, {claim.sends} creates sent), and the journal at "
@@ -188,6 +192,11 @@ def job_images(directory: Path) -> set[str]:
             if found and entry.is_file() and not _TASK_ID_STEM.fullmatch(found["stem"]):
                 stems.add(found["stem"])
     return stems
+
+
+def _owned_elsewhere(claim: Claim, journal: Path) -> bool:
+    """True when the claim names another journal file, and that file still exists."""
+    return Path(claim.journal) != journal.absolute() and Path(claim.journal).exists()
 
 
 def _claimed(directory: Path, claim: Claim, journal: Path) -> OutputClaimedError:
