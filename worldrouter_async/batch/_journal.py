@@ -275,7 +275,10 @@ class SqliteFile:
             self._db.execute("PRAGMA synchronous=EXTRA")
             check = self._db.execute("PRAGMA quick_check").fetchone()[0]
         except sqlite3.Error as exc:
-            raise JournalError(f"cannot prepare journal {self.path} for writing ({exc})") from exc
+            raise JournalError(
+                f"cannot prepare journal {self.path} for writing ({exc}); if another program "
+                "has it open, close that program and rerun"
+            ) from exc
         if mode != "delete":
             raise JournalError(
                 f"cannot take journal {self.path} out of WAL mode: another program has it "
