@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -13,16 +14,18 @@ from typing import Any
 import attrs
 import pytest
 
-from worldrouter_async import IgnoredParameterWarning, ImageRequest, Session, Usage
+from worldrouter_async import IgnoredParameterWarning, ImageRequest, RetryPolicy, Session, Usage
 from worldrouter_async.batch import (
     BatchItem,
     BatchRunner,
     InvalidLine,
     JournalError,
     JournalInUseError,
+    JournalLostError,
     JournalRow,
     Outcome,
     OutcomeKind,
+    OutputClaimedError,
     Source,
     State,
     file_stem,
@@ -596,3 +599,107 @@ async def test_unreadable_lines_are_outcomes_recorded_in_the_journal(
     assert [o.kind for o in again] == [OutcomeKind.COMPLETED]
     assert list(iter_invalid_lines(journal)) == []
     assert emulator.counters.creates == 1
+
+
+async def _restore_an_older_copy(
+    session: Session, journal: Path, out: Path, *, before: int, after: int
+) -> None:
+    """Run `before` requests, copy the journal, run up to `after`, then put the copy back."""
+    await _run(session, journal, _requests(before), out)
+    shutil.copyfile(journal, journal.with_name("backup.db"))
+    await _run(session, journal, _requests(after), out)
+    os.replace(journal.with_name("backup.db"), journal)
+
+
+async def test_a_restored_older_journal_is_refused_before_paying_again(
+    session: Session, emulator: Emulator, tmp_path: Path
+) -> None:
+    """The output directory's claim remembers how much the journal recorded: a journal found
+    below that mark is refused before any create, and --new-journal accepts it on purpose."""
+    emulator.ignore_idempotency = True
+    journal, out = tmp_path / "out" / "j.db", tmp_path / "out"
+    await _restore_an_older_copy(session, journal, out, before=2, after=5)
+    with pytest.raises(JournalLostError, match="lost records: it holds 2 requests") as caught:
+        await _run(session, journal, _requests(5), out)
+    assert "new_journal=True" in str(caught.value)
+    assert emulator.counters.creates == 5
+    async with BatchRunner(session, journal, out_dir=out, new_journal=True) as runner:
+        assert len([o async for o in runner.run(_requests(5))]) == 5
+    assert emulator.counters.creates == 8  # the 3 forgotten requests, paid again as asked
+
+
+async def test_without_a_claim_more_images_than_rows_means_lost_rows(
+    session: Session, emulator: Emulator, tmp_path: Path
+) -> None:
+    """An output directory of an older version (no claim) is judged by its images: more
+    images than journal rows means the journal forgot requests."""
+    journal, out = tmp_path / "out" / "j.db", tmp_path / "out"
+    await _restore_an_older_copy(session, journal, out, before=2, after=5)
+    (out / ".worldrouter-job").unlink(missing_ok=True)  # as an older version left it
+    with pytest.raises(JournalLostError, match=r"knows 2 requests, but .* holds the images of 5"):
+        await _run(session, journal, _requests(5), out)
+    assert emulator.counters.creates == 5
+
+
+async def test_two_journals_cannot_share_an_output_directory(
+    session: Session, emulator: Emulator, tmp_path: Path
+) -> None:
+    """A second journal on a claimed output directory is refused, naming both journals and
+    the fix, even with new_journal; another output directory works."""
+    out = tmp_path / "out"
+    await _run(session, tmp_path / "a.db", _requests(2), out)
+    for new_journal in (False, True):
+        with pytest.raises(OutputClaimedError) as caught:
+            async with BatchRunner(
+                session, tmp_path / "b.db", out_dir=out, new_journal=new_journal
+            ):
+                pass
+        message = str(caught.value)
+        assert str(tmp_path / "a.db") in message
+        assert str(tmp_path / "b.db") in message
+        assert "--journal" in message
+        assert "another output directory" in message
+    assert emulator.counters.creates == 2
+    outcomes, _ = await _run(session, tmp_path / "b.db", _requests(2), tmp_path / "other")
+    assert {o.kind for o in outcomes} == {OutcomeKind.COMPLETED}
+    (tmp_path / "a.db").unlink()  # the owner's journal gone, its images kept: lost, not free
+    with pytest.raises(JournalLostError, match="already holds images of the job journaled in"):
+        await _run(session, tmp_path / "c.db", _requests(2), out)
+    for image in out.glob("*.png"):  # images deleted too: a new job may start there
+        image.unlink()
+    outcomes, _ = await _run(session, tmp_path / "c.db", _requests(2), out)
+    assert {o.kind for o in outcomes} == {OutcomeKind.COMPLETED}
+    assert emulator.counters.creates == 6
+
+
+async def test_generate_output_in_the_folder_does_not_block_a_batch(
+    session: Session, emulator: Emulator, tmp_path: Path
+) -> None:
+    """Images saved by generate are named after their task id, not a batch key: a batch into
+    that folder starts (no claim, no journal) without a false 'would pay again' refusal."""
+    out = tmp_path / "out"
+    result = await session.generate("gpt-image-2", "a star")
+    (saved,) = await session.download(result, out)
+    assert saved.name.startswith("imgtask_")
+    outcomes, _ = await _run(session, out / "journal.sqlite3", _requests(2), out)
+    assert {o.kind for o in outcomes} == {OutcomeKind.COMPLETED}
+    assert emulator.counters.creates == 3
+
+
+async def test_a_rerun_downloads_from_fresh_urls_when_the_stored_ones_expired(
+    make_session: SessionFactory, emulator: Emulator, tmp_path: Path
+) -> None:
+    """download_failed rows poll their task again before downloading: signed URLs expire,
+    so the journaled ones answer 403 by the rerun, and the task gives fresh ones."""
+    journal, out = tmp_path / "j.db", tmp_path / "out"
+    emulator.inject("500", route="storage", count=3)
+    async with make_session(retry=RetryPolicy(attempts=1)) as session:
+        first, _ = await _run(session, journal, _requests(3), out)
+    assert {o.kind for o in first} == {OutcomeKind.DOWNLOAD_FAILED}
+    emulator.expire_urls()
+    async with make_session() as session:
+        again, _ = await _run(session, journal, _requests(3), out)
+    assert {o.kind for o in again} == {OutcomeKind.COMPLETED}
+    assert all(Path(f).read_bytes().startswith(b"\x89PNG") for o in again for f in o.files)
+    assert all(url.endswith("?v=1") for r in read_rows(journal) for url in r.urls)
+    assert emulator.counters.creates == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from worldrouter_async import ImageRequest
 from worldrouter_async.batch import JournalError, JournalInUseError, JournalRow, State, read_rows
-from worldrouter_async.batch._journal import SqliteFile
+from worldrouter_async.batch._journal import HighWater, SqliteFile, SqliteJournal
 from worldrouter_async.batch._lock import JournalLock
 
 
@@ -164,3 +165,78 @@ async def test_the_journal_limiter_gives_a_freed_token_to_the_waiter_only() -> N
         newcomer_may_go.set()  # the newcomer resumes first, before...
         limiter.release()  # ...the waiter this release wakes
     assert holders_seen == [1, 1]
+
+
+@pytest.mark.anyio
+async def test_every_commit_is_in_the_journal_file_itself(tmp_path: Path) -> None:
+    """A copy of the journal file alone (no -wal, -shm or -journal beside it) holds every
+    commit already made, so losing the sidecar files forgets no create that was sent."""
+    journal = await SqliteJournal.open(tmp_path / "j.db")
+    try:
+        await journal.add([_row("r0"), _row("r1")])
+        await journal.mark_submitting("r0")
+        await journal.mark_submitting("r1")
+        await journal.mark_created("r1", "task-1", "queued")
+        shutil.copyfile(tmp_path / "j.db", tmp_path / "copy.db")
+    finally:
+        await journal.aclose()
+    rows = {row.key: row for row in read_rows(tmp_path / "copy.db")}
+    assert rows["r0"].state == State.SUBMITTING
+    assert (rows["r1"].state, rows["r1"].task_id) == (State.CREATED, "task-1")
+
+
+@pytest.mark.anyio
+async def test_a_wal_journal_of_an_older_version_is_folded_into_its_file(tmp_path: Path) -> None:
+    """Opening a WAL-mode journal (as older versions wrote) moves its -wal into the file."""
+    path = tmp_path / "j.db"
+    SqliteFile(path).close()
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("PRAGMA journal_mode=WAL")
+    old.execute("PRAGMA wal_autocheckpoint=0")  # the row stays in the -wal file
+    old.execute(
+        "INSERT INTO requests (key, position, request, idempotency_key, state, updated_at)"
+        " VALUES ('r0', 0, '{\"model\": \"m\", \"prompt\": \"p\"}', 'k', 'created', 0)"
+    )
+    crashed = tmp_path / "crashed"  # what a killed run of an older version left behind
+    crashed.mkdir()
+    for name in ("j.db", "j.db-wal"):
+        shutil.copyfile(tmp_path / name, crashed / name)
+    old.close()
+    shutil.copyfile(crashed / "j.db", tmp_path / "before.db")
+    assert read_rows(tmp_path / "before.db") == []  # the row is only in the -wal file
+    journal = await SqliteJournal.open(crashed / "j.db")
+    try:
+        shutil.copyfile(crashed / "j.db", tmp_path / "after.db")
+    finally:
+        await journal.aclose()
+    assert [row.key for row in read_rows(tmp_path / "after.db")] == ["r0"]
+
+
+@pytest.mark.anyio
+async def test_writes_queued_together_share_a_commit_and_fail_alone(tmp_path: Path) -> None:
+    """Writes that queue while a commit runs share the next one (one sync to disk), yet one
+    that fails is undone alone, and the high-water mark moves only after the commit."""
+    journal = await SqliteJournal.open(tmp_path / "j.db")
+    marks: list[HighWater] = []
+    journal.file.on_advance = marks.append
+    errors: dict[str, JournalError | None] = {}
+
+    async def add(key: str) -> None:
+        try:
+            await journal.add([_row(key)])
+        except JournalError as exc:
+            errors[key] = exc
+        else:
+            errors[key] = None
+
+    try:
+        await journal.add([_row("dup")])
+        async with anyio.create_task_group() as task_group:
+            for key in ("a", "dup", "b", "c"):  # "a" commits alone; the rest queue behind it
+                task_group.start_soon(add, key)
+    finally:
+        await journal.aclose()
+    assert isinstance(errors.pop("dup"), JournalError)
+    assert errors == {"a": None, "b": None, "c": None}
+    assert sorted(row.key for row in read_rows(tmp_path / "j.db")) == ["a", "b", "c", "dup"]
+    assert marks == [HighWater(rows=1), HighWater(rows=2), HighWater(rows=4)]

@@ -11,9 +11,12 @@ from worldrouter_async.batch import (
     BatchItem,
     BatchRunner,
     BatchSummary,
+    JournalError,
+    JournalLostError,
     JournalRow,
     LineError,
     Outcome,
+    OutputClaimedError,
     iter_rows,
     read_jsonl,
     read_rows,
@@ -63,8 +66,13 @@ async def usage() -> None:
             async for done in finished:
                 assert_type(done, wr.TaskHandle)
         assert_type(finished, wr.Pipeline)
-        async with BatchRunner(session, Path("job.sqlite3"), out_dir="images"):
-            pass
+        try:
+            async with BatchRunner(session, Path("job.sqlite3"), out_dir="images"):
+                pass
+        except (JournalLostError, OutputClaimedError) as refused:
+            assert_type(refused, JournalLostError | OutputClaimedError)
+            journal_error: JournalError = refused
+            print(journal_error)
     assert_type(read_jsonl("prompts.jsonl"), tuple[list[BatchItem], list[LineError]])
     assert_type(read_rows(Path("job.sqlite3")), list[JournalRow])
     assert_type(iter_rows("job.sqlite3"), Iterator[JournalRow])

@@ -9,7 +9,7 @@ Example:
     ...             print(outcome.key, outcome.kind)
 """
 
-from ._errors import JournalError, JournalInUseError
+from ._errors import JournalError, JournalInUseError, JournalLostError, OutputClaimedError
 from ._journal import (
     InvalidLine,
     JournalRow,
@@ -32,11 +32,13 @@ __all__ = [
     "InvalidLine",
     "JournalError",
     "JournalInUseError",
+    "JournalLostError",
     "JournalRow",
     "JournalStore",
     "LineError",
     "Outcome",
     "OutcomeKind",
+    "OutputClaimedError",
     "Source",
     "SqliteJournal",
     "State",

@@ -3,7 +3,13 @@
 The intent (request and idempotency key) is committed before the create is sent, and the
 task ID as soon as the create answers, so a crash at any instant leaves enough on disk to
 resume without losing a task. `JournalStore` is what the runner needs; `SqliteJournal` (one
-SQLite file in WAL mode, written from a worker thread) is the implementation it ships with.
+SQLite file, written from a worker thread) is the implementation it ships with.
+
+A run writes the file with a rollback journal and ``synchronous=EXTRA``: every commit is in
+the main file, synced to disk, when it returns, so losing the sidecar files (``-wal``,
+``-shm``, ``-journal``, as a copy of the journal file alone does) never loses the record of
+a create that was sent. (EXTRA also syncs the directory once the rollback journal is
+deleted, so a power cut cannot bring that journal back and undo the commit.)
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import json
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -19,7 +26,7 @@ from typing import Any, Final, Protocol
 
 import anyio
 import anyio.to_thread
-from attrs import define
+from attrs import define, field
 
 from ..models import ImageRequest, Usage, converter
 from ._errors import JournalError
@@ -39,6 +46,8 @@ class State(StrEnum):
 FINAL_STATES: Final = frozenset({State.COMPLETED, State.FAILED, State.EXPIRED})
 SCHEMA_VERSION: Final = "2"
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+#: Seconds a write waits for a reader (``worldrouter-async status``) to let go of the file.
+BUSY_TIMEOUT: Final = 30.0
 
 SCHEMA: Final = """
 CREATE TABLE requests (
@@ -138,6 +147,21 @@ class InvalidLine:
     journaled: bool = False
 
 
+@define(frozen=True)
+class HighWater:
+    """How much a journal has recorded: its rows (intents) and the creates sent for them.
+
+    Both only grow, so a journal found below a mark it once reached has lost records.
+    """
+
+    rows: int = 0
+    sends: int = 0
+
+    def covers(self, other: HighWater) -> bool:
+        """True when this mark is at or above `other` on both counts."""
+        return self.rows >= other.rows and self.sends >= other.sends
+
+
 def _row(values: tuple[Any, ...]) -> JournalRow:
     record = dict(zip(_COLUMNS, values, strict=True))
     return JournalRow(
@@ -228,6 +252,10 @@ class SqliteFile:
 
     def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
+        #: Called with the new mark after each commit that records intents or a send.
+        self.on_advance: Callable[[HighWater], None] | None = None
+        self._high_water = HighWater()
+        self._in_group = False  # inside `commit_together`: writes are savepoints
         if not path.exists():
             if not create:
                 raise FileNotFoundError(f"no journal at {path}")
@@ -237,7 +265,9 @@ class SqliteFile:
                 raise JournalError(f"cannot create a journal at {path} ({exc})") from exc
         _check_header(path)
         try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db = sqlite3.connect(
+                path, timeout=BUSY_TIMEOUT, check_same_thread=False, isolation_level=None
+            )
         except sqlite3.Error as exc:
             raise JournalError(f"{path} is not a worldrouter-async journal ({exc})") from exc
         try:
@@ -258,10 +288,68 @@ class SqliteFile:
             raise JournalError(f"{path} is a journal of an unknown version {version}")
         stat = path.stat()
         self._identity = (stat.st_dev, stat.st_ino)
-        # NORMAL under WAL survives a killed process; only a power cut may lose the last commit.
-        self._db.execute("PRAGMA synchronous=NORMAL")
         if version[0] == "1":
             self._write(lambda: self._db.executescript(_MIGRATE_1_TO_2))
+
+    def make_durable(self) -> None:
+        """Make every later commit reach the main file, check the file, and read its marks.
+
+        Under WAL a commit can live only in the ``-wal`` file until a checkpoint, and a lost
+        ``-wal`` forgets it: the next run would create, and pay for, those requests again.
+        A rollback journal with ``synchronous=EXTRA`` puts each commit into the main file (on
+        disk) before it returns. A journal of an older version is moved out of WAL here,
+        which first folds its ``-wal`` into the main file.
+        """
+        try:
+            mode = self._db.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
+            self._db.execute("PRAGMA synchronous=EXTRA")
+            check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise JournalError(
+                f"cannot prepare journal {self.path} for writing ({exc}); if another program "
+                "has it open, close that program and rerun"
+            ) from exc
+        if mode != "delete":
+            raise JournalError(
+                f"cannot take journal {self.path} out of WAL mode: another program has it "
+                "open. Close it (or wait for it to end) and rerun"
+            )
+        if check != "ok":
+            raise JournalError(
+                f"journal {self.path} is damaged ({check}), so it cannot say which tasks were "
+                "already created. Restore it from a backup, or delete it to start over (every "
+                "request is then created, and paid for, again)"
+            )
+        if self._meta("journal_id") is None:  # journals of older versions have no identity
+            self._write(
+                lambda: self._db.execute(
+                    "INSERT INTO meta VALUES ('journal_id', ?)", (uuid.uuid4().hex,)
+                )
+            )
+        rows, sends = self._db.execute(
+            "SELECT count(*), coalesce(sum(sends), 0) FROM requests"
+        ).fetchone()
+        self._high_water = HighWater(rows, sends)
+
+    @property
+    def journal_id(self) -> str | None:
+        """The identity the journal was given when created (None: an older, unprepared file)."""
+        return self._meta("journal_id")
+
+    @property
+    def high_water(self) -> HighWater:
+        """Rows and sends recorded, as counted by `make_durable` and the writes since."""
+        return self._high_water
+
+    def _meta(self, name: str) -> str | None:
+        found = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if found is None else str(found[0])
+
+    def _advance(self, rows: int = 0, sends: int = 0) -> None:
+        mark = HighWater(self._high_water.rows + rows, self._high_water.sends + sends)
+        self._high_water = mark
+        if self.on_advance is not None and not self._in_group:  # else told after the commit
+            self.on_advance(mark)
 
     def close(self) -> None:
         """Close the database file."""
@@ -296,6 +384,8 @@ class SqliteFile:
                 values,
             )
         )
+        if values:
+            self._advance(rows=len(values))
 
     def mark_seen(self, keys: Sequence[str], run: str) -> None:
         """Stamp `run` on existing rows."""
@@ -327,6 +417,44 @@ class SqliteFile:
                 (State.SUBMITTING, time.time(), key),
             )
         )
+        self._advance(sends=1)
+
+    def commit_together(self, calls: Sequence[Callable[[], object]]) -> list[JournalError | None]:
+        """Run several write calls in one transaction, so they share one sync to disk.
+
+        Each call is a savepoint of its own: one that fails is undone alone and gets its
+        error back, in the order of `calls`; if the commit fails, every call gets the error.
+        """
+        try:
+            self._check_file()
+        except JournalError as exc:
+            return [JournalError(str(exc)) for _ in calls]
+        before = self._high_water
+        outcomes: list[JournalError | None] = []
+        committed = False
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._in_group = True
+                try:
+                    for call in calls:
+                        try:
+                            call()
+                        except JournalError as exc:
+                            outcomes.append(exc)
+                        else:
+                            outcomes.append(None)
+                finally:
+                    self._in_group = False
+            committed = True
+        except (sqlite3.Error, OSError) as exc:
+            return [self._write_error(exc) for _ in calls]
+        finally:
+            if not committed:  # rolled back: the marks of its writes were never reached
+                self._high_water = before
+        if self.on_advance is not None and self._high_water != before:
+            self.on_advance(self._high_water)
+        return outcomes
 
     def _has_invalid_lines(self) -> bool:
         found = self._db.execute(
@@ -361,7 +489,37 @@ class SqliteFile:
         )
 
     def _write(self, statement: Callable[[], object]) -> None:
-        """Run one committed write, after checking the file is still the one opened."""
+        """Run one committed write (a savepoint inside `commit_together`)."""
+        if self._in_group:
+            self._db.execute("SAVEPOINT one_write")
+            try:
+                statement()
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK TO one_write")
+                raise self._write_error(exc) from exc
+            finally:
+                self._db.execute("RELEASE one_write")
+            return
+        self._check_file()
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                statement()
+        except (sqlite3.Error, OSError) as exc:
+            raise self._write_error(exc) from exc
+
+    def _write_error(self, exc: BaseException) -> JournalError:
+        try:  # a journal deleted or replaced mid-write fails with a vaguer error first
+            self._check_file()
+        except JournalError as cause:
+            return cause
+        return JournalError(
+            f"cannot write journal {self.path} ({exc}); the run stopped and everything "
+            "recorded so far is kept: fix the problem (disk space, permissions) and rerun"
+        )
+
+    def _check_file(self) -> None:
+        """Raise unless the journal file is still the one opened (not deleted or replaced)."""
         try:
             stat = os.stat(self.path)
         except FileNotFoundError:
@@ -374,15 +532,6 @@ class SqliteFile:
                 f"journal {self.path} was replaced by another file while this run was using "
                 "it; the run stopped. Put the original back to resume"
             )
-        try:
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                statement()
-        except (sqlite3.Error, OSError) as exc:
-            raise JournalError(
-                f"cannot write journal {self.path} ({exc}); the run stopped and everything "
-                "recorded so far is kept: fix the problem (disk space, permissions) and rerun"
-            ) from exc
 
 
 def _create(path: Path) -> None:
@@ -391,8 +540,9 @@ def _create(path: Path) -> None:
     temp.unlink(missing_ok=True)
     db = sqlite3.connect(temp, isolation_level=None)
     try:
-        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA journal_mode=DELETE")
         db.executescript(SCHEMA)
+        db.execute("INSERT INTO meta VALUES ('journal_id', ?)", (uuid.uuid4().hex,))
     finally:
         db.close()
     os.replace(temp, path)
@@ -417,21 +567,74 @@ class SqliteJournal:
     def __init__(self, file: SqliteFile) -> None:
         self._file = file
         self._limiter = anyio.CapacityLimiter(1)
+        self._queue: list[_Write] = []
+        self._flushing = False
+        self._round_over = anyio.Event()
 
     @classmethod
     async def open(cls, path: Path) -> SqliteJournal:
-        """Open the journal at `path`, creating it if there is none."""
-        return cls(await anyio.to_thread.run_sync(SqliteFile, path))
+        """Open the journal at `path` for writing, creating it if there is none."""
+        return cls(await anyio.to_thread.run_sync(_open_durable, path))
 
     @property
     def path(self) -> Path:
         """The journal file."""
         return self._file.path
 
+    @property
+    def file(self) -> SqliteFile:
+        """The file underneath (its identity and marks; calls on it block)."""
+        return self._file
+
     async def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await anyio.to_thread.run_sync(
             lambda: function(*args, **kwargs), limiter=self._limiter
         )
+
+    async def _write(self, function: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+        """Commit one write, grouped with the writes other tasks queued meanwhile.
+
+        Each commit syncs the file to disk, which costs milliseconds, so the writes that
+        arrive while one commit runs share the next one (group commit). The caller returns
+        once its own write is committed, as before; whoever finds no commit running runs
+        the next one.
+        """
+        write = _Write(lambda: function(*args, **kwargs))
+        self._queue.append(write)
+        try:
+            while not write.done.is_set():
+                if self._flushing:
+                    await self._round_over.wait()
+                else:
+                    await self._commit_queued()
+        finally:
+            if write in self._queue:  # cancelled before its commit began: never written
+                self._queue.remove(write)
+        if write.error is not None:
+            raise write.error
+
+    async def _commit_queued(self) -> None:
+        self._flushing = True
+        group, self._queue = self._queue, []
+        outcomes: list[JournalError | None] = [
+            JournalError(f"the write to journal {self.path} did not finish") for _ in group
+        ]
+        try:
+            with anyio.CancelScope(shield=True):  # the writes taken must all be answered
+                outcomes = await anyio.to_thread.run_sync(
+                    self._file.commit_together,
+                    [write.call for write in group],
+                    limiter=self._limiter,
+                )
+        except Exception as exc:  # handed to each writer as its error, never lost
+            outcomes = [JournalError(f"cannot write journal {self.path} ({exc!r})") for _ in group]
+        finally:
+            for write, error in zip(group, outcomes, strict=True):
+                write.error = error
+                write.done.set()
+            self._flushing = False
+            self._round_over.set()
+            self._round_over = anyio.Event()
 
     async def aclose(self) -> None:
         """Close the database."""
@@ -444,53 +647,53 @@ class SqliteJournal:
 
     async def add(self, rows: Sequence[JournalRow]) -> None:
         """Record new intents."""
-        await self._call(self._file.add, rows)
+        await self._write(self._file.add, rows)
 
     async def mark_seen(self, keys: Sequence[str], run: str) -> None:
         """Stamp `run` on existing rows."""
-        await self._call(self._file.mark_seen, keys, run)
+        await self._write(self._file.mark_seen, keys, run)
 
     async def record_invalid(self, run: str, lines: Sequence[InvalidLine]) -> None:
         """Record lines `run` could not send."""
-        await self._call(self._file.record_invalid, run, lines)
+        await self._write(self._file.record_invalid, run, lines)
 
     async def mark_submitting(self, key: str) -> None:
         """Commit that a create is about to be sent."""
-        await self._call(self._file.count_send, key)
+        await self._write(self._file.count_send, key)
 
     async def mark_created(self, key: str, task_id: str | None, status: str | None) -> None:
         """Record the task ID."""
-        await self._call(
+        await self._write(
             self._file.set, key, state=State.CREATED, task_id=task_id, status=status, error=None
         )
 
     async def mark_pending(self, key: str, error: str) -> None:
         """Back to pending: nothing was created."""
-        await self._call(self._file.set, key, state=State.PENDING, error=error)
+        await self._write(self._file.set, key, state=State.PENDING, error=error)
 
     async def mark_ambiguous(self, key: str, error: str) -> None:
         """Stays submitting, with the reason."""
-        await self._call(self._file.set, key, state=State.SUBMITTING, error=error)
+        await self._write(self._file.set, key, state=State.SUBMITTING, error=error)
 
     async def mark_failed(self, key: str, error: str, *, usage: Usage | None = None) -> None:
         """Failed for good (with the usage of a task that was paid for, if any)."""
         paid = {"usage": json.dumps(converter.unstructure(usage))} if usage is not None else {}
-        await self._call(self._file.set, key, state=State.FAILED, error=error, **paid)
+        await self._write(self._file.set, key, state=State.FAILED, error=error, **paid)
 
     async def mark_expired(self, key: str, error: str) -> None:
         """The server forgot the task."""
-        await self._call(self._file.set, key, state=State.EXPIRED, error=error)
+        await self._write(self._file.set, key, state=State.EXPIRED, error=error)
 
     async def mark_unfinished(self, key: str, status: str | None, error: str) -> None:
         """Still created; tracked again by a rerun."""
-        await self._call(self._file.set, key, status=status, error=error)
+        await self._write(self._file.set, key, status=status, error=error)
 
     async def mark_completed(
         self, key: str, status: str, urls: Sequence[str], usage: Usage | None
     ) -> None:
         """Completed, with its URLs and usage."""
         usage_json = json.dumps(converter.unstructure(usage)) if usage is not None else None
-        await self._call(
+        await self._write(
             self._file.set,
             key,
             state=State.COMPLETED,
@@ -502,13 +705,33 @@ class SqliteJournal:
 
     async def mark_files(self, key: str, files: Sequence[str], digests: Sequence[str]) -> None:
         """Files saved."""
-        await self._call(
+        await self._write(
             self._file.set, key, files=tuple(files), digests=tuple(digests), error=None
         )
 
     async def mark_download_failed(self, key: str, error: str) -> None:
         """Files not saved; a rerun downloads them."""
-        await self._call(self._file.set, key, files=(), digests=(), error=error)
+        await self._write(self._file.set, key, files=(), digests=(), error=error)
+
+
+@define
+class _Write:
+    """One queued journal write and, once committed, its error (None when it succeeded)."""
+
+    call: Callable[[], object]
+    done: anyio.Event = field(factory=anyio.Event)
+    error: JournalError | None = None
+
+
+def _open_durable(path: Path) -> SqliteFile:
+    """`SqliteFile` at `path`, made durable (closed again if that fails)."""
+    file = SqliteFile(path)
+    try:
+        file.make_durable()
+    except BaseException:
+        file.close()
+        raise
+    return file
 
 
 def read_rows(path: str | os.PathLike[str]) -> list[JournalRow]:

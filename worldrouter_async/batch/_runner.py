@@ -13,7 +13,6 @@ import contextlib
 import errno
 import math
 import os
-import re
 import time
 import uuid
 from collections import Counter
@@ -42,16 +41,19 @@ from .._errors import (
     TaskFailedError,
     TaskNotFoundError,
     WorldRouterError,
+    first_leaf,
 )
 from .._handles import ImageResult, TaskHandle
 from .._session import Session
 from ..models import ImageRequest, Usage
+from ._claim import OutputClaim, refuse_fresh_start
 from ._errors import JournalError
 from ._gallery import GalleryRefresher
 from ._journal import (
     InvalidLine,
     JournalRow,
     JournalStore,
+    SqliteFile,
     SqliteJournal,
     State,
     encode_request,
@@ -76,7 +78,6 @@ NOT_RESENT: Final = (
     "your server deduplicates creates by Idempotency-Key"
 )
 NOT_SENT: Final = "not sent: the run had stopped sending creates; a rerun sends it"
-_IMAGE_FILE: Final = re.compile(r".+-[0-9]+\.(png|jpg|jpeg|webp|gif|bin)")
 _T = TypeVar("_T")
 #: What `BatchRunner.run` reads: requests, and lines that could not be read as one.
 Input = ImageRequest | BatchItem | LineError
@@ -99,6 +100,9 @@ class BatchRunner:
     One run at a time holds a journal (an OS lock); a second raises `JournalInUseError`.
     A row whose create may have reached the server (``submitting``) is resent on resume only
     when ``session.retry_ambiguous_creates`` is on; otherwise it is reported ``ambiguous``.
+    `out_dir` is claimed for the journal (``OUT/.worldrouter-job``): a journal that lost
+    records raises `JournalLostError`, and a second journal `OutputClaimedError`, before
+    anything is sent.
 
     Args:
         session: the open session that sends the creates.
@@ -110,7 +114,8 @@ class BatchRunner:
             memory and the tasks waiting on the server.
         timeout: seconds to wait for each task (None: the session's default).
         new_journal: start a new journal even though `out_dir` already holds images (whose
-            journal is then presumed lost: every request is created, and paid for, again).
+            journal is then presumed lost: every request is created, and paid for, again),
+            or go on with a journal that holds less than `out_dir`'s claim records.
 
     Example:
         >>> async def main(session, requests):  # doctest: +SKIP
@@ -182,10 +187,18 @@ class BatchRunner:
         else:
             await anyio.to_thread.run_sync(self._prepare)
             try:
-                self._store = await SqliteJournal.open(self._journal_path)
+                journal = await SqliteJournal.open(self._journal_path)
             except BaseException:
                 self._lock.release()
                 raise
+            try:
+                await anyio.to_thread.run_sync(self._claim_output, journal.file)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await journal.aclose()
+                self._lock.release()
+                raise
+            self._store = journal
         await anyio.to_thread.run_sync(self._remove_partial_downloads)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
@@ -242,14 +255,20 @@ class BatchRunner:
             and out.is_dir()
             and not self._journal_path.exists()
             and not self._new_journal
-            and _holds_images(out)
         ):
-            raise JournalError(
-                f"{out} already holds images but there is no journal at "
-                f"{self._journal_path}: starting a new journal would create (and pay "
-                "for) every request again. Point the journal at the old one, or start "
-                "over on purpose with new_journal=True (CLI: --new-journal)"
-            )
+            refuse_fresh_start(out, self._journal_path)
+
+    def _claim_output(self, journal: SqliteFile) -> None:
+        """Claim the output directory for this journal, refusing one showing lost records.
+
+        From then on each commit that adds rows or counts a send moves the claim's mark.
+        """
+        if self._out_dir is None:
+            return
+        assert journal.journal_id is not None  # given by make_durable
+        claim = OutputClaim(self._out_dir, self._journal_path)
+        claim.take(journal.journal_id, journal.high_water, new_journal=self._new_journal)
+        journal.on_advance = claim.advance
 
     def _remove_partial_downloads(self) -> None:
         """Delete the ``.*.part`` files a run killed mid-download left behind."""
@@ -348,7 +367,7 @@ class BatchRunner:
                     self._input_done = True
                     self._close_done_when_all_delivered()
             except* JournalError as group:
-                fatal = _first_leaf(group)
+                fatal = first_leaf(group)
                 assert isinstance(fatal, JournalError)
                 self._fatal = fatal
 
@@ -605,7 +624,8 @@ class BatchRunner:
         if kind in (OutcomeKind.COMPLETED, OutcomeKind.DOWNLOAD_FAILED) and not (
             await self._files_intact(row)
         ):
-            return await self._download(row.key, row.task_id, row.urls, row.usage, Source.JOURNAL)
+            urls = await self._fresh_urls(row)
+            return await self._download(row.key, row.task_id, urls, row.usage, Source.JOURNAL)
         return Outcome(
             row.key,
             kind,
@@ -616,6 +636,23 @@ class BatchRunner:
             usage=row.usage,
             error=note or row.error,
         )
+
+    async def _fresh_urls(self, row: JournalRow) -> tuple[str, ...]:
+        """The task's URLs as the server gives them now, for a rerun that downloads again.
+
+        Stored image URLs are often signed and expire, so the journaled ones may answer 403
+        by the time of the rerun. When the server cannot say (it forgot the task, or does
+        not answer), the journaled URLs are the last resort.
+        """
+        assert self._store is not None
+        if row.task_id is None:
+            return row.urls
+        try:
+            result = await self._track(row)
+        except WorldRouterError:
+            return row.urls
+        await self._store.mark_completed(row.key, result.task.status, result.urls, result.usage)
+        return result.urls
 
     def _paths(self, files: Iterable[str]) -> list[Path]:
         """Journal file names as paths (names are relative to the output directory)."""
@@ -660,7 +697,7 @@ class BatchRunner:
                 paths = await self._session.download_urls(saved, out, stem=file_stem(key))
                 digests = await anyio.to_thread.run_sync(lambda: [file_digest(p) for p in paths])
             except (DownloadError, OSError, ExceptionGroup) as caught:
-                exc = _first_leaf(caught)  # concurrent downloads report in a group
+                exc = first_leaf(caught)  # concurrent downloads report in a group
                 if not isinstance(exc, DownloadError | OSError):
                     raise
                 if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -709,18 +746,6 @@ def _invalid(line: InvalidLine) -> Outcome:
     return Outcome(
         line.key, OutcomeKind.INVALID, Source.JOURNAL, error=line.reason, line=line.line or None
     )
-
-
-def _first_leaf(error: BaseException) -> BaseException:
-    """The first exception that is not a group, found depth first."""
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
-
-
-def _holds_images(directory: Path) -> bool:
-    with os.scandir(directory) as entries:
-        return any(entry.is_file() and _IMAGE_FILE.fullmatch(entry.name) for entry in entries)
 
 
 async def _chunks(

@@ -23,7 +23,7 @@ from .._errors import (
     WorldRouterError,
     first_leaf,
 )
-from ..batch import JournalInUseError
+from ..batch import JournalInUseError, JournalLostError, OutputClaimedError
 
 PROG: Final = "worldrouter-async"
 
@@ -43,6 +43,7 @@ CLI_SPELLINGS: Final = (
     ("Session(verify='/path/to/ca.pem') (CLI: --ca-bundle)", "--ca-bundle /path/to/ca.pem"),
     ("new_journal=True (CLI: --new-journal)", "--new-journal"),
     ("retry_ambiguous_creates=True", "--retry-ambiguous"),
+    ("another output directory (CLI: another --out)", "another --out"),
 )
 
 
@@ -68,7 +69,14 @@ def _describe(error: BaseException, *, resumable: bool) -> tuple[int, str]:
             return EXIT_INTERRUPTED, "interrupted" + (
                 "; rerun the same command to resume" if resumable else ""
             )
-        case UsageError() | ConfigurationError() | InvalidRequestError() | JournalInUseError():
+        case (
+            UsageError()
+            | ConfigurationError()
+            | InvalidRequestError()
+            | JournalInUseError()
+            | JournalLostError()
+            | OutputClaimedError()
+        ):
             return EXIT_USAGE, f"error: {in_cli_terms(str(error))}"
         case TaskTimeoutError():
             return EXIT_FAILED, (

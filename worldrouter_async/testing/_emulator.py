@@ -253,6 +253,7 @@ class Emulator:
         self._bucket = _TokenBucket(rate_limit, burst, clock) if rate_limit else None
         self._random = random.Random(seed)
         self._idempotency: dict[str, str] = {}
+        self._url_generation = 0  # image URLs of an older generation have expired
         self._faults: deque[Fault] = deque()
         self._host = host
         self._ports = (port, storage_port)
@@ -400,6 +401,13 @@ class Emulator:
         """Forget a task, so polls answer 404 as for an expired task."""
         self.tasks.pop(task_id, None)
 
+    def expire_urls(self) -> None:
+        """Make every image URL given out so far answer 403, as signed URLs do once expired.
+
+        Polls of a completed task give out fresh URLs from then on.
+        """
+        self._url_generation += 1
+
     def completed_at(self, task_id: str) -> float:
         """The monotonic time the task finished on the server (inf if it never does)."""
         task = self.tasks[task_id]
@@ -464,6 +472,8 @@ class Emulator:
             self.counters.storage_auth_headers += 1
         if (fault := self._take_fault("storage")) is not None:
             return await self._apply_fault(request, fault)
+        if request.query.get("v", "0") != str(self._url_generation):
+            return web.Response(status=403, text="Request has expired")
         task = self.tasks.get(request.match_info["task_id"])
         if task is None:
             raise web.HTTPNotFound()
@@ -548,8 +558,10 @@ class Emulator:
             "created_at": datetime.fromtimestamp(task.created, UTC).isoformat(),
         }
         if status == "completed":
+            signed = f"?v={self._url_generation}" if self._url_generation else ""
             body["data"] = [
-                {"url": f"{self.storage_url}/images/{task.id}/{i}.png"} for i in range(task.n)
+                {"url": f"{self.storage_url}/images/{task.id}/{i}.png{signed}"}
+                for i in range(task.n)
             ]
             words = len(task.prompt.split())
             body["usage"] = {
