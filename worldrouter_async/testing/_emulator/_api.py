@@ -79,6 +79,14 @@ class EmulatedAPI:
         ignore_idempotency: make a second paid task for a resent Idempotency-Key.
         record_requests: keep `requests` and `idempotency_keys`.
         clock: the time tasks, rate limits, slow answers and `requests` are on.
+
+    Example:
+        >>> async def test_create():  # doctest: +SKIP
+        ...     api = EmulatedAPI()
+        ...     body = b'{"model": "gpt-image-2", "prompt": "a cat"}'
+        ...     headers = {"Authorization": "Bearer test-key"}
+        ...     request = EmulatedRequest("POST", "/v1/images/generation_tasks", headers, body)
+        ...     assert (await api.handle(request)).json()["status"] == "queued"
     """
 
     def __init__(
