@@ -172,7 +172,7 @@ class Emulator(EmulatedAPI):
 
     async def _serve_api(self, request: web.BaseRequest) -> web.StreamResponse:
         transport = request.transport
-        if transport is not None:
+        if transport is not None and not request.path.startswith("/_emulator/"):
             served = self._served.get(transport, 0)
             if not served:
                 self.counters.connections += 1
