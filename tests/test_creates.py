@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from worldrouter_async import (
     AmbiguousCreateError,
     AuthenticationError,
     ImageRequest,
+    InvalidRequestError,
     Session,
     Timeouts,
     WrongEventLoopError,
@@ -242,3 +244,18 @@ async def test_a_session_used_from_another_event_loop_says_so_before_any_request
     assert "Open a Session per event loop" in str(errors[0])
     assert emulator.counters.create_requests == emulator.counters.polls == 0
     assert (await session.generate("gpt-image-2", "a star")).urls  # still fine at home
+
+
+async def test_a_bad_timeout_is_refused_before_the_paid_create(
+    session: Session, emulator: Emulator
+) -> None:
+    """A timeout that tracking would refuse is refused before the create, so it can never
+    strand a task that was already paid for."""
+    request = {"model": "gpt-image-2", "prompt": "a star"}
+    with pytest.raises(InvalidRequestError, match="timeout must be positive"):
+        await session.submit("gpt-image-2", "a star", timeout=-1)
+    with pytest.raises(InvalidRequestError, match="timeout must be positive"):
+        await session.submit_many([request], timeout=0)
+    with pytest.raises(InvalidRequestError, match="timeout must be positive"):
+        session.pipeline([request], timeout=math.nan)
+    assert emulator.counters.create_requests == 0
