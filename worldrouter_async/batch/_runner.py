@@ -34,6 +34,7 @@ from .._errors import (
     APIConnectionError,
     APIStatusError,
     AuthenticationError,
+    CreateHeldBackError,
     DownloadError,
     InvalidRequestError,
     NoImagesError,
@@ -540,6 +541,11 @@ class BatchRunner:
                 await self._store.mark_pending(row.key, str(exc))
             if isinstance(exc, AuthenticationError | PermissionDeniedError):
                 self._stop(f"the server refused the API key: {exc}")
+            elif isinstance(exc, CreateHeldBackError):
+                self._stop(
+                    f"the server refused a create ({exc.refusal}) for a reason every other "
+                    "create shares, so no other was sent; fix its cause and rerun"
+                )
             self._count_unanswered(exc)
             self._deliver(_Finished(row, source, error=exc))
             return
