@@ -28,7 +28,7 @@ from typing import Final, Generic, NoReturn, Protocol, TypeVar
 from anyio.abc import TaskGroup
 
 from ._clock import Clock, TimerHandle
-from ._errors import APITimeoutError
+from ._errors import APIError, APITimeoutError
 from ._handles import TaskHandle
 from .models import ImageTask
 
@@ -41,14 +41,34 @@ STUCK_AFTER: Final = 1.0
 
 
 class Polled(Protocol):
-    """What the workers need of a pending task: its handle, deadline and current worker."""
+    """What the workers need of a pending task: its handle, deadline and current worker,
+    and whether it is still tracked."""
 
     handle: TaskHandle
     deadline: float
     worker: Worker | None
+    active: bool
 
 
 _E = TypeVar("_E", bound=Polled)
+_E_contra = TypeVar("_E_contra", bound=Polled, contravariant=True)
+
+
+class PollOwner(Protocol[_E_contra]):
+    """What the workers hand each poll's outcome to: the poller, which decides what it
+    means for the handle (see `_poll_answers`)."""
+
+    def past_deadline(self, entry: _E_contra, now: float) -> bool:
+        """End `entry` if its deadline has passed, and say so (then it is not polled)."""
+
+    def on_task(self, entry: _E_contra, task: ImageTask) -> None:
+        """Apply a poll's answer."""
+
+    def on_poll_error(self, entry: _E_contra, exc: APIError) -> None:
+        """Apply a failed poll (an abandoned one fails with `APITimeoutError`)."""
+
+    def on_poll_bug(self, entry: _E_contra, exc: Exception) -> None:
+        """End `entry` on an unexpected error: a bug ends one handle, never the poller."""
 
 
 class Worker:
@@ -71,7 +91,7 @@ class Worker:
         self.stuck = False
 
     def abandon(self, *, crowded: bool = False) -> None:
-        """Cancel the poll in flight; `PollWorkers.bounded` turns that into a timeout.
+        """Cancel the poll in flight; `PollWorkers._poll` turns that into a timeout.
 
         `crowded` says it goes before its end, to make room beside other stuck polls.
         """
@@ -84,19 +104,21 @@ class Worker:
 class PollWorkers(Generic[_E]):
     """The pool of poll workers of one poller, and the watchdog that bounds their polls.
 
-    Each worker takes the next due task from `queue` and hands it to `poll` (the poller's
-    own step), which sends the request through `bounded`.
+    Each worker takes the next due task from `queue`, polls it with `fetch`, and hands the
+    answer or the failure to `owner`.
     """
 
     def __init__(
         self,
-        poll: Callable[[Worker, _E], Awaitable[None]],
+        owner: PollOwner[_E],
+        fetch: Callable[[str], Awaitable[ImageTask]],
         *,
         max_inflight: int,
         clock: Clock,
         poll_timeout: float,
     ) -> None:
-        self._poll = poll
+        self._owner = owner
+        self._fetch = fetch
         self._max_inflight = max_inflight
         self._clock = clock
         self._poll_timeout = poll_timeout
@@ -145,15 +167,14 @@ class PollWorkers(Generic[_E]):
             if not self._pool:
                 self.stop_watchdog()
 
-    async def bounded(
-        self,
-        worker: Worker,
-        entry: _E,
-        now: float,
-        fetch: Callable[[str], Awaitable[ImageTask]],
-    ) -> ImageTask:
-        """`entry`'s task fetched by `worker`, or `APITimeoutError` if the watchdog abandoned
-        the poll; a cancellation from outside (the session closing) propagates."""
+    async def _poll(self, worker: Worker, entry: _E) -> None:
+        """One poll of `entry` by `worker`, bounded; its answer or failure goes to the owner."""
+        if not entry.active:  # cancelled while waiting in the queue
+            return
+        owner = self._owner
+        now = self._clock.now()
+        if owner.past_deadline(entry, now):  # waited in the queue past its deadline
+            return
         # The poll ends at the poll timeout or the task's deadline, whichever comes first;
         # the watchdog looks at it first at `STUCK_AFTER`, if that comes sooner.
         end = worker.end = min(now + self._poll_timeout, entry.deadline)
@@ -166,14 +187,26 @@ class PollWorkers(Generic[_E]):
         handle = entry.handle
         cancelling = worker.task.cancelling()
         try:
-            return await fetch(handle.task_id or "")
+            task = await self._fetch(handle.task_id or "")
+        except APIError as exc:
+            self._end_poll(worker, entry)
+            if entry.active:
+                owner.on_poll_error(entry, exc)
         except asyncio.CancelledError:
+            self._end_poll(worker, entry)
             if not worker.expired or worker.task.uncancel() > cancelling:
                 raise  # the session is closing, not the watchdog
-        finally:
+            if entry.active:
+                owner.on_poll_error(entry, self._abandoned_error(worker, handle, end - now))
+        except Exception as exc:  # a bug must end one handle, never the poller
             self._end_poll(worker, entry)
-        # Raised outside the handler, so the error carries no CancelledError as context.
-        raise self._abandoned_error(worker, handle, end - now)
+            logger.exception("unexpected error polling task %s", handle.task_id)
+            if entry.active:
+                owner.on_poll_bug(entry, exc)
+        else:
+            self._end_poll(worker, entry)
+            if entry.active:
+                owner.on_task(entry, task)
 
     def _abandoned_error(self, worker: Worker, handle: TaskHandle, bound: float) -> APITimeoutError:
         if worker.crowded:

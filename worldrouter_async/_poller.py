@@ -108,7 +108,6 @@ class Poller:
         clock: Clock,
         poll_timeout: float,
     ) -> None:
-        self._fetch = fetch
         self._policy = policy
         self._retry = retry
         self._throttle = throttle
@@ -118,7 +117,7 @@ class Poller:
         self._slack = min(policy.initial_delay / 10, policy.max_interval / 100, 0.05)
         self._hooks = Hooks(counters, events)
         self._workers: PollWorkers[_Entry] = PollWorkers(
-            self._poll, max_inflight=max_inflight, clock=clock, poll_timeout=poll_timeout
+            self, fetch, max_inflight=max_inflight, clock=clock, poll_timeout=poll_timeout
         )
         self._due: DueQueue[_Entry] = DueQueue()
         self._wakeup = asyncio.Event()
@@ -254,27 +253,8 @@ class Poller:
                 if timer is not None:
                     timer.cancel()
 
-    async def _poll(self, worker: Worker, entry: _Entry) -> None:
-        """One poll of `entry` by `worker`, its answer or failure applied to the handle."""
-        if not entry.active:  # cancelled while waiting in the queue
-            return
-        now = self._clock.now()
-        if self._past_deadline(entry, now):  # waited in the queue past its deadline
-            return
-        try:
-            task = await self._workers.bounded(worker, entry, now, self._fetch)
-        except APIError as exc:
-            if entry.active:
-                self._on_poll_error(entry, exc)
-        except Exception as exc:  # a bug must end one handle, never the poller
-            logger.exception("unexpected error polling task %s", entry.handle.task_id)
-            if entry.active:
-                self._settle(entry, exc)
-        else:
-            if entry.active:
-                self._on_task(entry, task)
-
-    def _on_task(self, entry: _Entry, task: ImageTask) -> None:
+    def on_task(self, entry: _Entry, task: ImageTask) -> None:
+        """Apply a poll's answer: settle a final one, publish a change, schedule the next."""
         handle = entry.handle
         entry.errors = 0
         entry.last_error = None
@@ -294,7 +274,7 @@ class Poller:
             self._hooks.emit(TaskStatusChanged(handle, previous, task.status))
         if not task.is_terminal:
             now = self._clock.now()
-            if not self._past_deadline(entry, now):
+            if not self.past_deadline(entry, now):
                 self._schedule(entry, now + self._delay_after(entry, task, previous, now))
 
     def _delay_after(
@@ -319,14 +299,16 @@ class Poller:
             )
         return self._policy.max_interval
 
-    def _on_poll_error(self, entry: _Entry, exc: APIError) -> None:
+    def on_poll_error(self, entry: _Entry, exc: APIError) -> None:
+        """Apply a failed poll: end the handle, or poll again after a backoff (a 429 waits
+        for the throttle's pause)."""
         entry.last_error = exc
         now = self._clock.now()
         if not worth_another_poll(exc, policy=self._policy, fresh_since=entry.fresh_since, now=now):
             self._hooks.emit(TaskResolved(entry.handle, False))
             self._settle(entry, exc)
             return
-        if self._past_deadline(entry, now):
+        if self.past_deadline(entry, now):
             return
         entry.errors += 1
         poll_failed(entry)
@@ -339,7 +321,12 @@ class Poller:
         )
         self._schedule(entry, due)
 
-    def _past_deadline(self, entry: _Entry, now: float) -> bool:
+    def on_poll_bug(self, entry: _Entry, exc: Exception) -> None:
+        """End `entry` with the unexpected error a poll raised (a bug, already logged)."""
+        self._settle(entry, exc)
+
+    def past_deadline(self, entry: _Entry, now: float) -> bool:
+        """End `entry` with `TaskTimeoutError` if its deadline has passed; True if so."""
         if now < entry.deadline:
             return False
         self._time_out(entry)
