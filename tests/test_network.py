@@ -11,6 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 import trustme
+from worldrouter_async._transports.network import NetworkSettings
 from yarl import URL
 
 from worldrouter_async import (
@@ -20,7 +21,6 @@ from worldrouter_async import (
     Session,
     TLSVerificationError,
 )
-from worldrouter_async._client import NetworkSettings
 from worldrouter_async._retries import is_transient
 from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator
 

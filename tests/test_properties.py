@@ -7,10 +7,10 @@ import time
 
 from hypothesis import given
 from hypothesis import strategies as st
+from worldrouter_async._answers import parse_retry_after
 
 from worldrouter_async import PollPolicy, RetryPolicy
 from worldrouter_async._cadence import Durations
-from worldrouter_async._transport import parse_retry_after
 
 attempts = st.integers(min_value=-5, max_value=10_000)
 seconds = st.floats(min_value=0.001, max_value=1e6, allow_nan=False)
