@@ -11,7 +11,6 @@ from pathlib import Path
 import anyio
 import pytest
 import trustme
-from worldrouter_async._transports.network import NetworkSettings
 from yarl import URL
 
 from worldrouter_async import (
@@ -22,6 +21,7 @@ from worldrouter_async import (
     TLSVerificationError,
 )
 from worldrouter_async._retries import is_transient
+from worldrouter_async._transports.network import NetworkSettings
 from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator
 
 from .conftest import ForwardProxy

@@ -7,9 +7,9 @@ import time
 
 from hypothesis import given
 from hypothesis import strategies as st
-from worldrouter_async._answers import parse_retry_after
 
 from worldrouter_async import PollPolicy, RetryPolicy
+from worldrouter_async._answers import parse_retry_after
 from worldrouter_async._cadence import Durations
 
 attempts = st.integers(min_value=-5, max_value=10_000)

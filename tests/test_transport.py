@@ -14,7 +14,6 @@ from typing import Any
 
 import anyio
 import pytest
-from worldrouter_async._answers import parse_retry_after
 
 from worldrouter_async import (
     AmbiguousCreateError,
@@ -33,6 +32,7 @@ from worldrouter_async import (
     TaskNotFoundError,
     Timeouts,
 )
+from worldrouter_async._answers import parse_retry_after
 from worldrouter_async._retries import is_transient
 from worldrouter_async.testing import FAST_RETRY, Emulator, FakeClock
 

@@ -7,6 +7,9 @@ Example:
     ...         async with Session("test-key", emu.base_url, poll=FAST_POLL) as session:
     ...             assert (await session.generate("gpt-image-2", "a cat")).urls
 
+For tests without sockets, ``Session(transport=MemoryTransport())`` serves the emulator's
+API in memory.
+
 The pytest fixtures live in ``worldrouter_async.testing.pytest_plugin``; enable them with
 ``pytest_plugins = ["worldrouter_async.testing.pytest_plugin"]`` in your ``conftest.py``.
 """
@@ -22,6 +25,7 @@ from ._emulator import (
     OutageKind,
     Route,
 )
+from ._memory import Handler, MemoryTransport
 
 __all__ = [
     "FAST_POLL",
@@ -32,6 +36,8 @@ __all__ = [
     "FakeClock",
     "Fault",
     "FaultKind",
+    "Handler",
+    "MemoryTransport",
     "OutageKind",
     "Route",
     "is_testing",

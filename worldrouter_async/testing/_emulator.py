@@ -8,6 +8,7 @@ from a separate storage origin that records whether it ever saw an Authorization
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
 import re
@@ -16,10 +17,12 @@ import time
 import uuid
 import weakref
 from collections import Counter, deque
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from ssl import SSLContext
 from types import TracebackType
 from typing import Any, Final, Literal, Self
+from urllib.parse import unquote
 
 from aiohttp import web
 from attrs import define, field
@@ -56,6 +59,7 @@ _DEFAULT_TIMING: Final = (1.0, 15.0)
 _MARKER_RE: Final = re.compile(r"\[(fail|never)(?::([a-z_]+))?\]")
 _SIZE_RE: Final = re.compile(r"^[1-9][0-9]{0,5}x[1-9][0-9]{0,5}$")
 _OUTPUT_FORMATS: Final = frozenset({"png", "jpeg", "jpg", "webp"})
+_TASKS_PATH: Final = "/v1/images/generation_tasks"
 #: The longest side of an emulator image: the requested size scaled down to fit, so a
 #: contact sheet shows the aspect ratio asked for while benchmarks stay fast.
 MAX_IMAGE_SIDE: Final = 256
@@ -297,8 +301,8 @@ class Emulator:
             middlewares=[*tls, self._request_id_middleware, self._faults_middleware]
         )
         api.on_response_prepare.append(self._start_keepalive_timer)
-        api.router.add_post("/v1/images/generation_tasks", self._create)
-        api.router.add_get("/v1/images/generation_tasks/{task_id}", self._retrieve)
+        api.router.add_post(_TASKS_PATH, self._create)
+        api.router.add_get(_TASKS_PATH + "/{task_id}", self._retrieve)
         api.router.add_get("/_emulator/stats", self._stats)
         storage = web.Application(middlewares=tls)
         storage.router.add_get("/images/{task_id}/{name}", self._image)
@@ -415,18 +419,57 @@ class Emulator:
 
     # --- API routes -------------------------------------------------------------------------
 
+    async def handle(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Answer one API request in memory, as the server would over a socket.
+
+        `path` is the request's raw path (``/v1/images/generation_tasks[/ID]``); returns the
+        status, headers and body. Auth, validation, idempotency, task progress on `clock`,
+        `rate_limit` and the records (`counters`, `requests`) work as over a socket;
+        injected faults and outages act on connections and need the server (`start`).
+        This is what `worldrouter_async.testing.MemoryTransport` serves.
+        """
+        route: Route = "create" if method == "POST" else "poll"
+        self._record_request(route, unquote(path), headers)
+        if self._bucket is not None and (wait := self._bucket.take()) > 0:
+            response = self._rate_limited(wait)
+        else:
+            self.counters.per_second[int(self.clock.now())] += 1
+            response = self._route(method, path, headers, body)
+        response.headers.setdefault("x-request-id", _request_id())
+        assert isinstance(response.body, bytes)
+        return response.status, dict(response.headers), response.body
+
+    def _route(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> web.Response:
+        """The API route `handle` serves for `method` and the raw `path`, as the server's."""
+        if path == _TASKS_PATH:
+            if method == "POST":
+                return self._create_answer(headers, body)
+        elif path.startswith(_TASKS_PATH + "/") and "/" not in path[len(_TASKS_PATH) + 1 :]:
+            if method == "GET":
+                return self._retrieve_answer(headers, unquote(path[len(_TASKS_PATH) + 1 :]))
+        else:
+            return web.Response(status=404, text="404: Not Found")
+        return web.Response(status=405, text="405: Method Not Allowed")
+
     async def _create(self, request: web.Request) -> web.StreamResponse:
+        return self._create_answer(request.headers, await request.read())
+
+    def _create_answer(self, headers: Mapping[str, str], raw: bytes) -> web.Response:
         self.counters.create_requests += 1
-        if (denied := self._check_auth(request)) is not None:
+        if (denied := self._check_auth(headers)) is not None:
             return denied
-        key = request.headers.get("Idempotency-Key")
+        key = headers.get("Idempotency-Key")
         known = self._idempotency.get(key) if key else None
         if known is not None and not self.ignore_idempotency and known in self.tasks:
             self.counters.idempotent_replays += 1
             task = self.tasks[known]
             return web.json_response(self._task_json(task, status="queued"))
         try:
-            body = await request.json()
+            body = json.loads(raw)
         except ValueError:
             return _error(400, "request body must be JSON", "invalid_json", "invalid_request_error")
         if not isinstance(body, dict):
@@ -444,9 +487,11 @@ class Emulator:
         return web.json_response(self._task_json(task, status="queued"))
 
     async def _retrieve(self, request: web.Request) -> web.StreamResponse:
-        if (denied := self._check_auth(request)) is not None:
+        return self._retrieve_answer(request.headers, request.match_info["task_id"])
+
+    def _retrieve_answer(self, headers: Mapping[str, str], task_id: str) -> web.Response:
+        if (denied := self._check_auth(headers)) is not None:
             return denied
-        task_id = request.match_info["task_id"]
         self.counters.polls += 1
         self.counters.polls_by_task[task_id] += 1
         task = self.tasks.get(task_id)
@@ -486,8 +531,8 @@ class Emulator:
 
     # --- behaviour ---------------------------------------------------------------------------
 
-    def _check_auth(self, request: web.Request) -> web.Response | None:
-        if request.headers.get("Authorization") == f"Bearer {self.api_key}":
+    def _check_auth(self, headers: Mapping[str, str]) -> web.Response | None:
+        if headers.get("Authorization") == f"Bearer {self.api_key}":
             return None
         return _error(401, "Incorrect API key provided.", "invalid_api_key", "authentication_error")
 
@@ -629,10 +674,7 @@ class Emulator:
             await self._begin_outage()
         if self._outage is not None:
             return self._gateway_error(request)
-        if self._record:
-            self.requests.append((self.clock.now(), route, request.path))
-            if route == "create":
-                self.idempotency_keys.append(request.headers.get("Idempotency-Key"))
+        self._record_request(route, request.path, request.headers)
         if self._bucket is not None and (wait := self._bucket.take()) > 0:
             return self._rate_limited(wait)
         self.counters.per_second[int(self.clock.now())] += 1
@@ -645,6 +687,12 @@ class Emulator:
         if fault is not None:  # the task was created; now lose or garble the answer
             return await self._apply_fault(request, fault)
         return response
+
+    def _record_request(self, route: Route, path: str, headers: Mapping[str, str]) -> None:
+        if self._record:
+            self.requests.append((self.clock.now(), route, path))
+            if route == "create":
+                self.idempotency_keys.append(headers.get("Idempotency-Key"))
 
     async def _start_keepalive_timer(
         self, request: web.Request, response: web.StreamResponse
