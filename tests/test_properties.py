@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from worldrouter_async import APIError, ImageTask, PollPolicy, RetryPolicy
-from worldrouter_async._answers import decode_poll, decode_task, parse_retry_after
+from worldrouter_async._answers import decode_converted, decode_task, parse_retry_after
 from worldrouter_async._cadence import Durations
 
 attempts = st.integers(min_value=-5, max_value=10_000)
@@ -145,15 +145,17 @@ _answers = st.fixed_dictionaries(
 )
 
 
-def _outcome(decode: Callable[..., ImageTask], body: bytes) -> object:
+def _outcome(decode: Callable[..., ImageTask], body: bytes, asked: str | None) -> object:
     try:
-        return decode(200, body, "req_1", asked="imgtask_1")
+        return decode(200, body, "req_1", asked=asked)
     except APIError as exc:
         return (type(exc), str(exc))
 
 
-@given(_answers)
-def test_a_poll_decoded_lean_is_the_task_the_converter_reads(answer: dict[str, object]) -> None:
-    """Any poll answer gives the same task (or the same error) lean as through cattrs."""
+@given(_answers, st.sampled_from(["imgtask_1", None]))
+def test_an_answer_decoded_lean_is_the_task_the_converter_reads(
+    answer: dict[str, object], asked: str | None
+) -> None:
+    """Any poll or create answer gives the same task (or error) lean as through cattrs."""
     body = json.dumps(answer).encode()
-    assert _outcome(decode_poll, body) == _outcome(decode_task, body)
+    assert _outcome(decode_task, body, asked) == _outcome(decode_converted, body, asked)

@@ -1,9 +1,9 @@
 """Reading the API's answers: Retry-After, status-to-exception mapping, and task decoding
 checked against the request answered.
 
-A poll answer that is still running is decoded lean (only the fields such answers carry, of
-the types the wire model wants, built straight into `ImageTask`); anything else, and every
-finished task, goes through the one cattrs converter, so both paths give the same task.
+An answer about a task still running is decoded lean (only the fields such answers carry,
+of the types the wire model wants, built straight into `ImageTask`); anything else, and
+every finished task, goes through the one cattrs converter, so both paths give the same task.
 """
 
 from __future__ import annotations
@@ -120,23 +120,25 @@ def decode_task(
     `asked` is the task id a poll asked about (None for a create): an answer about another
     task is refused, and one that leaves out its id is about the task asked for. A create's
     answer must carry an id, since that id is the only receipt for a task that may be billed.
-    """
-    return _structured(_payload(status, body, request_id, asked), status, request_id, asked)
 
-
-def decode_poll(status: int, body: bytes, request_id: str | None, *, asked: str) -> ImageTask:
-    """`decode_task` for a poll of `asked`, lean while the task is still running.
-
-    Most polls answer "still running" with a handful of plain fields; those are built
-    straight into the task. A finished task, or any answer of another shape, is decoded
-    by the converter, so both paths give the same task and the same errors.
+    Most answers say "still running" with a handful of plain fields; those are built
+    straight into the task. A finished task, or any answer of another shape, is decoded by
+    the converter (`decode_converted`), so both paths give the same task and the same errors.
     """
     payload = _payload(status, body, request_id, asked)
     task = _lean(payload) if isinstance(payload, dict) else None
     if task is None:
         return _structured(payload, status, request_id, asked)
-    _check_about(task, asked, status)
+    if asked is not None:
+        _check_about(task, asked, status)
     return task
+
+
+def decode_converted(
+    status: int, body: bytes, request_id: str | None, *, asked: str | None = None
+) -> ImageTask:
+    """`decode_task` through the converter alone, whatever the answer's shape."""
+    return _structured(_payload(status, body, request_id, asked), status, request_id, asked)
 
 
 def _payload(status: int, body: bytes, request_id: str | None, asked: str | None) -> Any:

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from yarl import URL
 
-from ._answers import decode_poll, decode_task, status_error
+from ._answers import decode_task, status_error
 from ._breaker import OUTAGE_STATUSES, Breaker
 from ._clock import Clock
 from ._config import Limits, RetryPolicy, Timeouts
@@ -39,9 +39,9 @@ from .models import ImageTask
 
 #: A task id no server will have: the breaker's probe GETs it and a 404 means "answering".
 _PROBE_TASK_ID: Final = "imgtask_worldrouter_async_breaker_probe"
-#: Poll URLs kept at most; past it the cache starts again (tasks that ended without a
+#: Poll requests kept at most; past it the cache starts again (tasks that ended without a
 #: final answer, by timeout or cancellation, leave theirs behind until then).
-_MAX_POLL_URLS: Final = 65_536
+_MAX_POLL_REQUESTS: Final = 16_384
 
 
 class Secret:
@@ -88,7 +88,9 @@ class APIClient:
         self._counters = counters
         self._retry_ambiguous = retry_ambiguous_creates
         self._clock = clock
-        self._poll_urls: dict[str, str] = {}
+        self._tasks_endpoint = URL(self.tasks_url)
+        #: Each pending task's poll, made (and its URL parsed) once: it never changes.
+        self._polls: dict[str, WireRequest] = {}
         self.throttle = Throttle(limits.requests_per_second, clock=clock)
         self.breaker = Breaker(
             clock,
@@ -123,7 +125,7 @@ class APIClient:
         """
         request = WireRequest(
             "POST",
-            self.tasks_url,
+            self._tasks_endpoint,
             {**self._create_headers, "Idempotency-Key": idempotency_key},
             json.dumps(payload).encode(),
             paid=True,
@@ -170,17 +172,15 @@ class APIClient:
 
     async def poll(self, task_id: str) -> ImageTask:
         """One GET of a task for the poller, which reschedules failures and bounds each poll
-        (its watchdog abandons a poll at `Timeouts.request`, one timer for every poll).
-
-        The task's URL is built once, and a still-running answer is decoded lean."""
-        url = self._poll_urls.get(task_id)
-        if url is None:
-            if len(self._poll_urls) >= _MAX_POLL_URLS:
-                self._poll_urls.clear()
-            url = self._poll_urls[task_id] = self._task_url(task_id)
-        task = await self._get_task(task_id, self._get(url, timeout=None), 1, lean=True)
+        (its watchdog abandons a poll at `Timeouts.request`, one timer for every poll)."""
+        request = self._polls.get(task_id)
+        if request is None:
+            if len(self._polls) >= _MAX_POLL_REQUESTS:
+                self._polls.clear()
+            request = self._polls[task_id] = self._get(self._task_url(task_id), timeout=None)
+        task = await self._get_task(task_id, request, 1)
         if task.is_terminal:
-            self._poll_urls.pop(task_id, None)
+            self._polls.pop(task_id, None)
         return task
 
     def _task_url(self, task_id: str) -> str:
@@ -189,14 +189,12 @@ class APIClient:
     def _get(self, url: str, *, timeout: float | None) -> WireRequest:
         return WireRequest("GET", url, self._auth, timeout=timeout, max_body=self._max_body)
 
-    async def _get_task(
-        self, task_id: str, request: WireRequest, attempt: int, *, lean: bool = False
-    ) -> ImageTask:
+    async def _get_task(self, task_id: str, request: WireRequest, attempt: int) -> ImageTask:
         self._counters.polls += 1
         try:
             response, request_id = await self._send(request, attempt)
         except NotFoundError as exc:
-            self._poll_urls.pop(task_id, None)
+            self._polls.pop(task_id, None)
             raise TaskNotFoundError(
                 f"task {task_id} was not found: {exc.message}; it may have expired, "
                 "or belong to another API key or deployment",
@@ -205,8 +203,7 @@ class APIClient:
                 code=exc.code,
                 request_id=exc.request_id,
             ) from exc
-        decode = decode_poll if lean else decode_task
-        return decode(response.status, response.body or b"", request_id, asked=task_id)
+        return decode_task(response.status, response.body or b"", request_id, asked=task_id)
 
     async def _probe(self) -> bool:
         """One GET that creates nothing: True once the API answers without 502/503/504."""
@@ -291,7 +288,7 @@ def _log(
     logger.debug(
         "%s %s -> %s in %.1f ms (attempt %d, request id %s)",
         request.method,
-        URL(request.url).path,
+        request.url.path,
         outcome,
         (time.perf_counter() - started) * 1000,
         attempt,

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
 from attrs import define, field
+from yarl import URL
 
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization"})
 
@@ -24,18 +25,23 @@ def _headers_repr(headers: Mapping[str, str]) -> str:
     return repr(shown)
 
 
+def _as_url(value: str | URL) -> URL:
+    return value if isinstance(value, URL) else URL(value)
+
+
 @define(frozen=True)
 class WireRequest:
-    """One HTTP request to send, as the API layer built it.
+    """One HTTP request to send, as the API layer built it; `url` is a `yarl.URL` (a str is
+    parsed), so a request made once, as each task's poll is, is parsed once.
 
     Example:
-        >>> request = WireRequest("GET", "https://api.example/v1/x", {"Authorization": "k"})
-        >>> request.headers["Authorization"], "k" in repr(request)
-        ('k', False)
+        >>> request = WireRequest("GET", "https://api.example/v1/x", {"Authorization": "sk-1"})
+        >>> request.headers["Authorization"], "sk-1" in repr(request)
+        ('sk-1', False)
     """
 
     method: str
-    url: str
+    url: URL = field(converter=_as_url)
     headers: Mapping[str, str] = field(repr=_headers_repr)
     body: bytes | None = None
     #: True for a create: a request that may start a billed task, so a transport must not

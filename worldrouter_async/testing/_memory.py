@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
 
 from .._transports.base import WireRequest, WireResponse
 from ._emulator import Emulator
@@ -65,7 +64,7 @@ class MemoryTransport:
         self.sent += 1
         if self.emulator is not None:
             status, headers, body = await self.emulator.handle(
-                request.method, URL(request.url).raw_path, request.headers, request.body or b""
+                request.method, request.url.raw_path, request.headers, request.body or b""
             )
             answer = WireResponse(status, headers, body)
         else:
