@@ -12,7 +12,7 @@ from worldrouter_async._api import APIClient
 from worldrouter_async.testing import (
     FAST_POLL,
     FAST_RETRY,
-    Emulator,
+    EmulatedAPI,
     FakeClock,
     MemoryTransport,
 )
@@ -40,7 +40,7 @@ async def test_a_session_on_a_memory_transport_opens_no_socket() -> None:
         with pytest.raises(wr.TaskFailedError) as failed:
             await session.generate("gpt-image-2", "[fail:content_policy] a star")
         task = await session.tasks.retrieve(result.task_id)
-    emulator = transport.emulator
+    emulator = transport.api
     assert emulator is not None
     assert len(result.urls) == 2
     assert result.urls[0].startswith("https://storage.emulator.invalid/images/")
@@ -70,7 +70,7 @@ async def test_memory_transport_keeps_the_emulators_auth_and_validation() -> Non
 async def test_memory_transport_on_a_fake_clock_runs_virtual_time() -> None:
     """An emulator and a session on one FakeClock: a real-length generation in no time."""
     clock = FakeClock()
-    transport = MemoryTransport(emulator=Emulator(clock=clock, time_scale=1.0))
+    transport = MemoryTransport(api=EmulatedAPI(clock=clock, time_scale=1.0))
     async with wr.Session("test-key", transport=transport, clock=clock) as session:
         result = await session.generate("gpt-image-2", "a star")
     assert result.urls
@@ -80,7 +80,7 @@ async def test_memory_transport_on_a_fake_clock_runs_virtual_time() -> None:
 @pytest.mark.usefixtures("no_network")
 async def test_memory_transport_rate_limit_pauses_the_session() -> None:
     """The emulator's rate limit answers 429 in memory; the session pauses and retries."""
-    transport = MemoryTransport(emulator=Emulator(rate_limit=1000.0, burst=1.0))
+    transport = MemoryTransport(api=EmulatedAPI(rate_limit=1000.0, burst=1.0))
     async with wr.Session(
         "test-key", transport=transport, poll=FAST_POLL, retry=FAST_RETRY
     ) as session:
@@ -90,9 +90,28 @@ async def test_memory_transport_rate_limit_pauses_the_session() -> None:
         for handle in handles:
             await handle
         stats = session.stats
-    assert transport.emulator is not None
-    assert transport.emulator.counters.rate_limited > 0
+    assert transport.api is not None
+    assert transport.api.counters.rate_limited > 0
     assert stats.rate_limit_pauses > 0
+
+
+@pytest.mark.usefixtures("no_network")
+async def test_injected_faults_play_in_memory() -> None:
+    """A 500 on a poll is retried; a create whose connection drops after sending may have
+    created a task, so it is ambiguous, as over a socket."""
+    transport = MemoryTransport()
+    api = transport.api
+    assert api is not None
+    async with wr.Session(
+        "test-key", transport=transport, poll=FAST_POLL, retry=FAST_RETRY
+    ) as session:
+        api.inject("500", route="poll")
+        assert (await session.generate("gpt-image-2", "a star")).urls
+        api.inject("drop_after_create", route="create")
+        with pytest.raises(wr.AmbiguousCreateError, match="closed the connection"):
+            await session.tasks.create("gpt-image-2", "a star")
+    assert api.counters.faults["500"] == 1
+    assert api.counters.creates == 2  # the dropped create made its task
 
 
 async def test_a_handler_sees_each_request_as_sent() -> None:
@@ -168,10 +187,10 @@ async def test_the_session_closes_its_transport() -> None:
         await transport.send(wr.WireRequest("GET", "https://x/v1/images/generation_tasks/a", {}))
 
 
-def test_memory_transport_takes_a_handler_or_an_emulator_not_both() -> None:
+def test_memory_transport_takes_a_handler_or_an_api_not_both() -> None:
     """Both at once is a TypeError naming the two ways."""
     with pytest.raises(TypeError, match="not both"):
-        MemoryTransport(lambda request: wr.WireResponse(200, {}, b""), emulator=Emulator())
+        MemoryTransport(lambda request: wr.WireResponse(200, {}, b""), api=EmulatedAPI())
 
 
 def test_a_memory_transport_is_an_async_transport() -> None:

@@ -44,9 +44,9 @@ async def test_make_thumbnail_in_memory() -> None:
         with pytest.raises(wr.TaskFailedError):  # the [fail] marker fails the task
             await make_thumbnail(session, "[fail] a star")
     assert url.endswith(".png")
-    assert transport.emulator is not None
-    assert transport.emulator.counters.creates == 2
-    assert transport.emulator.counters.connections == 0
+    assert transport.api is not None
+    assert transport.api.counters.creates == 2
+    assert transport.api.counters.connections == 0
 
 
 @pytest.mark.anyio

@@ -23,7 +23,13 @@ from worldrouter_async.batch import (
     read_jsonl,
     read_rows,
 )
-from worldrouter_async.testing import Emulator, MemoryTransport
+from worldrouter_async.testing import (
+    EmulatedAPI,
+    EmulatedRequest,
+    EmulatedResponse,
+    FakeClock,
+    MemoryTransport,
+)
 
 
 async def usage() -> None:
@@ -139,7 +145,7 @@ async def transports() -> None:
     memory = MemoryTransport()
     async with wr.Session("test-key", transport=memory) as session:
         assert_type(session.stats.polls, int)
-    assert_type(memory.emulator, Emulator | None)
+    assert_type(memory.api, EmulatedAPI | None)
 
     def answer(request: wr.WireRequest) -> wr.WireResponse:
         assert_type(request.url, URL)
@@ -154,3 +160,14 @@ async def transports() -> None:
     transport: wr.AsyncTransport = memory
     assert_type(await transport.send(wr.WireRequest("GET", "https://x/", {})), wr.WireResponse)
     wr.Session(transport=object())  # type: ignore[arg-type]
+
+
+async def emulated_api() -> None:
+    api = EmulatedAPI(clock=FakeClock())
+    api.inject("drop", route="poll")
+    request = EmulatedRequest("GET", "/v1/images/generation_tasks/x", {"Authorization": "k"})
+    answer = await api.handle(request)
+    assert_type(answer, EmulatedResponse)
+    assert_type(answer.status, int)
+    assert_type(answer.header("x-request-id"), str | None)
+    await api.release()

@@ -33,6 +33,7 @@ from .._errors import (
     AmbiguousCreateError,
     APIConnectionError,
     AuthenticationError,
+    CreateHeldBackError,
     DownloadError,
     InvalidRequestError,
     NoImagesError,
@@ -45,7 +46,7 @@ from .._errors import (
 from .._handles import ImageResult, TaskHandle
 from .._retries import is_final
 from .._session import Session
-from ..models import ImageRequest, Usage
+from ..models import ImageData, ImageRequest, Usage
 from ._claim import OutputClaim, refuse_fresh_start
 from ._errors import JournalError
 from ._gallery import GalleryRefresher
@@ -538,6 +539,11 @@ class BatchRunner:
                 await self._store.mark_pending(row.key, str(exc))
             if isinstance(exc, AuthenticationError | PermissionDeniedError):
                 self._stop(f"the server refused the API key: {exc}")
+            elif isinstance(exc, CreateHeldBackError):
+                self._stop(
+                    f"the server refused a create ({exc.refusal}) for a reason every other "
+                    "create shares, so no other was sent; fix its cause and rerun"
+                )
             self._count_unanswered(exc)
             self._deliver(_Finished(row, source, error=exc))
             return
@@ -622,8 +628,10 @@ class BatchRunner:
         if kind in (OutcomeKind.COMPLETED, OutcomeKind.DOWNLOAD_FAILED) and not (
             await self._files_intact(row)
         ):
-            urls = await self._fresh_urls(row)
-            return await self._download(row.key, row.task_id, urls, row.usage, Source.JOURNAL)
+            fresh = await self._fetch_again(row)
+            return await self._download(
+                row.key, row.task_id, row.urls, row.usage, Source.JOURNAL, fresh
+            )
         return Outcome(
             row.key,
             kind,
@@ -635,22 +643,23 @@ class BatchRunner:
             error=note or row.error,
         )
 
-    async def _fresh_urls(self, row: JournalRow) -> tuple[str, ...]:
-        """The task's URLs as the server gives them now, for a rerun that downloads again.
+    async def _fetch_again(self, row: JournalRow) -> ImageResult | None:
+        """The task's result as the server gives it now, for a rerun that downloads again.
 
         Stored image URLs are often signed and expire, so the journaled ones may answer 403
-        by the time of the rerun. When the server cannot say (it forgot the task, or does
-        not answer), the journaled URLs are the last resort.
+        by the time of the rerun, and inline images are not journaled at all. None when the
+        server cannot say (it forgot the task, or does not answer): the journaled URLs are
+        then the last resort.
         """
         assert self._store is not None
         if row.task_id is None:
-            return row.urls
+            return None
         try:
             result = await self._track(row)
         except WorldRouterError:
-            return row.urls
+            return None
         await self._store.mark_completed(row.key, result.task.status, result.urls, result.usage)
-        return result.urls
+        return result
 
     def _paths(self, files: Iterable[str]) -> list[Path]:
         """Journal file names as paths (names are relative to the output directory)."""
@@ -691,7 +700,7 @@ class BatchRunner:
         if self._out_dir is not None:
             out = self._out_dir
             try:
-                saved = urls if result is None else result.images
+                saved = _images_to_save(task_id, urls, result)
                 paths = await self._session.download_urls(saved, out, stem=file_stem(key))
                 digests = await anyio.to_thread.run_sync(lambda: [file_digest(p) for p in paths])
             except (DownloadError, OSError, ExceptionGroup) as caught:
@@ -722,6 +731,23 @@ class BatchRunner:
             files=files,
             usage=usage,
         )
+
+
+def _images_to_save(
+    task_id: str | None, urls: tuple[str, ...], result: ImageResult | None
+) -> tuple[str, ...] | tuple[ImageData, ...]:
+    """The images of `result` (inline ones included), else the journaled `urls`.
+
+    Nothing to save is a failed download, never a completed row without a file.
+    """
+    saved = urls if result is None else result.images
+    if not saved:
+        raise DownloadError(
+            f"task {task_id} has no image left to save: the journal keeps no inline image "
+            "and the server could not be asked again; rerun later",
+            url="",
+        )
+    return saved
 
 
 def _paid_usage(error: BaseException) -> Usage | None:

@@ -7,8 +7,10 @@ Example:
     ...         async with Session("test-key", emu.base_url, poll=FAST_POLL) as session:
     ...             assert (await session.generate("gpt-image-2", "a cat")).urls
 
-For tests without sockets, ``Session(transport=MemoryTransport())`` serves the emulator's
-API in memory.
+`EmulatedAPI` is the emulator's behaviour without a server: ``await api.handle(request)``
+answers an `EmulatedRequest` with an `EmulatedResponse` (`Emulator` is it served on loopback).
+For tests without sockets, ``Session(transport=MemoryTransport())`` serves that API in
+memory.
 
 The pytest fixtures live in ``worldrouter_async.testing.pytest_plugin``; enable them with
 ``pytest_plugins = ["worldrouter_async.testing.pytest_plugin"]`` in your ``conftest.py``.
@@ -17,11 +19,15 @@ The pytest fixtures live in ``worldrouter_async.testing.pytest_plugin``; enable 
 from .._config import FAST_POLL, FAST_RETRY, is_testing, set_testing
 from ._clock import FakeClock
 from ._emulator import (
+    EmulatedAPI,
+    EmulatedRequest,
+    EmulatedResponse,
     EmulatedTask,
     Emulator,
     EmulatorCounters,
     Fault,
     FaultKind,
+    NoAnswer,
     OutageKind,
     Route,
 )
@@ -30,6 +36,9 @@ from ._memory import Handler, MemoryTransport
 __all__ = [
     "FAST_POLL",
     "FAST_RETRY",
+    "EmulatedAPI",
+    "EmulatedRequest",
+    "EmulatedResponse",
     "EmulatedTask",
     "Emulator",
     "EmulatorCounters",
@@ -38,6 +47,7 @@ __all__ = [
     "FaultKind",
     "Handler",
     "MemoryTransport",
+    "NoAnswer",
     "OutageKind",
     "Route",
     "is_testing",
