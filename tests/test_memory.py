@@ -204,3 +204,13 @@ def test_session_transport_is_deprecated_and_names_the_new_keyword() -> None:
     with pytest.warns(DeprecationWarning, match=r"Session\(transport=\.\.\.\)"):
         client = session.transport
     assert isinstance(client, APIClient)
+
+
+async def test_a_handlers_headers_are_read_in_any_case() -> None:
+    """A plain dict of headers is read case-insensitively, as aiohttp's are."""
+    answer = wr.WireResponse(
+        200, {"X-Request-ID": "req_A"}, b'{"id": "imgtask_1", "status": "queued"}'
+    )
+    async with wr.Session("k", transport=MemoryTransport(lambda request: answer)) as session:
+        task = await session.tasks.retrieve("imgtask_1")
+    assert task.request_id == "req_A"

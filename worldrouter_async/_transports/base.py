@@ -8,7 +8,7 @@ has an in-memory one for users' tests, as httpx has `MockTransport`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Protocol, runtime_checkable
 
 from attrs import define, field
@@ -55,17 +55,46 @@ class WireRequest:
     max_body: int = 1 << 20
 
 
+class _CaselessHeaders(Mapping[str, str]):
+    """Headers from a plain dict, looked up by name in any case, as HTTP names are."""
+
+    __slots__ = ("_headers",)
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self._headers = {name.lower(): value for name, value in headers.items()}
+
+    def __getitem__(self, name: str) -> str:
+        return self._headers[name.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._headers)
+
+    def __len__(self) -> int:
+        return len(self._headers)
+
+    def __repr__(self) -> str:
+        return repr(self._headers)
+
+
+def _caseless(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """A dict of headers made case-insensitive; any other mapping is kept as it is (it must
+    be case-insensitive already, as aiohttp's are), which spares a copy per answer."""
+    return _CaselessHeaders(headers) if isinstance(headers, dict) else headers
+
+
 @define(frozen=True)
 class WireResponse:
     """The answer to one `WireRequest`: `body` is None when it was longer than `max_body`.
 
+    `headers` are read case-insensitively: a plain dict is wrapped so they are.
+
     Example:
-        >>> WireResponse(200, {"x-request-id": "req_1"}, b"{}").status
-        200
+        >>> WireResponse(200, {"X-Request-Id": "req_1"}, b"{}").headers["x-request-id"]
+        'req_1'
     """
 
     status: int
-    headers: Mapping[str, str]
+    headers: Mapping[str, str] = field(converter=_caseless)
     body: bytes | None
     reason: str | None = None
 

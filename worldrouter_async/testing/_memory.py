@@ -11,8 +11,6 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from multidict import CIMultiDict, CIMultiDictProxy
-
 from .._errors import APIConnectionError
 from .._transports.base import WireRequest, WireResponse
 from ._emulator import EmulatedAPI, EmulatedRequest, NoAnswer
@@ -70,14 +68,9 @@ class MemoryTransport:
             assert self._handler is not None
             handled = self._handler(request)
             answer = await handled if inspect.isawaitable(handled) else handled
-        # Headers are read case-insensitively, as on the wire.
-        too_long = answer.body is not None and len(answer.body) > request.max_body
-        return WireResponse(
-            answer.status,
-            CIMultiDictProxy(CIMultiDict(answer.headers)),
-            None if too_long else answer.body,
-            answer.reason,
-        )
+        if answer.body is not None and len(answer.body) > request.max_body:
+            return WireResponse(answer.status, answer.headers, None, answer.reason)
+        return answer
 
     async def aclose(self) -> None:
         """Refuse further requests and wake any the emulated API holds (a ``hang`` fault)."""
@@ -100,4 +93,4 @@ async def _emulated(api: EmulatedAPI, request: WireRequest) -> WireResponse:
             f"{request.method} {url} failed: the emulated server closed the connection "
             "without answering"
         ) from None
-    return WireResponse(answer.status, CIMultiDict(answer.headers), answer.body)
+    return WireResponse(answer.status, dict(answer.headers), answer.body)
