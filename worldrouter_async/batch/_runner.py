@@ -32,7 +32,6 @@ from attrs import define
 from .._errors import (
     AmbiguousCreateError,
     APIConnectionError,
-    APIStatusError,
     AuthenticationError,
     CreateHeldBackError,
     DownloadError,
@@ -45,6 +44,7 @@ from .._errors import (
     first_leaf,
 )
 from .._handles import ImageResult, TaskHandle
+from .._retries import is_final
 from .._session import Session
 from ..models import ImageData, ImageRequest, Usage
 from ._claim import OutputClaim, refuse_fresh_start
@@ -70,8 +70,6 @@ CHUNK: Final = 256
 CONNECTION_FAILURES_TO_STOP: Final = 5
 #: Seconds an interrupted run waits for the answers of creates already sent.
 STOP_GRACE: Final = 5.0
-#: Statuses that refuse a request for good: resending the same request cannot succeed.
-FINAL_STATUSES: Final = frozenset({400, 413, 422})
 NOT_RESENT: Final = (
     "the create sent by an earlier run may have reached the server (its answer never "
     "came), so it was not sent again: against a server that ignores Idempotency-Key that "
@@ -535,7 +533,7 @@ class BatchRunner:
         except WorldRouterError as exc:
             # Refused for good (400, 413, 422, strict mode) is final; anything else (429,
             # 503, no connection, a bad key) certainly created nothing: a rerun sends it.
-            if _is_final(exc):
+            if is_final(exc):
                 await self._store.mark_failed(row.key, str(exc))
             else:
                 await self._store.mark_pending(row.key, str(exc))
@@ -599,7 +597,7 @@ class BatchRunner:
             if isinstance(error, AmbiguousCreateError):
                 kind = OutcomeKind.AMBIGUOUS
             else:
-                kind = OutcomeKind.FAILED if _is_final(error) else OutcomeKind.PENDING
+                kind = OutcomeKind.FAILED if is_final(error) else OutcomeKind.PENDING
             return Outcome(row.key, kind, source, error=str(error))
         return await self._from_journal(row, finished.note)
 
@@ -755,13 +753,6 @@ def _images_to_save(
 def _paid_usage(error: BaseException) -> Usage | None:
     """The usage of a task that completed without an image (paid, nothing to show)."""
     return error.usage if isinstance(error, NoImagesError) else None
-
-
-def _is_final(error: WorldRouterError) -> bool:
-    """True when resending the same request cannot succeed."""
-    if isinstance(error, InvalidRequestError):
-        return True
-    return isinstance(error, APIStatusError) and error.status in FINAL_STATUSES
 
 
 def _unreadable(error: LineError) -> InvalidLine:
