@@ -29,10 +29,11 @@ from ._config import (
     default_retry_policy,
 )
 from ._creates import AbandonedLog, AbandonedTask, Creates
-from ._download import Downloader, ImageBytes, safe_name
+from ._download import Downloader, safe_name
 from ._errors import ConfigurationError, InvalidRequestError, WrongEventLoopError
 from ._events import DEFAULT_BUFFER, StatusFeed, StatusListener, StatusStream
 from ._handles import ImageResult, TaskHandle, as_completed
+from ._images import ImageBytes
 from ._logs import configure_from_env
 from ._pipeline import Pipeline
 from ._poller import Poller
