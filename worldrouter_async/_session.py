@@ -37,14 +37,36 @@ from ._images import ImageBytes
 from ._logs import configure_from_env
 from ._pipeline import Pipeline
 from ._poller import Poller
-from ._requests import RequestLike, build_request, check_timeout
+from ._requests import RequestLike, build_request, check_task_id, check_timeout
 from ._settings import resolve_api_key, resolve_base_url
 from ._stats import Counters, SessionStats
 from ._submit import Submitter
 from ._support import ALREADY_REPORTED, CALLER, InputLine, check_support
-from ._tasks import Tasks
 from ._transport import Transport
 from .models import ImageData, ImageRequest, ImageTask
+
+
+class Tasks:
+    """Low-level task endpoints: one create or one retrieve, no polling."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    async def create(
+        self, model: str, prompt: str, *, idempotency_key: str | None = None, **params: Any
+    ) -> ImageTask:
+        """Create one task (``POST /images/generation_tasks``) and return it as queued.
+
+        Example:
+            >>> task = await session.tasks.create("gpt-image-2", "a kite")  # doctest: +SKIP
+        """
+        request = build_request(model, prompt, params)
+        return await self._session.create_task(request, idempotency_key=idempotency_key)
+
+    async def retrieve(self, task_id: str) -> ImageTask:
+        """Fetch a task's current state once, retrying transient failures."""
+        self._session._check_open()
+        return await self._session.transport.retrieve(check_task_id(task_id))
 
 
 class Session:
@@ -161,7 +183,7 @@ class Session:
         self._retry_ambiguous_creates = retry_ambiguous_creates
         self._runner: asyncio.Task[None] | None = None
         self._state = "new"
-        self.tasks: Final = Tasks(self._submitter, self.transport.retrieve, self._check_open)
+        self.tasks: Final = Tasks(self)
 
     def __repr__(self) -> str:
         return f"<Session {self.base_url!r} {self._state} pending={self._poller.pending}>"
