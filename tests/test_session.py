@@ -21,7 +21,7 @@ from worldrouter_async import (
     TaskAbandonedError,
     TaskTimeoutError,
 )
-from worldrouter_async._session import DEFAULT_BASE_URL
+from worldrouter_async._settings import DEFAULT_BASE_URL
 from worldrouter_async.testing import Emulator, FakeClock
 
 from .conftest import SessionFactory

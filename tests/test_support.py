@@ -103,3 +103,34 @@ async def test_submit_many_warning_points_at_the_callers_line(session: Session) 
         handles = await session.submit_many(requests)
     assert [(w.filename, w.lineno) for w in caught] == [(__file__, line)]
     assert (await handles[0]).urls  # the task was still created, once
+
+
+@pytest.mark.anyio
+async def test_a_request_reported_when_read_is_submitted_without_a_second_warning(
+    session: Session, emulator: Emulator
+) -> None:
+    """report_ignored names the input's line; submit_request(reported=True) stays silent."""
+    request = ImageRequest(model="gemini-2.5-flash-image", prompt="a cat", size="512x512")
+    with pytest.warns(IgnoredParameterWarning, match="ignores size") as caught:
+        session.report_ignored(request, source="prompts.jsonl", line=4)
+    assert [(w.filename, w.lineno) for w in caught] == [("prompts.jsonl", 4)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        handle = await session.submit_request(request, reported=True)
+    assert (await handle).urls
+    assert emulator.counters.creates == 1
+
+
+@pytest.mark.anyio
+async def test_a_strict_session_reports_nothing_and_refuses_a_reported_request(
+    make_session: SessionFactory, emulator: Emulator
+) -> None:
+    """Strict mode refuses at submit, so the report is silent and nothing is sent."""
+    request = ImageRequest(model="gemini-2.5-flash-image", prompt="a cat", n=2)
+    async with make_session(strict=True) as strict:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            strict.report_ignored(request, source="prompts.jsonl", line=1)
+        with pytest.raises(IgnoredParameterError, match="ignores n"):
+            await strict.submit_request(request, reported=True)
+    assert emulator.counters.create_requests == 0

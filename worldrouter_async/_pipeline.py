@@ -23,19 +23,16 @@ from collections.abc import (
     Callable,
     Iterable,
     Iterator,
-    Mapping,
 )
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Final, Self
 
 import anyio
 from anyio.abc import TaskGroup
 
 from ._handles import TaskHandle
-from .models import ImageRequest
-
-RequestLike = ImageRequest | Mapping[str, Any]
-"""What `Session.submit_many` and `Session.pipeline` take: an `ImageRequest` or its fields."""
+from ._requests import RequestLike
+from ._submit import start_create_workers
 
 WORKER_NAME: Final = "worldrouter-async pipeline create"
 
@@ -109,8 +106,9 @@ class Pipeline:
         self._state = "running"
         task_group = self._task_group = anyio.create_task_group()
         await task_group.__aenter__()
-        for _ in range(self._workers):
-            task_group.start_soon(self._create_worker, name=WORKER_NAME)
+        start_create_workers(
+            task_group, self._workers, self._take_request, self._submit_one, name=WORKER_NAME
+        )
         return self
 
     async def __aexit__(
@@ -174,24 +172,26 @@ class Pipeline:
             return self._ready.popleft() if self._ready else None
         return self._ready_by_index.pop(self._yielded, None)
 
-    async def _create_worker(self) -> None:
-        while True:
-            await self._slots.acquire()
-            pulled = await self._pull()
-            if pulled is None:
-                self._slots.release()
-                return
-            index, request = pulled
-            try:
-                handle = await self._submit(request, index)
-            except Exception as exc:  # the session closed (or a bug): take no more, lose none
-                handle = TaskHandle.failed(exc)
-                self._end_of_input(exc)
-            if self._state == "closed":  # created as the block was left: nobody will take it
-                self._abandon((handle,), "its pipeline ended before the reader took it")
-                return
-            self._unfinished[index] = handle
-            handle.add_done_callback(functools.partial(self._on_done, index))
+    async def _take_request(self) -> tuple[int, RequestLike] | None:
+        """The next request once the window has room; None once the input is used up."""
+        await self._slots.acquire()
+        pulled = await self._pull()
+        if pulled is None:
+            self._slots.release()
+        return pulled
+
+    async def _submit_one(self, pulled: tuple[int, RequestLike]) -> None:
+        index, request = pulled
+        try:
+            handle = await self._submit(request, index)
+        except Exception as exc:  # the session closed (or a bug): take no more, lose none
+            handle = TaskHandle.failed(exc)
+            self._end_of_input(exc)
+        if self._state == "closed":  # created as the block was left: nobody will take it
+            self._abandon((handle,), "its pipeline ended before the reader took it")
+            return
+        self._unfinished[index] = handle
+        handle.add_done_callback(functools.partial(self._on_done, index))
 
     async def _pull(self) -> tuple[int, RequestLike] | None:
         """The next request and its input position; None once the input is used up."""

@@ -1,15 +1,17 @@
-"""`Session`: the entry point that owns the API client, the poller and their lifetime."""
+"""`Session`: the entry point that owns the API client, the poller and their lifetime.
+
+It wires the parts together and keeps their lifetime; its methods are thin fronts over
+`_settings` (key and URL), `_requests` (preparation), `_submit` (the one path from a
+request to a handle), `Pipeline` and the downloader.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
-import math
 import os
-import time
 import warnings
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
@@ -17,7 +19,7 @@ from typing import Any, Final, Self
 import anyio
 from yarl import URL
 
-from ._api import APIClient, Secret
+from ._api import APIClient
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import (
     Limits,
@@ -29,94 +31,22 @@ from ._config import (
 )
 from ._creates import AbandonedLog, AbandonedTask, Creates
 from ._download import Downloader, safe_name
-from ._errors import (
-    AmbiguousCreateError,
-    ConfigurationError,
-    InvalidRequestError,
-    WorldRouterError,
-    WrongEventLoopError,
-)
+from ._errors import ConfigurationError, InvalidRequestError, WrongEventLoopError
 from ._events import DEFAULT_BUFFER, StatusFeed, StatusListener, StatusStream
 from ._handles import ImageResult, TaskHandle, as_completed
 from ._images import ImageBytes
 from ._logs import configure_from_env
-from ._pipeline import Pipeline, RequestLike
-from ._poller import Poller, unpollable
+from ._pipeline import Pipeline
+from ._poller import Poller
+from ._requests import RequestLike, build_request, check_task_id, check_timeout
+from ._settings import resolve_api_key, resolve_base_url
 from ._stats import Counters, SessionStats
-from ._support import check_support, warn_ignored_in_file
+from ._submit import Submitter
+from ._support import ALREADY_REPORTED, CALLER, InputLine, check_support
 from ._transports.aiohttp import AiohttpTransport
 from ._transports.base import AsyncTransport
 from ._transports.network import NetworkSettings, Verify
-from .models import ImageData, ImageRequest, ImageTask, converter
-
-DEFAULT_BASE_URL: Final = "https://inference-api-pre-d80ca3.worldrouter.ai/v1"
-API_KEY_ENV: Final = "WORLDROUTER_API_KEY"
-BASE_URL_ENV: Final = "WORLDROUTER_BASE_URL"
-
-
-def _resolve_api_key(api_key: str | None) -> Secret:
-    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
-    if key is None:
-        raise ConfigurationError(
-            f"no API key: pass Session(api_key=...) or set the {API_KEY_ENV} environment variable"
-        )
-    if not key.strip():
-        raise ConfigurationError(f"the API key is empty; set {API_KEY_ENV} to your WorldRouter key")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in key):
-        raise ConfigurationError(
-            "the API key contains control characters (a stray newline?); paste it again"
-        )
-    return Secret(key)
-
-
-def _is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _resolve_base_url(base_url: str | None, *, allow_insecure: bool) -> str:
-    raw = base_url if base_url is not None else os.environ.get(BASE_URL_ENV, DEFAULT_BASE_URL)
-    url = URL(raw)
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ConfigurationError(
-            f"base_url must be an http(s) URL such as {DEFAULT_BASE_URL!r} (got {raw!r})"
-        )
-    if url.user is not None or url.password is not None:
-        raise ConfigurationError(
-            f"base_url must not contain credentials (got a URL with '@' for host {url.host!r}); "
-            "pass the API key as api_key="
-        )
-    if url.scheme == "http" and not allow_insecure and not _is_loopback(url.host):
-        raise ConfigurationError(
-            f"refusing plain http:// to {url.host!r}: the API key would travel unencrypted. "
-            "Use https://, or pass allow_insecure=True for a trusted network"
-        )
-    if url.query_string or url.fragment:
-        raise ConfigurationError(f"base_url must not have a query or fragment (got {raw!r})")
-    return str(url).rstrip("/")
-
-
-def _build_request(model: str, prompt: str, params: Mapping[str, Any]) -> ImageRequest:
-    return converter.structure({"model": model, "prompt": prompt, **params}, ImageRequest)
-
-
-def _new_idempotency_key() -> str:
-    """A random version-4 UUID as text, for one create.
-
-    `str(uuid.uuid4())` builds a UUID object first (about 4.5 us); formatting 16 random
-    bytes directly costs under half of that, on every create.
-    """
-    raw = bytearray(os.urandom(16))
-    raw[6] = raw[6] & 0x0F | 0x40  # version 4
-    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
-    text = raw.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+from .models import ImageData, ImageRequest, ImageTask
 
 
 class Tasks:
@@ -133,30 +63,13 @@ class Tasks:
         Example:
             >>> task = await session.tasks.create("gpt-image-2", "a kite")  # doctest: +SKIP
         """
-        request = _build_request(model, prompt, params)
+        request = build_request(model, prompt, params)
         return await self._session.create_task(request, idempotency_key=idempotency_key)
 
     async def retrieve(self, task_id: str) -> ImageTask:
         """Fetch a task's current state once, retrying transient failures."""
         self._session._check_open()
-        return await self._session._api.retrieve(_check_task_id(task_id))
-
-
-def _check_task_id(task_id: object) -> str:
-    """`task_id` if a poll URL can name it: never blank, ``.`` or ``..``.
-
-    Those would name no task, or turn the poll URL into another endpoint once dot segments
-    are resolved; any other id (``/`` included) is percent-encoded into one path segment by
-    the transport.
-    """
-    if not isinstance(task_id, str) or not task_id.strip():
-        raise InvalidRequestError(f"task_id must be a non-empty string (got {task_id!r})")
-    if task_id in (".", ".."):
-        raise InvalidRequestError(
-            f"task_id {task_id!r} is not a task id: a poll of it would request another "
-            "endpoint; pass the id exactly as the create returned it"
-        )
-    return task_id
+        return await self._session._api.retrieve(check_task_id(task_id))
 
 
 class Session:
@@ -233,14 +146,14 @@ class Session:
         self._feed = StatusFeed(on_status)  # first: refuses an async on_status at once
         retry = retry or default_retry_policy()
         poll = poll or default_poll_policy()
-        self.base_url: Final = _resolve_base_url(base_url, allow_insecure=allow_insecure)
+        self.base_url: Final = resolve_base_url(base_url, allow_insecure=allow_insecure)
         self._network = NetworkSettings(proxy=proxy, trust_env=trust_env, verify=verify)
         self._counters = Counters()
         self._wire = transport
         self._timeouts = timeouts
         self._api = APIClient(
             base_url=self.base_url,
-            api_key=_resolve_api_key(api_key),
+            api_key=resolve_api_key(api_key),
             timeouts=timeouts,
             retry=retry,
             limits=limits,
@@ -265,8 +178,18 @@ class Session:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._downloader = Downloader(timeouts=timeouts, limits=limits, retry=retry, clock=clock)
         self._limits = limits
-        self._task_timeout = task_timeout
-        self._strict = strict
+        self._submitter = Submitter(
+            creates=self._creates,
+            poller=self._poller,
+            abandoned=self._abandoned,
+            counters=self._counters,
+            feed=self._feed,
+            check_open=self._check_open,
+            is_open=lambda: self._state == "open",
+            untrack=self._untrack,
+            strict=strict,
+            task_timeout=task_timeout,
+        )
         self._retry_ambiguous_creates = retry_ambiguous_creates
         self._runner: asyncio.Task[None] | None = None
         self._state = "new"
@@ -420,32 +343,11 @@ class Session:
                 f"{failure}), so nothing more is sent; open a new Session"
             ) from failure
 
-    def _abandon(self, handles: Iterable[TaskHandle], reason: str) -> None:
-        """Stop tracking `handles`, which no caller will get, and record their task ids."""
-        now = time.time()
-        records = []
-        for handle in handles:
-            if handle.task_id is not None:
-                handle._abandon(reason)
-                records.append(
-                    AbandonedTask(handle.task_id, None, handle.status, handle.request, reason, now)
-                )
-            elif isinstance(error := handle.exception(), AmbiguousCreateError):
-                key = error.idempotency_key  # its create may have made a task
-                records.append(AbandonedTask(None, key, None, handle.request, reason, now))
-        self._abandoned.add(records)
-
     async def create_task(
         self, request: ImageRequest, *, idempotency_key: str | None = None
     ) -> ImageTask:
         """Validate `request` against its model, then create it once (no polling)."""
-        self._check_open()
-        check_support(request, strict=self._strict)
-        return await self._create(request, idempotency_key=idempotency_key)
-
-    async def _create(self, request: ImageRequest, *, idempotency_key: str | None) -> ImageTask:
-        """Create `request` once; its support check has already been made."""
-        return await self._creates.create(request, idempotency_key or _new_idempotency_key())
+        return await self._submitter.create(request, idempotency_key=idempotency_key)
 
     async def submit(
         self,
@@ -469,8 +371,10 @@ class Session:
             >>> handle = await session.submit("gpt-image-2", "a fox")  # doctest: +SKIP
             >>> result = await handle  # doctest: +SKIP
         """
-        request = _build_request(model, prompt, params)
-        return await self.submit_request(request, timeout=timeout, idempotency_key=idempotency_key)
+        request = build_request(model, prompt, params)
+        return await self._submitter.submit(
+            request, timeout=timeout, idempotency_key=idempotency_key
+        )
 
     async def submit_request(
         self,
@@ -478,38 +382,32 @@ class Session:
         *,
         timeout: float | None = None,
         idempotency_key: str | None = None,
+        reported: bool = False,
     ) -> TaskHandle:
-        """`submit` for a prepared `ImageRequest`."""
-        self._deadline(timeout)
-        task = await self.create_task(request, idempotency_key=idempotency_key)
-        return self._track(task.task_id or task.id, request=request, task=task, timeout=timeout)
+        """`submit` for a prepared `ImageRequest`.
 
-    def _report_ignored(self, request: ImageRequest, *, source: str, line: int) -> None:
+        Args:
+            reported: its ignored parameters were already reported with `report_ignored`
+                (as a tool that reads requests from a file does, naming the file's line),
+                so no second warning is issued; a strict session still refuses it.
+        """
+        return await self._submitter.submit(
+            request,
+            timeout=timeout,
+            idempotency_key=idempotency_key,
+            warn_at=ALREADY_REPORTED if reported else CALLER,
+        )
+
+    def report_ignored(self, request: ImageRequest, *, source: str, line: int = 0) -> None:
         """Warn, naming `source` and `line`, if `request`'s model ignores a parameter.
 
-        Strict sessions stay silent here: they refuse the request when it is created.
+        For requests read from a file or another input with no Python line to point at:
+        report each when it is read, then submit it with ``submit_request(...,
+        reported=True)``. A strict session stays silent here: it refuses the request when
+        it is submitted.
         """
-        if not self._strict:
-            warn_ignored_in_file(request, filename=source, lineno=line)
-
-    async def _submit_reported(
-        self,
-        request: ImageRequest,
-        *,
-        timeout: float | None,
-        idempotency_key: str | None,
-    ) -> TaskHandle:
-        """`submit_request` for a request whose ignored parameters its caller has reported.
-
-        The batch runner names the JSONL line or the request's key instead of a Python line,
-        so only strict mode is enforced here, without a second warning.
-        """
-        self._check_open()
-        self._deadline(timeout)
-        if self._strict:
-            check_support(request, strict=True)
-        task = await self._create(request, idempotency_key=idempotency_key)
-        return self._track(task.task_id or task.id, request=request, task=task, timeout=timeout)
+        if not self._submitter.strict:
+            check_support(request, strict=False, warn_at=InputLine(source, line))
 
     async def submit_many(
         self,
@@ -534,27 +432,8 @@ class Session:
         limit = concurrency if concurrency is not None else self._limits.max_concurrent_creates
         if limit < 1:
             raise InvalidRequestError(f"concurrency must be at least 1 (got {limit!r})")
-        self._deadline(timeout)
-        # Checked here, in the caller's frame, so a warning points at the caller's line
-        # (the workers below run in tasks of their own, with no user code on the stack).
-        handles: list[TaskHandle | ImageRequest] = [self._prepare(item) for item in items]
-        work = iter(enumerate(handles))
-
-        async def submit_worker() -> None:
-            # A fixed pool of `limit` workers: no task per request, whatever the count.
-            for index, prepared in work:
-                if isinstance(prepared, ImageRequest):
-                    handles[index] = await self._submit_prepared(prepared, timeout=timeout)
-
-        try:
-            async with anyio.create_task_group() as task_group:
-                for _ in range(min(limit, len(items))):
-                    task_group.start_soon(submit_worker)
-        except BaseException:  # cancelled: no caller gets these handles
-            created = (handle for handle in handles if isinstance(handle, TaskHandle))
-            self._abandon(created, "submit_many was cancelled")
-            raise
-        return [handle for handle in handles if isinstance(handle, TaskHandle)]
+        check_timeout(timeout, self._submitter.task_timeout)
+        return await self._submitter.submit_many(items, workers=limit, timeout=timeout)
 
     def pipeline(
         self,
@@ -589,72 +468,15 @@ class Session:
         self._check_open()
         if max_pending < 1:
             raise InvalidRequestError(f"max_pending must be at least 1 (got {max_pending!r})")
-        self._deadline(timeout)
+        check_timeout(timeout, self._submitter.task_timeout)
         return Pipeline(
-            functools.partial(self._submit_streamed, timeout=timeout),
+            functools.partial(self._submitter.submit_streamed, timeout=timeout),
             requests,
             max_pending=max_pending,
             ordered=ordered,
             workers=self._limits.max_concurrent_creates,
-            abandon=self._abandon,
+            abandon=self._submitter.abandon,
         )
-
-    async def _submit_streamed(
-        self, item: RequestLike, index: int, *, timeout: float | None
-    ) -> TaskHandle:
-        """Submit the `index`-th request of a pipeline (from 0); failures become handles.
-
-        It runs in a pipeline worker, with no user code on the stack, so a warning about an
-        ignored parameter names the request's place in the input instead of a line. Once
-        the session has closed it raises, which stops the pipeline.
-        """
-        if self._state != "open":
-            raise RuntimeError(
-                f"the session closed while its pipeline was running: request {index} was "
-                "not submitted and no later request is taken from the input; tasks still "
-                "pending end with SessionClosedError (track their task ids from a new session)"
-            )
-        prepared = self._prepare(item, source=f"<pipeline request {index}>")
-        if isinstance(prepared, TaskHandle):
-            return prepared
-        return await self._submit_prepared(prepared, timeout=timeout)
-
-    def _prepare(
-        self, item: RequestLike, *, source: str | None = None
-    ) -> ImageRequest | TaskHandle:
-        """`item` as a request checked against its model, or a failed handle saying why.
-
-        A warning about an ignored parameter points at the caller's line, or names `source`.
-        """
-        try:
-            request = converter.structure(item, ImageRequest)
-        except WorldRouterError as exc:
-            return TaskHandle.failed(exc)
-        try:
-            if source is None or self._strict:
-                check_support(request, strict=self._strict)
-            else:
-                self._report_ignored(request, source=source, line=0)
-        except WorldRouterError as exc:
-            return TaskHandle.failed(exc, request=request)
-        return request
-
-    async def _submit_prepared(self, request: ImageRequest, *, timeout: float | None) -> TaskHandle:
-        """Create a checked request and track it; a create error becomes a failed handle."""
-        try:
-            self._check_open()
-            task = await self._create(request, idempotency_key=None)
-        except WorldRouterError as exc:
-            return TaskHandle.failed(exc, request=request)
-        return self._track(task.task_id or task.id, request=request, task=task, timeout=timeout)
-
-    def _deadline(self, timeout: float | None) -> float:
-        """`timeout` checked, or the session's default: called before any paid create, so a
-        bad value never strands a task that was already paid for."""
-        deadline = self._task_timeout if timeout is None else timeout
-        if not deadline > 0 or math.isnan(deadline):
-            raise InvalidRequestError(f"timeout must be positive seconds (got {timeout!r})")
-        return deadline
 
     def track(self, task_id: str, *, timeout: float | None = None) -> TaskHandle:
         """Attach to a task created earlier (by another process, or before a restart).
@@ -663,29 +485,7 @@ class Session:
             >>> result = await session.track("imgtask_123")  # doctest: +SKIP
         """
         self._check_open()
-        return self._track(task_id, request=None, task=None, timeout=timeout)
-
-    def _track(
-        self,
-        task_id: str,
-        *,
-        request: ImageRequest | None,
-        task: ImageTask | None,
-        timeout: float | None,
-    ) -> TaskHandle:
-        try:
-            _check_task_id(task_id)
-        except InvalidRequestError as exc:
-            if task is None:
-                raise
-            handle = unpollable(task, request, exc)  # created: keep the receipt
-            self._counters.failed += 1
-            self._feed.ended(handle)
-            return handle
-        deadline = self._deadline(timeout)
-        handle = TaskHandle(task_id, request=request, task=task, on_cancel=self._untrack)
-        self._poller.track(handle, timeout=deadline, fresh=task is not None)
-        return handle
+        return self._submitter.track(task_id, request=None, task=None, timeout=timeout)
 
     async def generate(
         self, model: str, prompt: str, *, timeout: float | None = None, **params: Any
@@ -702,7 +502,7 @@ class Session:
         try:
             await handle._settled()
         except BaseException:  # cancelled: nobody else has this handle
-            self._abandon((handle,), "generate was cancelled")
+            self._submitter.abandon((handle,), "generate was cancelled")
             raise
         return handle.result()
 

@@ -11,6 +11,8 @@ import sys
 import warnings
 from typing import Final
 
+from attrs import define
+
 from ._errors import IgnoredParameterError, IgnoredParameterWarning
 from .models import ImageRequest
 
@@ -64,23 +66,63 @@ def ignored_message(request: ImageRequest) -> str | None:
     )
 
 
-def check_support(request: ImageRequest, *, strict: bool) -> None:
-    """Warn (or raise when `strict`) if `request` sets parameters its model ignores."""
+@define(frozen=True)
+class CallerLine:
+    """Warn at the user's line: the first frame on the stack outside this package."""
+
+    def warn(self, message: str) -> None:
+        """Issue `message` as an `IgnoredParameterWarning` at the caller's line."""
+        warnings.warn(message, IgnoredParameterWarning, stacklevel=_caller_stacklevel())
+
+
+@define(frozen=True)
+class InputLine:
+    """Warn naming where a request was read, when no Python line made it.
+
+    `filename` is a JSONL file, or a name such as ``<pipeline request 3>`` or
+    ``<batch request 'KEY'>``; `line` is 0 when the input has no lines.
+    """
+
+    filename: str
+    line: int = 0
+
+    def warn(self, message: str) -> None:
+        """Issue `message` as an `IgnoredParameterWarning` naming this input line."""
+        warnings.warn_explicit(message, IgnoredParameterWarning, self.filename, self.line)
+
+
+@define(frozen=True)
+class AlreadyReported:
+    """Warn nowhere: whoever read the request reported its ignored parameters already."""
+
+    def warn(self, message: str) -> None:
+        """Nothing: the warning was issued once, when the request was read."""
+
+
+WarnAt = CallerLine | InputLine | AlreadyReported
+"""Where the warning about a request's ignored parameters points."""
+
+CALLER: Final = CallerLine()
+ALREADY_REPORTED: Final = AlreadyReported()
+
+
+def check_support(request: ImageRequest, *, strict: bool, warn_at: WarnAt = CALLER) -> None:
+    """Warn at `warn_at` (or raise when `strict`) if `request` sets parameters its model ignores.
+
+    The one support check: every way of submitting calls it before the paid create.
+    """
     message = ignored_message(request)
     if message is None:
         return
     if strict:
         raise IgnoredParameterError(message)
-    warnings.warn(message, IgnoredParameterWarning, stacklevel=_caller_stacklevel())
+    warn_at.warn(message)
 
 
 def warn_ignored_in_file(request: ImageRequest, *, filename: str, lineno: int) -> None:
     """Warn at line `lineno` of input file `filename` if `request`'s model ignores parameters.
 
     Input read from a file (a JSONL batch) has no Python line to point at, so the warning
-    names the file and line the request came from instead; a batch request that came from
-    no file is named by its key (``<batch request 'KEY'>``).
+    names the file and line the request came from instead.
     """
-    message = ignored_message(request)
-    if message is not None:
-        warnings.warn_explicit(message, IgnoredParameterWarning, filename, lineno)
+    check_support(request, strict=False, warn_at=InputLine(filename, lineno))

@@ -38,6 +38,9 @@ async def usage() -> None:
         assert_type(task, wr.ImageTask)
         handle = await session.submit("gpt-image-2", "a star", timeout=60.0)
         assert_type(handle, wr.TaskHandle)
+        read = wr.ImageRequest(model="gpt-image-2", prompt="from a file")
+        session.report_ignored(read, source="prompts.jsonl", line=3)
+        assert_type(await session.submit_request(read, reported=True), wr.TaskHandle)
         assert_type(handle.task_id, str | None)
         result = await handle
         assert_type(result, wr.ImageResult)

@@ -391,7 +391,7 @@ class BatchRunner:
                 ]
                 for item in items:
                     if not item.line:  # a JSONL item was reported with its line when read
-                        self._session._report_ignored(
+                        self._session.report_ignored(
                             item.request, source=f"<batch request {item.key!r}>", line=0
                         )
                 rows, invalid = await self._register(items, position)
@@ -522,8 +522,11 @@ class BatchRunner:
         source = Source.RESUBMITTED if row.state == State.SUBMITTING else Source.NEW
         await self._store.mark_submitting(row.key)  # committed before the create is sent
         try:
-            handle = await self._session._submit_reported(
-                row.request, timeout=self._timeout, idempotency_key=row.idempotency_key
+            handle = await self._session.submit_request(
+                row.request,
+                timeout=self._timeout,
+                idempotency_key=row.idempotency_key,
+                reported=True,
             )
         except AmbiguousCreateError as exc:  # stays SUBMITTING: see retry_ambiguous_creates
             await self._store.mark_ambiguous(row.key, str(exc))
