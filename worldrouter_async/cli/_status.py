@@ -14,7 +14,7 @@ from pathlib import Path
 from attrs import define
 
 from ..batch import InvalidLine, JournalRow, OutcomeKind, kind_of
-from ..batch._journal import SqliteFile
+from ..batch.journal import SqliteFile
 from ..models import Usage
 from ._errors import in_cli_terms
 from ._json import Record, invalid_records, usage_record
