@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,7 +15,9 @@ from tests.conftest import SessionFactory
 from worldrouter_async import (
     AmbiguousCreateError,
     AuthenticationError,
+    CreateHeldBackError,
     ImageRequest,
+    InvalidRequestError,
     Session,
     Timeouts,
     WrongEventLoopError,
@@ -242,3 +245,65 @@ async def test_a_session_used_from_another_event_loop_says_so_before_any_request
     assert "Open a Session per event loop" in str(errors[0])
     assert emulator.counters.create_requests == emulator.counters.polls == 0
     assert (await session.generate("gpt-image-2", "a star")).urls  # still fine at home
+
+
+async def test_a_bad_timeout_is_refused_before_the_paid_create(
+    session: Session, emulator: Emulator
+) -> None:
+    """A timeout that tracking would refuse is refused before the create, so it can never
+    strand a task that was already paid for."""
+    request = {"model": "gpt-image-2", "prompt": "a star"}
+    with pytest.raises(InvalidRequestError, match="timeout must be positive"):
+        await session.submit("gpt-image-2", "a star", timeout=-1)
+    with pytest.raises(InvalidRequestError, match="timeout must be positive"):
+        await session.submit_many([request], timeout=0)
+    with pytest.raises(InvalidRequestError, match="timeout must be positive"):
+        session.pipeline([request], timeout=math.nan)
+    assert emulator.counters.create_requests == 0
+
+
+async def test_a_wrong_model_or_url_costs_one_create() -> None:
+    """A refusal about the model (or a 404 before any create worked: a wrong URL) holds back
+    every create like it: one request is sent, the rest say why they were not."""
+    gemini = "gemini-2.5-flash-image"
+    async with Emulator(models=frozenset({"gpt-image-2"})) as emulator:
+        for base_url in (emulator.base_url, emulator.base_url + "/wrong"):
+            before = emulator.counters.create_requests
+            async with Session(emulator.api_key, base_url, retry=FAST_RETRY) as session:
+                requests = [{"model": gemini, "prompt": f"p{i}"} for i in range(20)]
+                handles = await session.submit_many(requests, concurrency=8)
+            errors = [handle.exception() for handle in handles]
+            held = [error for error in errors if isinstance(error, CreateHeldBackError)]
+            assert len(held) == 19
+            assert all("not sent" in str(error) for error in held)
+            assert emulator.counters.create_requests - before <= 1  # a wrong path: no route
+        assert emulator.counters.creates == 0
+
+
+async def test_a_refusal_about_one_request_holds_back_nothing(
+    make_clocked_session: SessionFactory, clocked_emulator: Emulator
+) -> None:
+    """An invalid size is about its own request: the creates queued behind it still go."""
+    requests = [{"model": "gpt-image-2", "prompt": f"[never] {i}"} for i in range(5)]
+    clocked_emulator.inject("413", route="create")
+    async with make_clocked_session() as session:
+        handles = await session.submit_many(requests, concurrency=5)
+        assert [handle.task_id is not None for handle in handles].count(True) == 4
+    assert clocked_emulator.counters.creates == 4
+
+
+async def test_a_batch_with_a_wrong_model_sends_one_create(tmp_path: Path) -> None:
+    """A 50-line batch for a model the server refuses: one create, the rest pending."""
+    items = [
+        BatchItem(f"r{i}", ImageRequest(model="gemini-2.5-flash-image", prompt=f"p{i}"))
+        for i in range(50)
+    ]
+    async with Emulator(models=frozenset({"gpt-image-2"})) as emulator:
+        session = Session(emulator.api_key, emulator.base_url, retry=FAST_RETRY)
+        async with session, BatchRunner(session, tmp_path / "j.db", concurrency=16) as runner:
+            outcomes = [outcome async for outcome in runner.run(items)]
+        assert emulator.counters.create_requests == 1
+    assert "for a reason every other create shares" in (runner.stop_reason or "")
+    kinds = [outcome.kind for outcome in outcomes]
+    assert kinds.count(OutcomeKind.FAILED) == 1
+    assert kinds.count(OutcomeKind.PENDING) == 49

@@ -411,6 +411,37 @@ async def test_batch_saves_inline_images_and_fails_an_empty_download(
     assert sorted(images) == sorted(Path(name).name for name in outcomes["inline"].files)
 
 
+async def test_a_rerun_saves_inline_images_again_by_asking_the_server(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """Inline images are not journaled: a rerun that must save a row's images again polls
+    its task for them, and a row with nothing to save stays download_failed, never
+    completed without a file."""
+    items = [
+        BatchItem("inline", ImageRequest(model="gpt-image-2", prompt="with-b64")),
+        BatchItem("junk", ImageRequest(model="gpt-image-2", prompt="with-b64junk")),
+    ]
+    journal, out = tmp_path / "j.db", tmp_path / "out"
+
+    async def run() -> dict[str, Any]:
+        async with (
+            Session("k", hostile.base_url, retry=FAST_RETRY, poll=FAST_POLL) as session,
+            BatchRunner(session, journal, out_dir=out) as runner,
+        ):
+            return {outcome.key: outcome async for outcome in runner.run(items)}
+
+    first = await run()
+    assert first["inline"].kind == OutcomeKind.COMPLETED
+    assert first["junk"].kind == OutcomeKind.DOWNLOAD_FAILED
+    (saved,) = (Path(name) for name in first["inline"].files)
+    saved.unlink()
+    again = await run()
+    assert again["inline"].kind == OutcomeKind.COMPLETED
+    assert [Path(name).read_bytes()[:8] for name in again["inline"].files] == [PNG_SIGNATURE]
+    assert again["junk"].kind == OutcomeKind.DOWNLOAD_FAILED
+    assert again["junk"].files == ()
+
+
 async def test_rerun_downloads_again_over_an_empty_file(session: Session, tmp_path: Path) -> None:
     """A 0-byte file an earlier version saved (and journaled) is not taken as the image."""
     journal, out = tmp_path / "j.db", tmp_path / "out"

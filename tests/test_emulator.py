@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import ssl
 import zlib
@@ -16,6 +17,13 @@ import pytest
 from yarl import URL
 
 from worldrouter_async.testing import Emulator, FakeClock
+from worldrouter_async.testing._emulator import (
+    CREATE_PATH,
+    EmulatedAPI,
+    EmulatedRequest,
+    EmulatedResponse,
+    NoAnswer,
+)
 from worldrouter_async.testing._png import preview_png
 
 pytestmark = pytest.mark.anyio
@@ -386,3 +394,58 @@ def test_pictures_of_any_size_are_valid_pngs(size: tuple[int, int]) -> None:
     """Every width and height from 1 pixel up gives a PNG of exactly that size."""
     width, height = size
     assert _pixels(preview_png(f"{width}x{height}", width, height))[:2] == size
+
+
+async def _send(api: EmulatedAPI, method: str, path: str, body: Any = None) -> EmulatedResponse:
+    """One request to the API origin of `api`, in memory."""
+    encoded = b"" if body is None else json.dumps(body).encode()
+    return await api.handle(
+        EmulatedRequest(method, path, {"authorization": AUTH["Authorization"]}, encoded)
+    )
+
+
+async def test_the_api_runs_create_poll_and_download_without_a_server() -> None:
+    """EmulatedAPI answers a create, the polls that follow its timeline on the clock, and the
+    image download, with no socket anywhere; every API answer carries an x-request-id."""
+    clock = FakeClock()
+    api = EmulatedAPI(clock=clock)
+    api.storage_url = "http://storage.test"
+    created = await _send(api, "POST", CREATE_PATH, {"model": "gpt-image-2", "prompt": "a fox"})
+    assert (created.status, created.json()["status"]) == (200, "queued")
+    assert created.header("Content-Type") == "application/json; charset=utf-8"
+    assert (created.header("X-Request-Id") or "").startswith("req_")
+    task_id = created.json()["id"]
+    poll = f"{CREATE_PATH}/{task_id}"
+    assert (await _send(api, "GET", poll)).json()["status"] == "queued"
+    clock.advance(api.completed_at(task_id))
+    done = (await _send(api, "GET", poll)).json()
+    assert done["status"] == "completed"
+    assert api.counters.polls_by_task[task_id] == 2
+    url = URL(done["data"][0]["url"])
+    assert url.origin() == URL(api.storage_url)
+    image = await api.handle_storage(EmulatedRequest("GET", url.path, {}, query=url.query))
+    assert (image.status, image.header("content-type")) == (200, "image/png")
+    assert _pixels(image.body)[:2] == (256, 256)
+    api.expire_urls()
+    expired = await api.handle_storage(EmulatedRequest("GET", url.path, query=url.query))
+    assert (expired.status, expired.body) == (403, b"Request has expired")
+
+
+async def test_the_api_plays_faults_and_outages_as_answers_or_no_answer() -> None:
+    """A dropped create still makes its task but answers nothing (NoAnswer); a 429 carries
+    Retry-After; a gateway outage answers 503 without creating; a wrong key is 401."""
+    api = EmulatedAPI(clock=FakeClock())
+    body = {"model": "gpt-image-2", "prompt": "a kite"}
+    api.inject("drop_after_create", route="create")
+    with pytest.raises(NoAnswer):
+        await _send(api, "POST", CREATE_PATH, body)
+    assert api.counters.creates == 1
+    api.inject("429", route="poll", retry_after=2.5)
+    limited = await _send(api, "GET", f"{CREATE_PATH}/{next(iter(api.tasks))}")
+    assert (limited.status, limited.header("Retry-After")) == (429, "3")
+    wrong = await api.handle(EmulatedRequest("GET", f"{CREATE_PATH}/x", {"Authorization": "x"}))
+    assert wrong.json()["error"]["code"] == "invalid_api_key"
+    await api.outage("503", seconds=60)
+    assert (await _send(api, "POST", CREATE_PATH, body)).status == 503
+    assert api.counters.create_requests == 1
+    await api.release()

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from worldrouter_async._poller import POLL_TASK_NAME
+from worldrouter_async._poll_workers import POLL_TASK_NAME
 from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator
 
 from .conftest import ForwardProxy

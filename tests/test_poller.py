@@ -27,7 +27,7 @@ from worldrouter_async import (
     TaskTimeoutError,
     Timeouts,
 )
-from worldrouter_async._poller import POLL_TASK_NAME, STUCK_AFTER, Poller
+from worldrouter_async._poll_workers import POLL_TASK_NAME, STUCK_AFTER, PollWorkers
 from worldrouter_async.testing import FAST_POLL, Emulator, FakeClock
 
 from .conftest import SessionFactory
@@ -616,10 +616,10 @@ async def test_an_internal_error_in_the_poller_ends_every_handle_and_the_session
     """A bug in the poller's machinery (here its watchdog) ends every pending handle at once
     with `PollerFailedError` naming the cause; later submits refuse before any create."""
 
-    def broken_watch(self: Poller) -> None:
+    def broken_watch(self: object) -> None:
         raise ZeroDivisionError("a bug in the watchdog")
 
-    monkeypatch.setattr(Poller, "_watch", broken_watch)
+    monkeypatch.setattr(PollWorkers, "_watch", broken_watch)
     async with make_clocked_session() as session:
         clocked_emulator.inject("hang", route="poll")
         handles = await session.submit_many(

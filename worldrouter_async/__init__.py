@@ -13,7 +13,6 @@ from . import _startup  # noqa: F401 - imported for that effect
 from ._clock import Clock
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts
 from ._creates import AbandonedTask
-from ._download import ImageBytes
 from ._errors import (
     AmbiguousCreateError,
     APIConnectionError,
@@ -24,6 +23,7 @@ from ._errors import (
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
+    CreateHeldBackError,
     DownloadError,
     IgnoredParameterError,
     IgnoredParameterWarning,
@@ -50,6 +50,7 @@ from ._errors import (
 )
 from ._events import LocalStatus, StatusChange, StatusListener, StatusStream
 from ._handles import ImageResult, TaskHandle, as_completed
+from ._images import ImageBytes
 from ._pipeline import Pipeline
 from ._session import Session, Tasks
 from ._stats import SessionStats
@@ -70,6 +71,7 @@ __all__ = [
     "BadRequestError",
     "Clock",
     "ConfigurationError",
+    "CreateHeldBackError",
     "DownloadError",
     "IgnoredParameterError",
     "IgnoredParameterWarning",

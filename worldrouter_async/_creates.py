@@ -22,7 +22,13 @@ from typing import Any, Final, Protocol
 
 from attrs import define
 
-from ._errors import AmbiguousCreateError, AuthenticationError, WorldRouterError
+from ._errors import (
+    AmbiguousCreateError,
+    APIStatusError,
+    AuthenticationError,
+    CreateHeldBackError,
+    WorldRouterError,
+)
 from .models import ImageRequest, ImageTask
 
 logger: Final = logging.getLogger("worldrouter_async")
@@ -138,6 +144,8 @@ class Creates:
         self._opened = False  # a create has got a task back: no more one at a time
         self._probe = asyncio.Lock()
         self._refusal: AuthenticationError | None = None
+        self._refused_models: dict[str, APIStatusError] = {}
+        self._refused_url: APIStatusError | None = None
         self._flights: set[asyncio.Task[None]] = set()
 
     async def create(self, request: ImageRequest, idempotency_key: str) -> ImageTask:
@@ -194,12 +202,25 @@ class Creates:
     async def _send(self, flight: _Flight) -> ImageTask:
         if self._refusal is not None:
             raise _refused_again(self._refusal)
+        if refusal := self._refused_url or self._refused_models.get(flight.request.model):
+            raise _held_back(refusal)
         flight.sent = True
         try:
             return await self._send_create(flight.request.to_payload(), idempotency_key=flight.key)
         except AuthenticationError as exc:
             self._refusal = exc  # the key is the session's: every later create would fail
             raise
+        except APIStatusError as exc:
+            self._remember(flight.request, exc)
+            raise
+
+    def _remember(self, request: ImageRequest, refusal: APIStatusError) -> None:
+        """Remember a refusal about the session rather than the request, so that creates
+        like it are not sent: a wrong model or URL then costs one request, not one each."""
+        if 400 <= refusal.status < 500 and "model" in (refusal.code or ""):
+            self._refused_models[request.model] = refusal
+        elif refusal.status == 404 and not self._opened:  # no create ever worked: the URL
+            self._refused_url = refusal
 
     def _settle(self, flight: _Flight, task: ImageTask | None, error: Exception | None) -> None:
         if not flight.abandoned:
@@ -247,6 +268,16 @@ def _cut_off(flight: _Flight) -> Exception:
         f"server. Resending it with idempotency_key={flight.key!r} is safe only if your "
         "deployment deduplicates creates by Idempotency-Key",
         idempotency_key=flight.key,
+    )
+
+
+def _held_back(refusal: APIStatusError) -> CreateHeldBackError:
+    return CreateHeldBackError(
+        f"not sent: the server refused an earlier create of this session ({refusal}), and "
+        "would refuse this one for the same reason (its model, or the base URL), so a wrong "
+        "model or URL costs one request, not one per request. Nothing was created; fix the "
+        "cause and submit it again",
+        refusal=refusal,
     )
 
 

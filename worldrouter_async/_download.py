@@ -13,8 +13,6 @@ unless the stored URL itself pointed there.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import os
 import re
@@ -27,24 +25,18 @@ from typing import Final, TypeVar
 import aiohttp
 import anyio
 import anyio.to_thread
-from attrs import define, field
 from yarl import URL
 
 from ._client import Network, proxy_options, raise_connection_error, read_limited
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import Limits, RetryPolicy, Timeouts
 from ._errors import APIConnectionError, DownloadError
+from ._images import ImageBytes, check_image, decode_inline, public_url
 from ._retries import retrying
 from .models import ImageData
 
 _T = TypeVar("_T")
 
-_EXTENSIONS: Final = {
-    "image/png": ".png",
-    "image/jpeg": ".jpg",
-    "image/webp": ".webp",
-    "image/gif": ".gif",
-}
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_REDIRECTS: Final = 5
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
@@ -56,96 +48,6 @@ def safe_name(raw: str, *, fallback: str = "image") -> str:
     """A file name from server data that cannot escape its directory or hide itself."""
     name = _UNSAFE.sub("_", raw).strip("._")[:120]
     return name or fallback
-
-
-def _public_url(url: str) -> str:
-    """The URL without its query or fragment (signed URLs carry tokens there)."""
-    return str(URL(url).with_query(None).with_fragment(None))
-
-
-def image_type(data: bytes) -> str | None:
-    """The content type the bytes' own signature shows (PNG, JPEG, WebP, GIF), else None."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    return None
-
-
-def _size(data: bytes) -> str:
-    return f"<{len(data)} bytes>"
-
-
-def _public_or_none(url: str | None) -> str:
-    return repr(None if url is None else _public_url(url))
-
-
-@define(frozen=True)
-class ImageBytes:
-    """One generated image in memory, as `Session.read` returns it.
-
-    `content_type` is read from the bytes themselves (``image/png``, ``image/jpeg``,
-    ``image/webp`` or ``image/gif``), not from what the storage claimed. `url` is the
-    stored URL it came from, or None for an image the task answer carried inline
-    (``b64_json``); the repr shows neither the bytes nor the URL's query (signed URLs
-    carry tokens there).
-
-    Example:
-        >>> image = ImageBytes(b"GIF89a...", "image/gif", "https://cdn.example/a.gif?sig=x")
-        >>> image.extension, image
-        ('.gif', ImageBytes(data=<9 bytes>, content_type='image/gif', url='https://cdn.example/a.gif'))
-    """
-
-    data: bytes = field(repr=_size)
-    content_type: str
-    url: str | None = field(default=None, repr=_public_or_none)
-
-    @property
-    def extension(self) -> str:
-        """The file extension for `content_type`: ``.png``, ``.jpg``, ``.webp`` or ``.gif``."""
-        return _EXTENSIONS.get(self.content_type, ".bin")
-
-
-def _checked(data: bytes, *, url: str | None, what: str, declared: str | None) -> ImageBytes:
-    """`data` as an image if its bytes are one; else a `DownloadError` naming `what`.
-
-    `declared` is the content type the storage sent, shown when the bytes disagree with it.
-    """
-    kind = image_type(data)
-    if kind is not None:
-        return ImageBytes(data, kind, url)
-    sent = f" of {declared!r}" if declared else ""
-    if not data:
-        problem = f"an empty body (0 bytes{sent})"
-    else:
-        problem = (
-            f"{len(data)} bytes{sent} that are not a PNG, JPEG, WebP or GIF image (they begin "
-            f"{data[:8]!r}: an error page or a login portal?)"
-        )
-    raise DownloadError(
-        f"{what} gave {problem}; nothing was saved or returned",
-        url=_public_url(url) if url else "",
-    )
-
-
-def _decoded(text: str, *, what: str, max_bytes: int) -> bytes:
-    """The bytes of an inline base64 image, refused past `max_bytes` before decoding."""
-    if len(text) // 4 * 3 > max_bytes:
-        raise DownloadError(
-            f"{what} is larger than max_download_bytes={max_bytes}; raise "
-            "Limits.max_download_bytes if such images are expected",
-            url="",
-        )
-    try:
-        return base64.b64decode(text, validate=True)
-    except binascii.Error as exc:
-        raise DownloadError(
-            f"{what} is not valid base64 ({exc}); nothing was saved or returned", url=""
-        ) from exc
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -205,7 +107,7 @@ async def check_redirect(source: URL, target: URL, *, origin: URL) -> None:
     A redirect may stay in the internal network of the stored URL `origin` itself (see
     `_internal_kind`), but not enter another one.
     """
-    public = _public_url(str(target))
+    public = public_url(str(target))
     if target.scheme not in ("http", "https") or not target.host:
         raise DownloadError(f"refusing a redirect to a non-HTTP URL {public!r}", url=public)
     if source.scheme == "https" and target.scheme == "http":
@@ -301,13 +203,13 @@ class Downloader:
         inline = f"the inline (b64_json) image {name}".rstrip()
         if isinstance(source, ImageData):
             if source.b64_json:  # the bytes are here already: no request, nothing to expire
-                data = _decoded(source.b64_json, what=inline, max_bytes=self._max_bytes)
-                return _checked(data, url=None, what=inline, declared=None)
+                data = decode_inline(source.b64_json, what=inline, max_bytes=self._max_bytes)
+                return check_image(data, url=None, what=inline, declared=None)
             if not source.url:
                 raise DownloadError(f"image {name} has neither a url nor b64_json", url="")
             source = source.url
         if URL(source).scheme not in ("http", "https"):
-            public = _public_url(source)
+            public = public_url(source)
             raise DownloadError(f"refusing to download a non-HTTP URL {public!r}", url=public)
         async with self._slots:
             return await self._fetch(source)
@@ -325,7 +227,7 @@ class Downloader:
                 )
             finally:
                 timer.cancel()
-        public = _public_url(url)
+        public = public_url(url)
         raise DownloadError(
             f"downloading {public} did not finish within Timeouts.download={limit}s (every "
             "attempt, retry wait and redirect counts); raise Timeouts.download if your "
@@ -340,7 +242,7 @@ class Downloader:
         client = self._session(network)
         origin = current = URL(url)
         for _ in range(_MAX_REDIRECTS + 1):
-            public = _public_url(str(current))
+            public = public_url(str(current))
             proxy = network.proxy_for(current)
             try:
                 async with client.get(
@@ -352,7 +254,7 @@ class Downloader:
                         current = target
                         continue
                     data = await self._body(response, public)
-                    return _checked(data, url=url, what=public, declared=response.content_type)
+                    return check_image(data, url=url, what=public, declared=response.content_type)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 try:
                     raise_connection_error(
@@ -365,7 +267,7 @@ class Downloader:
                 except APIConnectionError as error:
                     raise DownloadError(str(error), url=public) from error
         raise DownloadError(
-            f"{_public_url(url)} redirected more than {_MAX_REDIRECTS} times", url=_public_url(url)
+            f"{public_url(url)} redirected more than {_MAX_REDIRECTS} times", url=public_url(url)
         )
 
     async def _body(self, response: aiohttp.ClientResponse, public: str) -> bytes:

@@ -22,6 +22,7 @@
       + TLSVerificationError                the server's certificate is not trusted
       + ProxyError                          the proxy was unreachable or refused the tunnel
     + AmbiguousCreateError                  a create may or may not have reached the server
+  + CreateHeldBackError                     not sent: the server refused its model or URL before
     + DownloadError                         a stored image could not be fetched or saved
   + TaskFailedError                         the task ended with status "failed"
     + NoImagesError                         "completed" without any image: paid, nothing to show
@@ -333,6 +334,19 @@ class WrongEventLoopError(WorldRouterError, RuntimeError):
     A session's connections and poller belong to one loop; open a `Session` per event loop
     (per thread), inside that loop.
     """
+
+
+class CreateHeldBackError(WorldRouterError):
+    """A create that was not sent: the server had refused an earlier create of the session
+    for a reason this one shares (its model, or the base URL while no create had worked).
+
+    Nothing was created. `refusal` is the earlier refusal; fix its cause and submit the
+    request again.
+    """
+
+    def __init__(self, message: str, *, refusal: APIStatusError) -> None:
+        super().__init__(message)
+        self.refusal = refusal
 
 
 def first_leaf(error: BaseException) -> BaseException:

@@ -2,10 +2,11 @@
 
 The poller reports each server status change, and each handle that ends without a final
 server status (deadline, cancel, abandonment, session close, a poll error), to the session's
-`StatusFeed`. The feed calls the session's ``on_status`` listener synchronously and appends
-to every `StatusStream` opened with `Session.status_changes`. A stream's buffer is bounded
-and drops its oldest change when full (counted in `StatusStream.dropped`), so a slow
-consumer never holds up the poller or grows memory without bound.
+`StatusFeed`, a subscriber of its `Hooks` (`TaskStatusChanged`, `TaskEnded`). The feed
+calls the session's ``on_status`` listener synchronously and appends to every
+`StatusStream` opened with `Session.status_changes`. A stream's buffer is bounded and drops
+its oldest change when full (counted in `StatusStream.dropped`), so a slow consumer never
+holds up the poller or grows memory without bound.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ._errors import (
     TaskTimeoutError,
 )
 from ._handles import TaskHandle
+from ._hooks import Event, TaskEnded, TaskStatusChanged
 from .models import TaskStatus
 
 logger: Final = logging.getLogger("worldrouter_async")
@@ -198,6 +200,14 @@ class StatusFeed:
         self._listener = listener
         self._streams: weakref.WeakSet[StatusStream] = weakref.WeakSet()
         self._closed = False
+
+    def on_event(self, event: Event) -> None:
+        """Publish a poller event that is a status change (an `Observer` of `Hooks`)."""
+        match event:
+            case TaskStatusChanged(handle=handle, old=old, new=new):
+                self.changed(handle, old, new)
+            case TaskEnded(handle=handle):
+                self.ended(handle)
 
     def changed(self, handle: TaskHandle, old: str | None, new: str) -> None:
         """Publish a server status change of `handle` (poller side)."""

@@ -27,7 +27,7 @@ from ._config import (
     default_retry_policy,
 )
 from ._creates import AbandonedLog, AbandonedTask, Creates
-from ._download import Downloader, ImageBytes, safe_name
+from ._download import Downloader, safe_name
 from ._errors import (
     AmbiguousCreateError,
     ConfigurationError,
@@ -37,6 +37,7 @@ from ._errors import (
 )
 from ._events import DEFAULT_BUFFER, StatusFeed, StatusListener, StatusStream
 from ._handles import ImageResult, TaskHandle, as_completed
+from ._images import ImageBytes
 from ._logs import configure_from_env
 from ._pipeline import Pipeline, RequestLike
 from ._poller import Poller, unpollable
@@ -451,6 +452,7 @@ class Session:
         idempotency_key: str | None = None,
     ) -> TaskHandle:
         """`submit` for a prepared `ImageRequest`."""
+        self._deadline(timeout)
         task = await self.create_task(request, idempotency_key=idempotency_key)
         return self._track(task.task_id or task.id, request=request, task=task, timeout=timeout)
 
@@ -475,6 +477,7 @@ class Session:
         so only strict mode is enforced here, without a second warning.
         """
         self._check_open()
+        self._deadline(timeout)
         if self._strict:
             check_support(request, strict=True)
         task = await self._create(request, idempotency_key=idempotency_key)
@@ -503,6 +506,7 @@ class Session:
         limit = concurrency if concurrency is not None else self._limits.max_concurrent_creates
         if limit < 1:
             raise InvalidRequestError(f"concurrency must be at least 1 (got {limit!r})")
+        self._deadline(timeout)
         # Checked here, in the caller's frame, so a warning points at the caller's line
         # (the workers below run in tasks of their own, with no user code on the stack).
         handles: list[TaskHandle | ImageRequest] = [self._prepare(item) for item in items]
@@ -557,6 +561,7 @@ class Session:
         self._check_open()
         if max_pending < 1:
             raise InvalidRequestError(f"max_pending must be at least 1 (got {max_pending!r})")
+        self._deadline(timeout)
         return Pipeline(
             functools.partial(self._submit_streamed, timeout=timeout),
             requests,
@@ -615,6 +620,14 @@ class Session:
             return TaskHandle.failed(exc, request=request)
         return self._track(task.task_id or task.id, request=request, task=task, timeout=timeout)
 
+    def _deadline(self, timeout: float | None) -> float:
+        """`timeout` checked, or the session's default: called before any paid create, so a
+        bad value never strands a task that was already paid for."""
+        deadline = self._task_timeout if timeout is None else timeout
+        if not deadline > 0 or math.isnan(deadline):
+            raise InvalidRequestError(f"timeout must be positive seconds (got {timeout!r})")
+        return deadline
+
     def track(self, task_id: str, *, timeout: float | None = None) -> TaskHandle:
         """Attach to a task created earlier (by another process, or before a restart).
 
@@ -641,9 +654,7 @@ class Session:
             self._counters.failed += 1
             self._feed.ended(handle)
             return handle
-        deadline = self._task_timeout if timeout is None else timeout
-        if not deadline > 0 or math.isnan(deadline):
-            raise InvalidRequestError(f"timeout must be positive seconds (got {timeout!r})")
+        deadline = self._deadline(timeout)
         handle = TaskHandle(task_id, request=request, task=task, on_cancel=self._untrack)
         self._poller.track(handle, timeout=deadline, fresh=task is not None)
         return handle

@@ -1,9 +1,14 @@
-"""Session counters: mutated in place on the hot path, read as an immutable snapshot."""
+"""Session counters: mutated in place on the hot path, read as an immutable snapshot.
+
+`Counters` subscribes to the session's `Hooks` for the poller's events (pending, completed,
+failed, usage); the transport and breaker still count their own requests directly.
+"""
 
 from __future__ import annotations
 
 from attrs import define
 
+from ._hooks import Event, TaskResolved, TaskTracked, TaskUntracked
 from .models import Usage
 
 
@@ -55,6 +60,20 @@ class Counters:
             self.input_tokens += usage.input_tokens
             self.output_tokens += usage.output_tokens
             self.total_tokens += usage.total_tokens
+
+    def on_event(self, event: Event) -> None:
+        """Count one poller event (an `Observer` of the session's `Hooks`)."""
+        match event:
+            case TaskTracked():
+                self.pending += 1
+            case TaskUntracked():
+                self.pending -= 1
+            case TaskResolved(succeeded=True, usage=usage):
+                self.add_usage(usage)
+                self.completed += 1
+            case TaskResolved(usage=usage):
+                self.add_usage(usage)
+                self.failed += 1
 
     def snapshot(self) -> SessionStats:
         """An immutable copy of the counters now."""

@@ -21,6 +21,7 @@ from worldrouter_async.batch import (
     read_jsonl,
     read_rows,
 )
+from worldrouter_async.testing import EmulatedAPI, EmulatedRequest, EmulatedResponse, FakeClock
 
 
 async def usage() -> None:
@@ -129,3 +130,14 @@ def listeners() -> None:
     wr.Session(on_status=on_status)
     wr.Session(on_status=print)
     wr.Session(on_status=on_status_async)  # type: ignore[arg-type]
+
+
+async def emulated_api() -> None:
+    api = EmulatedAPI(clock=FakeClock())
+    api.inject("drop", route="poll")
+    request = EmulatedRequest("GET", "/v1/images/generation_tasks/x", {"Authorization": "k"})
+    answer = await api.handle(request)
+    assert_type(answer, EmulatedResponse)
+    assert_type(answer.status, int)
+    assert_type(answer.header("x-request-id"), str | None)
+    await api.release()

@@ -13,6 +13,7 @@ from .._errors import (
     AmbiguousCreateError,
     APIConnectionError,
     AuthenticationError,
+    CreateHeldBackError,
     PermissionDeniedError,
     WorldRouterError,
 )
@@ -107,6 +108,11 @@ class CreateWorkers:
                 await self._store.mark_pending(row.key, str(exc))
             if isinstance(exc, AuthenticationError | PermissionDeniedError):
                 self._stop(f"the server refused the API key: {exc}")
+            elif isinstance(exc, CreateHeldBackError):
+                self._stop(
+                    f"the server refused a create ({exc.refusal}) for a reason every other "
+                    "create shares, so no other was sent; fix its cause and rerun"
+                )
             self._count_unanswered(exc)
             self._deliver(Finished(row, source, error=exc))
             return

@@ -25,7 +25,7 @@ from .._errors import (
 )
 from .._handles import ImageResult, TaskHandle
 from .._session import Session
-from ..models import Usage
+from ..models import ImageData, Usage
 from ._names import file_digest, file_stem
 from ._outcomes import Outcome, OutcomeKind, Source, kind_of
 from .journal import JournalRow, JournalStore
@@ -117,8 +117,10 @@ class Finisher:
         if kind in (OutcomeKind.COMPLETED, OutcomeKind.DOWNLOAD_FAILED) and not (
             await self._files_intact(row)
         ):
-            urls = await self._fresh_urls(row)
-            return await self._download(row.key, row.task_id, urls, row.usage, Source.JOURNAL)
+            fresh = await self._fetch_again(row)
+            return await self._download(
+                row.key, row.task_id, row.urls, row.usage, Source.JOURNAL, fresh
+            )
         return Outcome(
             row.key,
             kind,
@@ -130,21 +132,22 @@ class Finisher:
             error=note or row.error,
         )
 
-    async def _fresh_urls(self, row: JournalRow) -> tuple[str, ...]:
-        """The task's URLs as the server gives them now, for a rerun that downloads again.
+    async def _fetch_again(self, row: JournalRow) -> ImageResult | None:
+        """The task's result as the server gives it now, for a rerun that downloads again.
 
         Stored image URLs are often signed and expire, so the journaled ones may answer 403
-        by the time of the rerun. When the server cannot say (it forgot the task, or does
-        not answer), the journaled URLs are the last resort.
+        by the time of the rerun, and inline images are not journaled at all. None when the
+        server cannot say (it forgot the task, or does not answer): the journaled URLs are
+        then the last resort.
         """
         if row.task_id is None:
-            return row.urls
+            return None
         try:
             result = await track(self._session, row, self._timeout)
         except WorldRouterError:
-            return row.urls
+            return None
         await self._store.mark_completed(row.key, result.task.status, result.urls, result.usage)
-        return result.urls
+        return result
 
     def _paths(self, files: Iterable[str]) -> list[Path]:
         """Journal file names as paths (names are relative to the output directory)."""
@@ -184,7 +187,7 @@ class Finisher:
         if self._out_dir is not None:
             out = self._out_dir
             try:
-                saved = urls if result is None else result.images
+                saved = _images_to_save(task_id, urls, result)
                 paths = await self._session.download_urls(saved, out, stem=file_stem(key))
                 digests = await anyio.to_thread.run_sync(lambda: [file_digest(p) for p in paths])
             except (DownloadError, OSError, ExceptionGroup) as caught:
@@ -215,6 +218,23 @@ class Finisher:
             files=files,
             usage=usage,
         )
+
+
+def _images_to_save(
+    task_id: str | None, urls: tuple[str, ...], result: ImageResult | None
+) -> tuple[str, ...] | tuple[ImageData, ...]:
+    """The images of `result` (inline ones included), else the journaled `urls`.
+
+    Nothing to save is a failed download, never a completed row without a file.
+    """
+    saved = urls if result is None else result.images
+    if not saved:
+        raise DownloadError(
+            f"task {task_id} has no image left to save: the journal keeps no inline image "
+            "and the server could not be asked again; rerun later",
+            url="",
+        )
+    return saved
 
 
 def _paid_usage(error: BaseException) -> Usage | None:

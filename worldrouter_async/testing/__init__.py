@@ -7,6 +7,9 @@ Example:
     ...         async with Session("test-key", emu.base_url, poll=FAST_POLL) as session:
     ...             assert (await session.generate("gpt-image-2", "a cat")).urls
 
+`EmulatedAPI` is the emulator's behaviour without a server: ``await api.handle(request)``
+answers an `EmulatedRequest` with an `EmulatedResponse` (`Emulator` is it served on loopback).
+
 The pytest fixtures live in ``worldrouter_async.testing.pytest_plugin``; enable them with
 ``pytest_plugins = ["worldrouter_async.testing.pytest_plugin"]`` in your ``conftest.py``.
 """
@@ -14,11 +17,15 @@ The pytest fixtures live in ``worldrouter_async.testing.pytest_plugin``; enable 
 from .._config import FAST_POLL, FAST_RETRY, is_testing, set_testing
 from ._clock import FakeClock
 from ._emulator import (
+    EmulatedAPI,
+    EmulatedRequest,
+    EmulatedResponse,
     EmulatedTask,
     Emulator,
     EmulatorCounters,
     Fault,
     FaultKind,
+    NoAnswer,
     OutageKind,
     Route,
 )
@@ -26,12 +33,16 @@ from ._emulator import (
 __all__ = [
     "FAST_POLL",
     "FAST_RETRY",
+    "EmulatedAPI",
+    "EmulatedRequest",
+    "EmulatedResponse",
     "EmulatedTask",
     "Emulator",
     "EmulatorCounters",
     "FakeClock",
     "Fault",
     "FaultKind",
+    "NoAnswer",
     "OutageKind",
     "Route",
     "is_testing",
