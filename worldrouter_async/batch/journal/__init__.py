@@ -6,7 +6,8 @@ without losing a task. `JournalStore` (``_store.py``) is the seam: what the runn
 from any journal, with its contract. The package holds the values every store shares
 (``_rows.py``) and the SQLite store that ships: its file format (``_sqlite_schema.py``),
 synchronous file access (``_sqlite_file.py``), the async store (``_sqlite.py``) and readers
-of an existing file (``_readers.py``). A new store is one more module here.
+of an existing file (``_readers.py``). A new store is one more module here. Users import
+the public names from `worldrouter_async.batch`, which re-exports them.
 """
 
 from ._readers import iter_invalid_lines, iter_rows, read_rows

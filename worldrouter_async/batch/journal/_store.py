@@ -2,34 +2,8 @@
 
 The runner talks to a journal only through this protocol, so a new store (another
 database, a service) is one module that implements it; `SqliteJournal` is the one shipped.
-The contract below is what the runner relies on to never lose a task and never pay twice.
-
-**Durability.** Every write method commits before it returns: once it returns, a crash of
-the process (or, for a store on disk, a power cut) cannot undo it. A write that cannot be
-committed raises `JournalError` and leaves nothing of itself behind; the runner then stops
-sending creates and reports the error after the outcomes so far. A call that is cancelled
-may or may not have committed, but never commits half.
-
-**The write-ahead rule.** `add` commits a request's intent (its row, ``pending``, with the
-idempotency key every send of it uses) before anything is sent for it, and `mark_submitting`
-commits ``submitting`` (and counts the send) before its create is sent. So after a crash at
-any instant a row is ``pending`` (nothing sent), ``submitting`` (a create may have landed:
-resent only with ``retry_ambiguous_creates``), or holds its task ID.
-
-**Concurrency.** The runner calls a store from many tasks at once, but never has two calls
-for the same key in flight: calls for one key arrive in order, calls for different keys
-commit in any order. `lookup` sees every write that returned before it was called.
-
-**One run at a time.** A store may assume that one runner writes the job while it runs.
-`BatchRunner` ensures this for the SQLite file it opens itself (an OS lock, see
-``batch/_local.py``); a store handed to it by the caller must be locked by the caller.
-Several workers sharing one job would need a way to claim rows, which this protocol does not
-have yet.
-
-**Not part of the seam.** The output-directory claim and its high-water mark (``batch/_claim.py``)
-read the SQLite file underneath (`SqliteFile.journal_id`, `high_water`, `on_advance`), and
-the gallery reads that file too; the runner does both only for a journal path it opens
-itself, never for a store given to it.
+The contract in `JournalStore`'s docstring is what the runner relies on to never lose a
+task and never pay twice.
 """
 
 from __future__ import annotations
@@ -45,8 +19,34 @@ from ._rows import InvalidLine, JournalRow
 class JournalStore(Protocol):
     """What the runner needs from a journal: lookups and one named call per transition.
 
-    Every write commits before it returns, and raises `JournalError` when it cannot (see the
-    module docstring for the full contract). A state not named by a call stays as it was.
+    A field a call does not name stays as it was.
+
+    **Durability.** Every write method commits before it returns: once it returns, a crash of
+    the process (or, for a store on disk, a power cut) cannot undo it. A write that cannot be
+    committed raises `JournalError` and leaves nothing of itself behind; the runner then stops
+    sending creates and reports the error after the outcomes so far. A call that is cancelled
+    may or may not have committed, but never commits half.
+
+    **The write-ahead rule.** `add` commits a request's intent (its row, ``pending``, with the
+    idempotency key every send of it uses) before anything is sent for it, and `mark_submitting`
+    commits ``submitting`` (and counts the send) before its create is sent. So after a crash at
+    any instant a row is ``pending`` (nothing sent), ``submitting`` (a create may have landed:
+    resent only with ``retry_ambiguous_creates``), or holds its task ID.
+
+    **Concurrency.** The runner calls a store from many tasks at once, but never has two calls
+    for the same key in flight: calls for one key arrive in order, calls for different keys
+    commit in any order. `lookup` sees every write that returned before it was called.
+
+    **One run at a time.** A store may assume that one runner writes the job while it runs.
+    `BatchRunner` ensures this for the SQLite file it opens itself (an OS lock, see
+    ``batch/_local.py``); a store handed to it by the caller must be locked by the caller.
+    Several workers sharing one job would need a way to claim rows, which this protocol does not
+    have yet.
+
+    **Not part of the seam.** The output-directory claim and its high-water mark
+    (``batch/_claim.py``) read the SQLite file underneath (`SqliteFile.journal_id`,
+    `high_water`, `on_advance`), and the gallery reads that file too; the runner does both only
+    for a journal path it opens itself, never for a store given to it.
     """
 
     @property
