@@ -675,6 +675,18 @@ async def test_help_shows_every_default_and_batch_shares_generates() -> None:
     assert "TASK_ID" in pages["wait"]
 
 
+async def test_importing_the_cli_leaves_the_emulator_unloaded() -> None:
+    """Only `emulator` and `demo` need worldrouter_async.testing: every other command's
+    start-up (the import of the CLI) neither loads it nor aiohttp's server."""
+    code = (
+        "import sys, worldrouter_async.cli; "
+        "print(sorted(m for m in sys.modules if m.startswith(('worldrouter_async.testing', "
+        "'aiohttp.web'))))"
+    )
+    done = await anyio.run_process([sys.executable, "-c", code], env=_env())
+    assert done.stdout.decode().strip() == "[]"
+
+
 async def test_batch_uses_the_default_model_and_names_jsonl_lines_in_warnings(
     emulator: Emulator, tmp_path: Path
 ) -> None:

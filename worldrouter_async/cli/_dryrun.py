@@ -6,6 +6,8 @@ and its cost estimated from the request count per model, before a run pays for a
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import warnings
 from collections import Counter
 from collections.abc import Mapping
@@ -17,7 +19,9 @@ from attrs import define, field
 from .._support import ignored_parameters
 from ..batch import BatchItem, InvalidLine
 from ..batch._jsonl import iter_jsonl, mark_repeats
-from ._json import Record, invalid_records
+from ._errors import EXIT_FAILED, EXIT_OK
+from ._json import Record, emit, invalid_records
+from ._session_options import request_params
 
 
 @define(frozen=True)
@@ -101,3 +105,13 @@ def print_dry_run(path: Path, result: DryRun) -> None:
         )
     for line in result.invalid:
         print(f"  line {line.line} invalid: {line.reason}")
+
+
+async def run_dry_run(args: argparse.Namespace) -> int:
+    """``batch --dry-run``: check ``args.prompts`` and report; exit 1 when a line is invalid."""
+    result = await asyncio.to_thread(check_file, args.prompts, defaults=request_params(args))
+    if args.json or args.json_events:
+        emit(dry_run_record(args.prompts, result))
+    else:
+        print_dry_run(args.prompts, result)
+    return EXIT_OK if result.ok else EXIT_FAILED

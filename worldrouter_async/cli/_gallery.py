@@ -9,27 +9,14 @@ from __future__ import annotations
 import argparse
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 from ..batch import JournalError
-from ..batch._gallery import INDEX_NAME, MANIFEST_NAME, build_gallery
+from ..batch._gallery import build_gallery
 from ._errors import EXIT_OK, UsageError
 
 
-def add_gallery_parser(commands: argparse._SubParsersAction[Any]) -> None:
-    """Register the ``gallery`` subcommand."""
-    gallery = commands.add_parser(
-        "gallery",
-        help=f"rebuild OUT/{MANIFEST_NAME} and OUT/{INDEX_NAME} (a contact sheet) from a journal",
-    )
-    gallery.add_argument("out", type=Path, help="the --out directory of a batch run")
-    gallery.add_argument(
-        "--journal", type=Path, help="the run's journal (default: OUT/journal.sqlite3)"
-    )
-
-
 def run_gallery(args: argparse.Namespace) -> int:
-    """Rebuild the gallery of ``args.out`` and print where it is."""
+    """``gallery``: rebuild the gallery of ``args.out`` and print where it is."""
     out: Path = args.out
     journal: Path = args.journal or out / "journal.sqlite3"
     if not out.is_dir():

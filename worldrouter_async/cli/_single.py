@@ -6,18 +6,20 @@ for a task, and once a task exists every failure names it with the command that 
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from pathlib import Path
 
 import anyio.to_thread
 
-from .._errors import TaskFailedError, TaskNotFoundError
+from .._errors import TaskFailedError, TaskNotFoundError, WorldRouterError
 from .._handles import TaskHandle
 from .._session import Session
-from ._errors import PROG, UsageError, one_line
+from ._errors import EXIT_OK, PROG, UsageError, is_usage_error, one_line
 from ._json import emit, task_record
 from ._progress import task_status_line
+from ._session_options import request_params, session_from_flags
 
 
 def prepare_out_dir(path: Path) -> None:
@@ -82,3 +84,31 @@ async def save_images(
         return
     for path in paths:
         print(path)
+
+
+async def run_generate(args: argparse.Namespace) -> int:
+    """``generate``: create one task from the prompt and save its images."""
+    await check_out_dir(args.out)  # before the create: a task is paid for once it exists
+    async with session_from_flags(args) as session:
+        try:
+            handle = await session.submit(prompt=args.prompt, **request_params(args))
+        except WorldRouterError as exc:  # refused or unanswered: no task exists
+            if args.json and not is_usage_error(exc):
+                emit(task_record(None, error=one_line(exc)))
+            raise
+        heading = (
+            f"task {handle.task_id} created; if this stops, fetch it with: "
+            f"{wait_command(handle.task_id or '', args.out)}"
+        )
+        await save_images(session, handle, args.out, heading=heading, json_output=args.json)
+    return EXIT_OK
+
+
+async def run_wait(args: argparse.Namespace) -> int:
+    """``wait``: track a task created earlier and save its images."""
+    await check_out_dir(args.out)
+    async with session_from_flags(args) as session:
+        handle = session.track(args.task_id)
+        heading = f"waiting for task {args.task_id}"
+        await save_images(session, handle, args.out, heading=heading, json_output=args.json)
+    return EXIT_OK

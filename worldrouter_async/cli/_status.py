@@ -8,16 +8,18 @@ held in memory, however long the journal.
 
 from __future__ import annotations
 
+import argparse
+import sqlite3
 from collections import Counter
 from pathlib import Path
 
 from attrs import define
 
-from ..batch import InvalidLine, JournalRow, OutcomeKind, kind_of
+from ..batch import InvalidLine, JournalError, JournalRow, OutcomeKind, kind_of
 from ..batch.journal import SqliteFile
 from ..models import Usage
-from ._errors import in_cli_terms
-from ._json import Record, invalid_records, usage_record
+from ._errors import EXIT_FAILED, EXIT_OK, UsageError, in_cli_terms
+from ._json import Record, emit, invalid_records, usage_record
 from ._progress import tokens
 
 #: The journal `batch` writes into its ``--out`` directory.
@@ -107,3 +109,27 @@ def status_record(path: Path, status: Status) -> Record:
             for row in status.problems
         ],
     }
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """``status``: print a journal's counts and failures; exit 1 when any request failed."""
+    journal = journal_path(args.journal)
+    try:
+        status = read_status(journal)
+    except FileNotFoundError as exc:
+        raise UsageError(
+            f"no journal at {journal}; pass the journal.sqlite3 that batch wrote "
+            "(or the --out directory that holds it)"
+        ) from exc
+    except (JournalError, sqlite3.DatabaseError) as exc:
+        raise UsageError(
+            f"{journal} is not a batch journal ({exc}); "
+            "pass the journal.sqlite3 that batch wrote into its --out directory"
+        ) from exc
+    except (OSError, ValueError, sqlite3.Error) as exc:
+        raise UsageError(f"cannot read journal {journal}: {exc}") from exc
+    if args.json:
+        emit(status_record(journal, status))
+    else:
+        print_status(journal, status)
+    return EXIT_OK if status.ok else EXIT_FAILED
