@@ -331,7 +331,7 @@ async def test_closing_the_session_releases_requests_held_by_an_outage(
                 await session.tasks.create("gpt-image-2", "a star")
 
         task_group.start_soon(create)
-        while not session.transport.breaker.is_open:
+        while not session._api.breaker.is_open:
             await anyio.sleep(0.001)
         await session.aclose()
     assert emulator.counters.creates == 1

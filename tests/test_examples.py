@@ -187,7 +187,10 @@ async def test_docs_example_runs(
     assert emulator.counters.storage_auth_headers == 0
 
 
-@pytest.mark.parametrize(("name", "tests"), [("test_my_app", 3), ("test_with_fake_clock", 2)])
+@pytest.mark.parametrize(
+    ("name", "tests"),
+    [("test_my_app", 3), ("test_with_fake_clock", 2), ("test_my_app_in_memory", 2)],
+)
 async def test_docs_example_test_module_passes(name: str, tests: int) -> None:
     """The 'testing your own code' examples are themselves passing pytest modules."""
     done = await anyio.run_process(

@@ -20,8 +20,8 @@ from worldrouter_async import (
     Session,
     TLSVerificationError,
 )
-from worldrouter_async._client import NetworkSettings
 from worldrouter_async._retries import is_transient
+from worldrouter_async._transports.network import NetworkSettings
 from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator
 
 from .conftest import ForwardProxy

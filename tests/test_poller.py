@@ -250,7 +250,7 @@ async def test_429_pauses_all_polls_until_retry_after(
         clocked_emulator.inject("429", route="poll", retry_after=0.2)
         while session.stats.rate_limit_pauses == 0:
             await clock.sleep_until(clock.now() + 0.001)
-        limited_at = session.transport.throttle.paused_until - 0.2
+        limited_at = session._api.throttle.paused_until - 0.2
         await clock.sleep_until(limited_at + 0.3)
         for handle in handles:
             handle.cancel()

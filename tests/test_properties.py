@@ -1,16 +1,19 @@
-"""Hypothesis properties of the pure policy functions the scheduler is built on."""
+"""Hypothesis properties of the pure policy functions the scheduler is built on, and of
+answer decoding."""
 
 from __future__ import annotations
 
 import email.utils
+import json
 import time
+from collections.abc import Callable
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worldrouter_async import PollPolicy, RetryPolicy
+from worldrouter_async import APIError, ImageTask, PollPolicy, RetryPolicy
+from worldrouter_async._answers import decode_converted, decode_task, parse_retry_after
 from worldrouter_async._cadence import Durations
-from worldrouter_async._transport import parse_retry_after
 
 attempts = st.integers(min_value=-5, max_value=10_000)
 seconds = st.floats(min_value=0.001, max_value=1e6, allow_nan=False)
@@ -110,3 +113,49 @@ def test_quantile_is_taken_over_the_last_256(samples: list[float], fraction: flo
     assert len(durations) == len(window)
     assert durations.quantile(fraction) == window[min(int(len(window) * fraction), len(window) - 1)]
     assert (durations.median, durations.slowest) == (window[len(window) // 2], window[-1])
+
+
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 2**40),
+    st.floats(allow_nan=False),
+    st.text(max_size=12),
+    st.sampled_from(["2026-01-02T03:04:05+00:00", "2026-01-02T03:04:05", "yesterday"]),
+    st.lists(st.just({"url": "https://x/1.png"}), max_size=1),
+    st.just({}),
+)
+_answers = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.one_of(st.just("imgtask_1"), _values),
+        "task_id": st.one_of(st.just("imgtask_1"), _values),
+        "status": st.one_of(
+            st.sampled_from(["queued", "in_progress", "completed", "failed"]), _values
+        ),
+        "object": _values,
+        "model": _values,
+        "created": _values,
+        "created_at": _values,
+        "data": _values,
+        "usage": _values,
+        "error": _values,
+        "progress": _values,
+    },
+)
+
+
+def _outcome(decode: Callable[..., ImageTask], body: bytes, asked: str | None) -> object:
+    try:
+        return decode(200, body, "req_1", asked=asked)
+    except APIError as exc:
+        return (type(exc), str(exc))
+
+
+@given(_answers, st.sampled_from(["imgtask_1", None]))
+def test_an_answer_decoded_lean_is_the_task_the_converter_reads(
+    answer: dict[str, object], asked: str | None
+) -> None:
+    """Any poll or create answer gives the same task (or error) lean as through cattrs."""
+    body = json.dumps(answer).encode()
+    assert _outcome(decode_task, body, asked) == _outcome(decode_converted, body, asked)

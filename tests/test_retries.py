@@ -11,7 +11,9 @@ from worldrouter_async import (
     APIResponseError,
     APITimeoutError,
     AuthenticationError,
+    BadRequestError,
     DownloadError,
+    InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
     ProxyError,
@@ -22,7 +24,13 @@ from worldrouter_async import (
     TLSVerificationError,
 )
 from worldrouter_async._errors import APIStatusError
-from worldrouter_async._retries import is_transient, retry_delay
+from worldrouter_async._retries import (
+    created_nothing,
+    is_final,
+    is_transient,
+    may_retry_create,
+    retry_delay,
+)
 
 
 def _download_error_caused_by(cause: BaseException) -> DownloadError:
@@ -79,3 +87,49 @@ def test_retry_after_replaces_the_backoff_up_to_the_maximum() -> None:
 def test_a_429_retry_adds_no_wait_of_its_own() -> None:
     """After a 429 the session's throttle already holds every request for the hint."""
     assert retry_delay(RetryPolicy(), RateLimitError("x", status=429, retry_after=3.0), 1) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("error", "retry", "nothing_created"),
+    [
+        (RateLimitError("x", status=429), True, True),
+        (ServerError("x", status=503), True, False),
+        (ServerError("x", status=500), False, False),
+        (ServerError("x", status=502), False, False),
+        (APIStatusError("x", status=408), False, False),
+        (BadRequestError("x", status=400), False, True),
+        (AuthenticationError("x", status=401), False, True),
+        (APIConnectionError("refused", request_sent=False), True, True),
+        (APITimeoutError("connect timed out", request_sent=False), True, True),
+        (APIConnectionError("dropped after sending"), False, False),
+        (APITimeoutError("no answer"), False, False),
+        (TLSVerificationError("untrusted", request_sent=False), False, True),
+        (ProxyError("proxy login", status=407), False, True),
+        (APIResponseError("not JSON", status=200), False, False),
+    ],
+)
+def test_a_create_is_retried_only_where_nothing_can_have_been_created(
+    error: BaseException, retry: bool, nothing_created: bool
+) -> None:
+    """A paid create is resent after a 429, a 503 or a transient failure before sending;
+    a failure after the request left may have created a task (ambiguous, not resent)."""
+    assert may_retry_create(error) is retry
+    assert created_nothing(error) is nothing_created
+
+
+@pytest.mark.parametrize(
+    ("error", "final"),
+    [
+        (InvalidRequestError("bad size"), True),
+        (BadRequestError("x", status=400), True),
+        (APIStatusError("too large", status=413), True),
+        (BadRequestError("x", status=422), True),
+        (RateLimitError("x", status=429), False),
+        (ServerError("x", status=503), False),
+        (AuthenticationError("x", status=401), False),
+        (APIConnectionError("dropped"), False),
+    ],
+)
+def test_a_request_refused_for_good_is_final(error: BaseException, final: bool) -> None:
+    """A bad parameter, 400, 413 and 422 cannot succeed if resent; the rest may later."""
+    assert is_final(error) is final

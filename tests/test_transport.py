@@ -32,8 +32,8 @@ from worldrouter_async import (
     TaskNotFoundError,
     Timeouts,
 )
+from worldrouter_async._answers import parse_retry_after
 from worldrouter_async._retries import is_transient
-from worldrouter_async._transport import parse_retry_after
 from worldrouter_async.testing import FAST_RETRY, Emulator, FakeClock
 
 from .conftest import SessionFactory
@@ -237,7 +237,7 @@ async def test_api_key_never_leaks(emulator: Emulator, caplog: pytest.LogCapture
                 await call
             except Exception as exc:
                 errors.append(exc)
-        texts = [repr(session), str(session), repr(session.transport)]
+        texts = [repr(session), str(session), repr(session._api)]
         for error in errors:
             while error is not None:
                 texts += [repr(error), str(error)]

@@ -55,6 +55,7 @@ from ._pipeline import Pipeline
 from ._session import Session, Tasks
 from ._stats import SessionStats
 from ._support import SUPPORTED_MODELS, ignored_parameters
+from ._transports.base import AsyncTransport, WireRequest, WireResponse
 from ._version import __version__
 from .models import ImageData, ImageRequest, ImageTask, TaskError, TaskStatus, Usage
 
@@ -67,6 +68,7 @@ __all__ = [
     "APITimeoutError",
     "AbandonedTask",
     "AmbiguousCreateError",
+    "AsyncTransport",
     "AuthenticationError",
     "BadRequestError",
     "Clock",
@@ -114,6 +116,8 @@ __all__ = [
     "Timeouts",
     "UnpollableTaskIdError",
     "Usage",
+    "WireRequest",
+    "WireResponse",
     "WorldRouterError",
     "WrongEventLoopError",
     "__version__",

@@ -4,7 +4,7 @@ Every image is believed only once its bytes are one (the signature of a PNG, JPE
 GIF file, whatever the content type said), and is saved atomically. One download, its
 retries and redirects included, is bounded by `Timeouts.download` on the session's clock.
 
-Downloads use their own aiohttp client (built by `_client.Network`, so the same proxy and
+Downloads use their own aiohttp client (built by `_transports.aiohttp`, so the same proxy and
 TLS trust as API calls) with no credentials at all, so the API key cannot reach the storage
 origin whatever its URLs or redirects say. Redirects are followed by hand, a few at most:
 never from https to http, and never into loopback, link-local or cloud-metadata addresses
@@ -27,12 +27,13 @@ import anyio
 import anyio.to_thread
 from yarl import URL
 
-from ._client import Network, proxy_options, raise_connection_error, read_limited
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import Limits, RetryPolicy, Timeouts
 from ._errors import APIConnectionError, DownloadError
 from ._images import ImageBytes, check_image, decode_inline, public_url
 from ._retries import retrying
+from ._transports.aiohttp import build_client, proxy_options, raise_connection_error, read_limited
+from ._transports.network import Network
 from .models import ImageData
 
 _T = TypeVar("_T")
@@ -157,7 +158,8 @@ class Downloader:
 
     def _session(self, network: Network) -> aiohttp.ClientSession:
         if self._client is None:
-            self._client = network.client(
+            self._client = build_client(
+                network,
                 # No total: the whole download, retries included, is bounded in `_fetch`.
                 timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=self._timeouts.connect, sock_read=self._timeouts.read

@@ -1,13 +1,14 @@
 """The one place that says which failures are worth retrying, and how long to wait first.
 
-The transport, the poller and the downloader all ask `is_transient`; the transport and the
-downloader retry through `retrying`, so "408, 429 and 5xx are transient" is written once.
+Every loop asks here: polls and downloads `is_transient`, creates (paid) `may_retry_create`
+and `created_nothing`, the batch runner `is_final`; the API client and the downloader retry
+through `retrying`, so "408, 429 and 5xx are transient" is written once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import RetryPolicy
@@ -17,6 +18,7 @@ from ._errors import (
     APIResponseError,
     APIStatusError,
     DownloadError,
+    InvalidRequestError,
     ProxyError,
     RateLimitError,
     TLSVerificationError,
@@ -24,6 +26,9 @@ from ._errors import (
 from ._logs import logger
 
 _T = TypeVar("_T")
+
+#: Statuses that refuse a request for good: resending the same request cannot succeed.
+FINAL_STATUSES: Final = frozenset({400, 413, 422})
 
 
 def _transient_status(status: int) -> bool:
@@ -48,6 +53,30 @@ def is_transient(exc: BaseException) -> bool:
             return _transient_status(exc.status)
         return isinstance(exc.__cause__, APIError) and is_transient(exc.__cause__)
     return isinstance(exc, APIConnectionError | APIResponseError)
+
+
+def may_retry_create(exc: BaseException) -> bool:
+    """True when a failed create (paid) can be sent again: only where the server cannot
+    have created the task (a 429 or 503, or a transient failure before the request left)."""
+    if isinstance(exc, APIStatusError):
+        return exc.status in (429, 503)
+    return isinstance(exc, APIConnectionError) and not exc.request_sent and is_transient(exc)
+
+
+def created_nothing(exc: BaseException) -> bool:
+    """True when the server certainly did not create the task (a 4xx other than 408, or a
+    request that never left this process, such as one a proxy or TLS check stopped)."""
+    if isinstance(exc, APIConnectionError):
+        return not exc.request_sent
+    return isinstance(exc, APIStatusError) and 400 <= exc.status < 500 and exc.status != 408
+
+
+def is_final(exc: BaseException) -> bool:
+    """True when resending the same request cannot succeed: the SDK or the server refused
+    the request itself (a bad parameter, 400, 413, 422), not the moment it was sent."""
+    if isinstance(exc, InvalidRequestError):
+        return True
+    return isinstance(exc, APIStatusError) and exc.status in FINAL_STATUSES
 
 
 def retry_delay(policy: RetryPolicy, exc: BaseException, attempt: int) -> float | None:

@@ -1,4 +1,4 @@
-"""`Session`: the entry point that owns the transport, the poller and their lifetime."""
+"""`Session`: the entry point that owns the API client, the poller and their lifetime."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import ipaddress
 import math
 import os
 import time
+import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -16,7 +17,7 @@ from typing import Any, Final, Self
 import anyio
 from yarl import URL
 
-from ._client import NetworkSettings, Verify
+from ._api import APIClient, Secret
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import (
     Limits,
@@ -43,7 +44,9 @@ from ._pipeline import Pipeline, RequestLike
 from ._poller import Poller, unpollable
 from ._stats import Counters, SessionStats
 from ._support import check_support, warn_ignored_in_file
-from ._transport import Secret, Transport
+from ._transports.aiohttp import AiohttpTransport
+from ._transports.base import AsyncTransport
+from ._transports.network import NetworkSettings, Verify
 from .models import ImageData, ImageRequest, ImageTask, converter
 
 DEFAULT_BASE_URL: Final = "https://inference-api-pre-d80ca3.worldrouter.ai/v1"
@@ -136,7 +139,7 @@ class Tasks:
     async def retrieve(self, task_id: str) -> ImageTask:
         """Fetch a task's current state once, retrying transient failures."""
         self._session._check_open()
-        return await self._session.transport.retrieve(_check_task_id(task_id))
+        return await self._session._api.retrieve(_check_task_id(task_id))
 
 
 def _check_task_id(task_id: object) -> str:
@@ -193,6 +196,10 @@ class Session:
         verify: TLS certificate checks: True (the system's CAs), a CA bundle file or
             directory (your private CA instead), an `ssl.SSLContext`, or False (off: warns
             with `InsecureConnectionWarning`).
+        transport: how requests reach the API: any `AsyncTransport`, such as
+            `worldrouter_async.testing.MemoryTransport` in your tests (no sockets); the
+            session closes it when it closes. Default: aiohttp, with ``proxy``,
+            ``trust_env`` and ``verify`` (which then apply to downloads alone).
 
     Example:
         >>> async def main():  # doctest: +SKIP
@@ -219,6 +226,7 @@ class Session:
         proxy: str | None = None,
         trust_env: bool = True,
         verify: Verify = True,
+        transport: AsyncTransport | None = None,
     ) -> None:
         if not task_timeout > 0:
             raise ConfigurationError(f"task_timeout must be positive (got {task_timeout!r})")
@@ -228,7 +236,9 @@ class Session:
         self.base_url: Final = _resolve_base_url(base_url, allow_insecure=allow_insecure)
         self._network = NetworkSettings(proxy=proxy, trust_env=trust_env, verify=verify)
         self._counters = Counters()
-        self.transport: Final = Transport(
+        self._wire = transport
+        self._timeouts = timeouts
+        self._api = APIClient(
             base_url=self.base_url,
             api_key=_resolve_api_key(api_key),
             timeouts=timeouts,
@@ -239,10 +249,10 @@ class Session:
             retry_ambiguous_creates=retry_ambiguous_creates,
         )
         self._poller = Poller(
-            self.transport.poll,
+            self._api.poll,
             policy=poll,
             retry=retry,
-            throttle=self.transport.throttle,
+            throttle=self._api.throttle,
             max_inflight=limits.max_inflight_polls,
             counters=self._counters,
             events=self._feed,
@@ -251,7 +261,7 @@ class Session:
         )
         self._untrack = self._cancelled  # one bound method shared by every handle
         self._abandoned = AbandonedLog()
-        self._creates = Creates(self.transport.create, self._abandoned)
+        self._creates = Creates(self._api.create, self._abandoned)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._downloader = Downloader(timeouts=timeouts, limits=limits, retry=retry, clock=clock)
         self._limits = limits
@@ -265,13 +275,31 @@ class Session:
     def __repr__(self) -> str:
         return f"<Session {self.base_url!r} {self._state} pending={self._poller.pending}>"
 
+    @property
+    def transport(self) -> APIClient:
+        """Deprecated: the session's internal API client, not a transport; pass
+        ``Session(transport=...)`` to choose how requests are sent."""
+        warnings.warn(
+            "Session.transport is deprecated: it was the internal API client, not a "
+            "transport; pass Session(transport=...) (an AsyncTransport) to choose how "
+            "requests are sent",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._api
+
     async def __aenter__(self) -> Self:
         if self._state != "new":
             raise RuntimeError(f"a Session can be opened once; this one is {self._state}")
         configure_from_env()
         self._loop = asyncio.get_running_loop()
         network = self._network.resolve()
-        await self.transport.open(network)
+        wire = self._wire
+        if wire is None:
+            wire = AiohttpTransport(
+                network, api_url=self._api.tasks_url, timeouts=self._timeouts, limits=self._limits
+            )
+        self._api.open(wire)
         self._downloader.open(network)
         started = asyncio.Event()
         self._runner = asyncio.get_running_loop().create_task(
@@ -312,7 +340,7 @@ class Session:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._downloader.aclose()
-                await self.transport.aclose()
+                await self._api.aclose()
                 await self._creates.aclose()
 
     async def _run_poller(self, started: asyncio.Event) -> None:

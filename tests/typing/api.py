@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import assert_type
 
+from yarl import URL
+
 import worldrouter_async as wr
 from worldrouter_async.batch import (
     BatchItem,
@@ -21,7 +23,13 @@ from worldrouter_async.batch import (
     read_jsonl,
     read_rows,
 )
-from worldrouter_async.testing import EmulatedAPI, EmulatedRequest, EmulatedResponse, FakeClock
+from worldrouter_async.testing import (
+    EmulatedAPI,
+    EmulatedRequest,
+    EmulatedResponse,
+    FakeClock,
+    MemoryTransport,
+)
 
 
 async def usage() -> None:
@@ -130,6 +138,28 @@ def listeners() -> None:
     wr.Session(on_status=on_status)
     wr.Session(on_status=print)
     wr.Session(on_status=on_status_async)  # type: ignore[arg-type]
+
+
+async def transports() -> None:
+    """Any object with `send` and `aclose` is a transport; MemoryTransport is one."""
+    memory = MemoryTransport()
+    async with wr.Session("test-key", transport=memory) as session:
+        assert_type(session.stats.polls, int)
+    assert_type(memory.api, EmulatedAPI | None)
+
+    def answer(request: wr.WireRequest) -> wr.WireResponse:
+        assert_type(request.url, URL)
+        assert_type(request.paid, bool)
+        return wr.WireResponse(200, {}, b"{}")
+
+    async def answer_later(request: wr.WireRequest) -> wr.WireResponse:
+        return answer(request)
+
+    wr.Session(transport=MemoryTransport(answer))
+    wr.Session(transport=MemoryTransport(answer_later))
+    transport: wr.AsyncTransport = memory
+    assert_type(await transport.send(wr.WireRequest("GET", "https://x/", {})), wr.WireResponse)
+    wr.Session(transport=object())  # type: ignore[arg-type]
 
 
 async def emulated_api() -> None:

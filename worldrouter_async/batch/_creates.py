@@ -18,8 +18,9 @@ from .._errors import (
     WorldRouterError,
 )
 from .._handles import TaskHandle
+from .._retries import is_final
 from .._session import Session
-from ._finish import Finished, _is_final
+from ._finish import Finished
 from ._outcomes import Source
 from .journal import JournalRow, JournalStore, State
 
@@ -102,7 +103,7 @@ class CreateWorkers:
         except WorldRouterError as exc:
             # Refused for good (400, 413, 422, strict mode) is final; anything else (429,
             # 503, no connection, a bad key) certainly created nothing: a rerun sends it.
-            if _is_final(exc):
+            if is_final(exc):
                 await self._store.mark_failed(row.key, str(exc))
             else:
                 await self._store.mark_pending(row.key, str(exc))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Final
 
 import anyio
 import anyio.to_thread
@@ -14,9 +13,7 @@ from attrs import define
 
 from .._errors import (
     AmbiguousCreateError,
-    APIStatusError,
     DownloadError,
-    InvalidRequestError,
     NoImagesError,
     TaskFailedError,
     TaskNotFoundError,
@@ -24,14 +21,12 @@ from .._errors import (
     first_leaf,
 )
 from .._handles import ImageResult, TaskHandle
+from .._retries import is_final
 from .._session import Session
 from ..models import ImageData, Usage
 from ._names import file_digest, file_stem
 from ._outcomes import Outcome, OutcomeKind, Source, kind_of
 from .journal import JournalRow, JournalStore
-
-#: Statuses that refuse a request for good: resending the same request cannot succeed.
-FINAL_STATUSES: Final = frozenset({400, 413, 422})
 
 
 @define(frozen=True)
@@ -87,7 +82,7 @@ class Finisher:
             if isinstance(error, AmbiguousCreateError):
                 kind = OutcomeKind.AMBIGUOUS
             else:
-                kind = OutcomeKind.FAILED if _is_final(error) else OutcomeKind.PENDING
+                kind = OutcomeKind.FAILED if is_final(error) else OutcomeKind.PENDING
             return Outcome(row.key, kind, source, error=str(error))
         return await self._from_journal(row, finished.note)
 
@@ -240,10 +235,3 @@ def _images_to_save(
 def _paid_usage(error: BaseException) -> Usage | None:
     """The usage of a task that completed without an image (paid, nothing to show)."""
     return error.usage if isinstance(error, NoImagesError) else None
-
-
-def _is_final(error: WorldRouterError) -> bool:
-    """True when resending the same request cannot succeed."""
-    if isinstance(error, InvalidRequestError):
-        return True
-    return isinstance(error, APIStatusError) and error.status in FINAL_STATUSES

@@ -9,6 +9,8 @@ Example:
 
 `EmulatedAPI` is the emulator's behaviour without a server: ``await api.handle(request)``
 answers an `EmulatedRequest` with an `EmulatedResponse` (`Emulator` is it served on loopback).
+For tests without sockets, ``Session(transport=MemoryTransport())`` serves that API in
+memory.
 
 The pytest fixtures live in ``worldrouter_async.testing.pytest_plugin``; enable them with
 ``pytest_plugins = ["worldrouter_async.testing.pytest_plugin"]`` in your ``conftest.py``.
@@ -29,6 +31,7 @@ from ._emulator import (
     OutageKind,
     Route,
 )
+from ._memory import Handler, MemoryTransport
 
 __all__ = [
     "FAST_POLL",
@@ -42,6 +45,8 @@ __all__ = [
     "FakeClock",
     "Fault",
     "FaultKind",
+    "Handler",
+    "MemoryTransport",
     "NoAnswer",
     "OutageKind",
     "Route",

@@ -1,10 +1,10 @@
-"""Every aiohttp client of a session, built from one set of network settings.
+"""Network settings: proxies (with hidden credentials), ``NO_PROXY`` and TLS trust.
 
 `NetworkSettings` holds what the user chose (``proxy``, ``trust_env``, ``verify``); when a
 session opens, `NetworkSettings.resolve` reads the environment (``HTTPS_PROXY``,
-``HTTP_PROXY``, ``NO_PROXY``, ``SSL_CERT_FILE``, ``SSL_CERT_DIR``) once and gives a `Network`,
-which builds the API pool and the download pool alike and picks the proxy for each URL.
-It is also the one place where aiohttp's connection errors become ours.
+``HTTP_PROXY``, ``NO_PROXY``, ``SSL_CERT_FILE``, ``SSL_CERT_DIR``) once and gives a `Network`:
+the TLS context and the proxy for each URL, from which `_transports.aiohttp` builds the API
+pools and the download pool alike.
 """
 
 from __future__ import annotations
@@ -17,31 +17,15 @@ import urllib.request
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Final
 
-import aiohttp
 from yarl import URL
 
-from ._config import Timeouts
-from ._errors import (
-    APIConnectionError,
-    APITimeoutError,
-    ConfigurationError,
-    InsecureConnectionWarning,
-    ProxyError,
-    TLSVerificationError,
-)
-from ._logs import logger
-from ._version import __version__
-
-USER_AGENT: Final = f"worldrouter-async/{__version__}"
+from .._errors import ConfigurationError, InsecureConnectionWarning
+from .._logs import logger
 
 Verify = bool | str | os.PathLike[str] | ssl.SSLContext
 """What ``verify=`` accepts: True, a CA bundle file or directory, an SSLContext, or False."""
-
-_CA_FIX: Final = (
-    "trust your CA with Session(verify='/path/to/ca.pem') (CLI: --ca-bundle) or SSL_CERT_FILE"
-)
 
 
 def redact(url: URL) -> str:
@@ -201,34 +185,6 @@ class Network:
             return None
         return proxy
 
-    def client(
-        self,
-        *,
-        timeout: aiohttp.ClientTimeout,
-        max_connections: int,
-        keepalive_timeout: float | None = None,
-    ) -> aiohttp.ClientSession:
-        """A new pooled aiohttp client with these settings (call from the event loop).
-
-        No default headers but the User-Agent, no cookies, no ``trust_env`` (we resolve
-        proxies ourselves, so aiohttp never reads ``.netrc`` or the environment per request).
-        `keepalive_timeout` bounds how long an idle pooled connection may still be reused
-        (aiohttp's default when None).
-        """
-        connector = (
-            aiohttp.TCPConnector(limit=max_connections, ssl=self.ssl)
-            if keepalive_timeout is None
-            else aiohttp.TCPConnector(
-                limit=max_connections, ssl=self.ssl, keepalive_timeout=keepalive_timeout
-            )
-        )
-        return aiohttp.ClientSession(
-            connector=connector,
-            timeout=timeout,
-            headers={"User-Agent": USER_AGENT},
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
-
 
 def _bypassed(host: str, port: int | None, no_proxy: tuple[str, ...]) -> bool:
     """Whether ``NO_PROXY`` names `host` (as curl reads it: ``*``, hosts, domain suffixes)."""
@@ -243,81 +199,3 @@ def _bypassed(host: str, port: int | None, no_proxy: tuple[str, ...]) -> bool:
         if host == name or host.endswith("." + name):
             return True
     return False
-
-
-def proxy_options(proxy: Proxy | None) -> dict[str, Any]:
-    """The keyword arguments that send one aiohttp request through `proxy` (none without)."""
-    if proxy is None:
-        return {}
-    return {"proxy": proxy.url, "proxy_headers": proxy.headers or None}
-
-
-def fits_declared_length(response: aiohttp.ClientResponse, limit: int) -> bool:
-    """True when the body declares an uncompressed length within `limit`: one read is safe.
-
-    The usual API answer; the hot path checks this before paying for `read_limited`.
-    """
-    length = response.content_length
-    return length is not None and length <= limit and "Content-Encoding" not in response.headers
-
-
-async def read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
-    """The (decompressed) body, read in chunks; None as soon as it grows past `limit` bytes."""
-    if fits_declared_length(response, limit):
-        return await response.read()
-    if "Content-Encoding" not in response.headers and response.content_length is not None:
-        return None  # declared too long: refuse before reading a byte
-    chunks: list[bytes] = []
-    size = 0
-    content = response.content
-    while chunk := await content.readany():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def raise_connection_error(
-    exc: BaseException, *, what: str, proxy: Proxy | None, timeouts: Timeouts, deadline: float
-) -> NoReturn:
-    """Raise our error for an aiohttp failure of `what` (``"GET /v1/..."``), naming the fix.
-
-    The one mapping of aiohttp's connection errors. A proxy's refusal is raised without its
-    aiohttp cause, whose request headers would show the proxy's credentials in a repr.
-    """
-    error = _connection_error(exc, what=what, proxy=proxy, timeouts=timeouts, deadline=deadline)
-    if isinstance(exc, aiohttp.ClientHttpProxyError):
-        raise error from None
-    raise error from exc
-
-
-def _connection_error(
-    exc: BaseException, *, what: str, proxy: Proxy | None, timeouts: Timeouts, deadline: float
-) -> APIConnectionError:
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return TLSVerificationError(
-            f"{what}: the server's certificate could not be verified "
-            f"({exc.certificate_error}); {_CA_FIX}",
-            request_sent=False,
-        )
-    if isinstance(exc, aiohttp.ClientProxyConnectionError):
-        return ProxyError(f"{what}: could not connect to the proxy {proxy}: {exc.os_error}")
-    if isinstance(exc, aiohttp.ClientHttpProxyError):
-        hint = "; check the user and password in proxy= or HTTPS_PROXY" if exc.status == 407 else ""
-        return ProxyError(
-            f"{what}: the proxy {proxy} refused the tunnel with HTTP {exc.status} "
-            f"{exc.message}{hint}",
-            status=exc.status,
-        )
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return APITimeoutError(
-            f"{what} timed out connecting after {timeouts.connect}s", request_sent=False
-        )
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return APIConnectionError(f"{what} could not connect: {exc.os_error}", request_sent=False)
-    if isinstance(exc, aiohttp.ServerTimeoutError):
-        return APITimeoutError(f"{what} got no bytes within the {timeouts.read}s read timeout")
-    if isinstance(exc, TimeoutError):
-        return APITimeoutError(f"{what} did not complete within its {deadline}s deadline")
-    return APIConnectionError(f"{what} failed: {type(exc).__name__}: {exc}")
