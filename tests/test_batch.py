@@ -35,8 +35,8 @@ from worldrouter_async.batch import (
     read_jsonl,
     read_rows,
 )
-from worldrouter_async.batch._journal import SqliteFile
-from worldrouter_async.batch._runner import CONNECTION_FAILURES_TO_STOP
+from worldrouter_async.batch._creates import CONNECTION_FAILURES_TO_STOP
+from worldrouter_async.batch.journal import SqliteFile
 from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator
 
 from .conftest import SessionFactory, fill_disk

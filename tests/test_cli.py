@@ -23,8 +23,8 @@ from anyio.abc import Process
 
 from worldrouter_async import ImageRequest, Session
 from worldrouter_async.batch import JournalRow, State, read_rows
-from worldrouter_async.batch._journal import SqliteFile
 from worldrouter_async.batch._jsonl import LineError, parse_line
+from worldrouter_async.batch.journal import SqliteFile
 from worldrouter_async.cli import main
 from worldrouter_async.testing import Emulator
 from worldrouter_async.testing._png import PNG_SIGNATURE

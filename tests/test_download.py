@@ -26,7 +26,7 @@ from worldrouter_async import (
 from worldrouter_async._download import check_redirect, safe_name
 from worldrouter_async._retries import is_transient
 from worldrouter_async.batch import BatchItem, BatchRunner, OutcomeKind, Source, read_rows
-from worldrouter_async.batch._journal import SqliteFile
+from worldrouter_async.batch.journal import SqliteFile
 from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator, FakeClock
 from worldrouter_async.testing._png import PNG_SIGNATURE
 

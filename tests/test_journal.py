@@ -12,8 +12,8 @@ import pytest
 
 from worldrouter_async import ImageRequest
 from worldrouter_async.batch import JournalError, JournalInUseError, JournalRow, State, read_rows
-from worldrouter_async.batch._journal import HighWater, SqliteFile, SqliteJournal
 from worldrouter_async.batch._lock import JournalLock
+from worldrouter_async.batch.journal import HighWater, SqliteFile, SqliteJournal
 
 
 def _row(key: str = "r0") -> JournalRow:

@@ -10,7 +10,11 @@ Example:
 """
 
 from ._errors import JournalError, JournalInUseError, JournalLostError, OutputClaimedError
-from ._journal import (
+from ._jsonl import BatchItem, LineError, iter_jsonl, read_jsonl
+from ._names import file_stem
+from ._outcomes import BatchSummary, Outcome, OutcomeKind, Source, kind_of
+from ._runner import BatchRunner
+from .journal import (
     InvalidLine,
     JournalRow,
     JournalStore,
@@ -20,10 +24,6 @@ from ._journal import (
     iter_rows,
     read_rows,
 )
-from ._jsonl import BatchItem, LineError, iter_jsonl, read_jsonl
-from ._names import file_stem
-from ._outcomes import BatchSummary, Outcome, OutcomeKind, Source, kind_of
-from ._runner import BatchRunner
 
 __all__ = [
     "BatchItem",

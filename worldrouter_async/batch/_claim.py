@@ -11,6 +11,11 @@ such a journal would pay again for requests it forgot.
 A directory without a claim (output of an older version, or of ``generate``) is judged by
 its images instead: more batch-named images than journal rows means the journal lost rows.
 Images named after a task id (``imgtask_...-0.png``) are ``generate``'s and never count.
+
+This is the one place that guards an output directory: the claim, the refusal of a fresh
+start over a job's images, and the cleanup of downloads a killed run left half-written.
+The claim reads the SQLite journal file (its identity and high-water mark); a store given to
+the runner by the caller has no claim.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from cattrs.errors import BaseValidationError
 
 from ..models import converter
 from ._errors import JournalError, JournalLostError, OutputClaimedError
-from ._journal import HighWater
+from .journal import HighWater, SqliteFile
 
 CLAIM_NAME: Final = ".worldrouter-job"
 _IMAGE_FILE: Final = re.compile(r"(?P<stem>.+)-[0-9]+\.(png|jpg|jpeg|webp|gif|bin)")
@@ -206,3 +211,21 @@ def _claimed(directory: Path, claim: Claim, journal: Path) -> OutputClaimedError
         "journal (CLI: --journal " + claim.journal + "), or another output directory "
         "(CLI: another --out)"
     )
+
+
+def claim_output(directory: Path, journal: SqliteFile, *, new_journal: bool) -> None:
+    """Claim `directory` for the journal file, refusing one showing lost records.
+
+    From then on each commit that adds rows or counts a send moves the claim's mark.
+    """
+    assert journal.journal_id is not None  # given by make_durable
+    claim = OutputClaim(directory, journal.path)
+    claim.take(journal.journal_id, journal.high_water, new_journal=new_journal)
+    journal.on_advance = claim.advance
+
+
+def remove_partial_downloads(directory: Path) -> None:
+    """Delete the ``.*.part`` files a run killed mid-download left behind."""
+    if directory.is_dir():
+        for part in directory.glob(".*.part"):
+            part.unlink(missing_ok=True)

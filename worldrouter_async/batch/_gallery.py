@@ -29,8 +29,8 @@ from attrs import define
 
 from ..models import converter
 from ._errors import JournalError
-from ._journal import JournalRow, iter_rows
 from ._outcomes import OutcomeKind, kind_of
+from .journal import JournalRow, iter_rows
 
 logger: Final = logging.getLogger("worldrouter_async")
 

@@ -8,7 +8,7 @@ from typing import Final
 from attrs import define, field
 
 from ..models import Usage
-from ._journal import JournalRow, State
+from .journal import JournalRow, State
 
 
 class OutcomeKind(StrEnum):

@@ -16,7 +16,7 @@ from pathlib import Path
 from attrs import define
 
 from ..batch import InvalidLine, JournalError, JournalRow, OutcomeKind, kind_of
-from ..batch._journal import SqliteFile
+from ..batch.journal import SqliteFile
 from ..models import Usage
 from ._errors import EXIT_FAILED, EXIT_OK, UsageError, in_cli_terms
 from ._json import Record, emit, invalid_records, usage_record
