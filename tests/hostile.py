@@ -1,8 +1,8 @@
 """A hostile HTTP server for the network tests: it answers like a broken or malicious API.
 
-The poll route's behaviour is chosen by the task id (``trickle...``, ``done...`` (a healthy
-completed task), ``endless``, ``bomb``, ``html``, ``html502``), the storage routes by their
-path; every request path is recorded.
+The poll route's behaviour is chosen by the task id (``trickle...``, ``endless``, ``bomb``,
+``html``, ``html502``; the answer modes of `ANSWERS`, such as ``ok...``, come first), the
+storage routes by their path; every request path is recorded.
 """
 
 from __future__ import annotations
@@ -109,9 +109,6 @@ class HostileServer:
         kind = request.match_info.get("task_id", "")
         if kind.startswith("trickle"):
             return await self._stream(request, b"{", delay=0.05)
-        if kind.startswith("done"):
-            image = f"{self.origin}/img/{kind}"
-            return web.json_response({"id": kind, "status": "completed", "data": [{"url": image}]})
         if kind == "endless":
             return await self._stream(request, b" " * 65536, delay=0.0)
         if kind == "bomb":

@@ -570,10 +570,10 @@ async def test_more_trickling_polls_than_workers_never_starve_healthy_tasks_on_t
     ) as session:
         stuck = [session.track(f"trickle-{i}", timeout=120) for i in range(6)]
         await anyio.sleep(0.05)  # the trickling polls take every worker first
-        healthy = [session.track(f"done-{i}") for i in range(3)]
+        healthy = [session.track(f"ok-{i}") for i in range(3)]  # completed at once
         with anyio.fail_after(30):  # half the request timeout: only early abandoning ends it
             results = [await handle for handle in healthy]
-        assert [result.task_id for result in results] == ["done-0", "done-1", "done-2"]
+        assert [result.task_id for result in results] == ["ok-0", "ok-1", "ok-2"]
         assert session._poller.workers <= 2 * 2 + 1
         for handle in stuck:
             handle.cancel()
