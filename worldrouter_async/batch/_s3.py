@@ -134,9 +134,9 @@ class S3Output:
         Raises `ModuleNotFoundError` naming the ``s3`` extra when obstore is missing, and
         ValueError when the URL or the environment cannot work.
         """
+        obstore = _obstore()
         bucket, prefix = parse_url(url)
         options = store_options(os.environ if environ is None else environ)
-        obstore = _obstore()
         store = obstore.store.S3Store(
             bucket,
             prefix=prefix or None,
