@@ -10,8 +10,8 @@ of two runs claiming one prefix at once only one wins.
 Credentials, region and endpoint come from the standard AWS environment (obstore reads
 ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_DEFAULT_REGION``,
 ``AWS_ENDPOINT_URL`` ...); this module only checks that some credentials are there and that
-a plain ``http://`` endpoint is meant. The secret key is never read here, so it cannot reach
-a message, a log line or a repr.
+a plain ``http://`` endpoint is meant. The secret key is only checked for presence here,
+never kept, so it cannot reach a message, a log line or a repr.
 """
 
 from __future__ import annotations
