@@ -34,7 +34,7 @@ from worldrouter_async.batch.journal import HighWater
 from worldrouter_async.testing import Emulator
 
 from .s3 import SECRET_KEY, Bucket, point_aws_env_at
-from .test_cli import _cli_against, _write_prompts
+from .test_cli import _cli, _cli_against, _write_prompts
 
 pytestmark = pytest.mark.anyio
 
@@ -266,6 +266,9 @@ async def test_the_gallery_is_not_written_into_a_bucket(
     await _run(session, tmp_path / "j.db", s3_bucket.url("job"), 1)
     assert s3_bucket.keys() == ["job/.worldrouter-job", "job/r0-0.png"]
     assert not (tmp_path / "manifest.jsonl").exists()
+    refused = await _cli("gallery", s3_bucket.url("job"), "--journal", str(tmp_path / "j.db"))
+    assert refused.returncode == 2
+    assert b"the gallery is written beside local images only" in refused.stderr
 
 
 def test_without_the_extra_the_error_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
