@@ -47,8 +47,10 @@ class ClaimPlace(Protocol):
 
     #: Seconds between two moves of the claim (0: after every commit, in the commit's thread).
     claim_interval: float
-    #: Appended to the refusal of an output another journal owns.
-    claim_hint: str
+    @property
+    def claim_hint(self) -> str:
+        """Appended to the refusal of an output another journal owns."""
+        ...
 
     def describe(self, name: str) -> str:
         """`name` as a user finds it: a path, or an s3:// URL."""
@@ -106,7 +108,7 @@ class LocalOutput:
     """A local directory: images are written to a temporary file, then renamed."""
 
     claim_interval: float = 0.0
-    claim_hint: str = ""
+    claim_hint: str = ""  # the refusal's own advice is all a directory needs
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
