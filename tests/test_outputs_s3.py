@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
 import anyio
+import attrs
 import pytest
 from aiohttp import web
 
@@ -192,6 +193,15 @@ async def test_the_claim_moves_off_the_journal_commits_and_ends_at_the_full_mark
     assert (claim["rows"], claim["sends"]) == (6, 6)
 
 
+@attrs.define
+class _Journal:
+    """The least a journal store gives the claim (a `ClaimingJournal`)."""
+
+    journal_id: str | None
+    high_water: HighWater
+    on_advance: Callable[[HighWater], None] | None = None
+
+
 async def test_a_noted_mark_reaches_the_bucket_while_the_run_goes_on(
     s3_bucket: Bucket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -199,7 +209,7 @@ async def test_a_noted_mark_reaches_the_bucket_while_the_run_goes_on(
     socket (the test waits until it shows, bounded)."""
     monkeypatch.setattr(S3Output, "claim_interval", 0.01)
     claim = OutputClaim(S3Output.from_url(s3_bucket.url("job")), JournalName("/j.db", "j.db"))
-    claim.take("id-1", HighWater(1, 1), new_journal=False)
+    claim.take(_Journal("id-1", HighWater(1, 1)), new_journal=False)
     with anyio.fail_after(30):
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(claim.keep_up)

@@ -47,6 +47,7 @@ class ClaimPlace(Protocol):
 
     #: Seconds between two moves of the claim (0: after every commit, in the commit's thread).
     claim_interval: float
+
     @property
     def claim_hint(self) -> str:
         """Appended to the refusal of an output another journal owns."""
