@@ -318,6 +318,13 @@ def test_an_environment_that_cannot_work_is_refused_by_name(
     assert SECRET_KEY not in str(caught.value)
 
 
+def test_a_bucket_url_made_into_a_path_is_refused() -> None:
+    """Path("s3://b/p") is "s3:/b/p": taken as a directory it would fill a local folder
+    named "s3:", so it is refused with the fix."""
+    with pytest.raises(InvalidRequestError, match="pass it as a string, 's3://BUCKET/PREFIX'"):
+        open_output(Path("s3://bucket/prefix"))
+
+
 def test_a_plain_http_endpoint_elsewhere_is_allowed_when_asked(
     monkeypatch: pytest.MonkeyPatch, s3_bucket: Bucket
 ) -> None:

@@ -218,4 +218,9 @@ def open_output(out: str | os.PathLike[str]) -> Output:
             return S3Output.from_url(str(out))
         except ValueError as exc:
             raise InvalidRequestError(str(exc)) from None
+    if Path(out).parts[:1] == ("s3:",):  # Path("s3://b/p") folded the URL into "s3:/b/p"
+        raise InvalidRequestError(
+            f"out_dir {out!r} looks like a bucket URL made into a path; pass it as a string, "
+            "'s3://BUCKET/PREFIX'"
+        )
     return LocalOutput(Path(out))
