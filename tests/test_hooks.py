@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -49,6 +50,8 @@ MODEL = "gpt-image-2"
 QUICK_POLL = PollPolicy(initial_delay=0.005, max_interval=0.02, jitter=0.0)
 
 
+E = TypeVar("E")
+
 #: The poller's events: the life of each tracked task.
 TASK_LIFE = (TaskTracked, TaskUntracked, TaskStatusChanged, TaskResolved, TaskEnded)
 
@@ -64,7 +67,7 @@ class Recorder:
         if isinstance(event, self.kinds):
             self.events.append(event)
 
-    def of(self, kind: type[Event]) -> list[Event]:
+    def of(self, kind: type[E]) -> list[E]:
         return [event for event in self.events if isinstance(event, kind)]
 
 
@@ -276,7 +279,7 @@ async def test_a_retried_retrieve_is_reported_with_its_error_and_its_wait(
     assert retry.attempt == 2
     assert retry.delay > 0
     assert clock.now() - started == pytest.approx(retry.delay)
-    answers = [(e.request.method, e.status) for e in recorder.of(RequestAnswered)]  # type: ignore[union-attr]
+    answers = [(e.request.method, e.status) for e in recorder.of(RequestAnswered)]
     assert answers == [("POST", 200), ("GET", 503), ("GET", 200)]
 
 
@@ -298,9 +301,8 @@ async def test_a_refused_connection_is_a_failed_request_event(
     assert isinstance(first, RequestFailed)
     assert isinstance(first.error, APIConnectionError)
     assert first.request.url.path == "/v1/images/generation_tasks/imgtask_1"
-    assert [event.attempt for event in recorder.events] == list(  # type: ignore[union-attr]
-        range(1, len(recorder.events) + 1)
-    )
+    failed = recorder.of(RequestFailed)
+    assert [event.attempt for event in failed] == list(range(1, len(failed) + 1))
     assert stats.polls == len(recorder.events)
 
 
@@ -323,9 +325,9 @@ async def test_an_outage_is_reported_as_the_breaker_opening_probing_and_closing(
     probes = breaker[1:-1]
     assert probes == [BreakerProbeSent(n) for n in range(1, len(probes) + 1)]
     assert (stats.breaker_opens, stats.breaker_probes) == (1, len(probes))
-    probe_answers = [e for e in recorder.of(RequestAnswered) if e.probe]  # type: ignore[union-attr]
+    probe_answers = [e for e in recorder.of(RequestAnswered) if e.probe]
     assert len(probe_answers) == len(probes)
-    polls = [e for e in recorder.of(RequestAnswered) if not e.probe and e.request.method == "GET"]  # type: ignore[union-attr]
+    polls = [e for e in recorder.of(RequestAnswered) if not e.probe and e.request.method == "GET"]
     assert stats.polls == len(polls)
 
 
