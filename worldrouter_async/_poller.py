@@ -124,11 +124,6 @@ class Poller:
         self._failure: BaseException | None = None
 
     @property
-    def hooks(self) -> Hooks:
-        """The channel the poller reports to; observers subscribe here."""
-        return self._hooks
-
-    @property
     def pending(self) -> int:
         """How many tasks are being tracked now."""
         return len(self._entries)
