@@ -364,3 +364,21 @@ async def test_an_observer_that_raises_never_breaks_the_session(
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1
     assert "an observer of" in errors[0].getMessage()
+
+
+@pytest.mark.parametrize("observer", [print, Recorder().on_event], ids=["function", "method"])
+def test_what_cannot_observe_is_refused_when_the_session_is_made(observer: object) -> None:
+    """An object without ``on_event`` is a TypeError naming it, before anything is sent."""
+    with pytest.raises(TypeError, match="has no on_event"):
+        Session("k", observers=[observer])  # type: ignore[list-item]
+
+
+def test_an_async_on_event_is_refused_when_the_session_is_made() -> None:
+    """Nothing would await an ``async def on_event``: refused, saying to use a plain method."""
+
+    class AsyncObserver:
+        async def on_event(self, event: Event) -> None:
+            pass
+
+    with pytest.raises(TypeError, match="on_event is async"):
+        Session("k", observers=[AsyncObserver()])  # type: ignore[list-item]

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Final, Protocol
 
@@ -216,11 +217,14 @@ class Hooks:
     __slots__ = ("_failed", "_observers")
 
     def __init__(self, *observers: Observer) -> None:
+        for observer in observers:
+            _check_observer(observer)
         self._observers: tuple[Observer, ...] = observers
         self._failed: set[int] = set()  # ids of the observers that raised (logged once)
 
     def subscribe(self, observer: Observer) -> None:
         """Send every later event to `observer` too."""
+        _check_observer(observer)
         self._observers = (*self._observers, observer)
 
     def emit(self, event: Event) -> None:
@@ -242,4 +246,21 @@ class Hooks:
             "not logged",
             type(event).__name__,
             observer,
+        )
+
+
+def _check_observer(observer: object) -> None:
+    """Refuse what cannot observe: no ``on_event`` method, or an async one (nothing would
+    await what it returns)."""
+    on_event = getattr(observer, "on_event", None)
+    if not callable(on_event):
+        raise TypeError(
+            f"observer {observer!r} has no on_event(event) method; pass objects with one, "
+            "such as a class whose on_event matches the event types it cares about"
+        )
+    if inspect.iscoroutinefunction(on_event):
+        raise TypeError(
+            f"{observer!r}.on_event is async, and nothing would await it: observers are "
+            "called synchronously; make on_event a plain method (put events on an "
+            "asyncio.Queue to handle them in a task of your own)"
         )
