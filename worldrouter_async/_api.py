@@ -224,7 +224,9 @@ class APIClient:
             return False
         request_id = response.headers.get("x-request-id")
         elapsed = time.perf_counter() - started
-        self._hooks.emit(RequestAnswered(request, response.status, 1, request_id, elapsed, True))
+        self._hooks.emit(
+            RequestAnswered(request, response.status, 1, request_id, elapsed, probe=True)
+        )
         return response.status not in OUTAGE_STATUSES
 
     async def _send(self, request: WireRequest, attempt: int) -> tuple[WireResponse, str | None]:

@@ -98,9 +98,9 @@ async def retrying(
     attempt: Callable[[int], Awaitable[_T]],
     *,
     policy: RetryPolicy,
+    hooks: Hooks,
     clock: Clock = SYSTEM_CLOCK,
     retryable: Callable[[BaseException], bool] = is_transient,
-    hooks: Hooks | None = None,
 ) -> _T:
     """Call ``attempt(number)`` until it succeeds, retrying what `retryable` allows.
 
@@ -122,7 +122,6 @@ async def retrying(
             delay = retry_delay(policy, exc, number)
             if delay is None:
                 raise
-            if hooks is not None:
-                hooks.emit(RetryScheduled(exc, delay, number + 1))
+            hooks.emit(RetryScheduled(exc, delay, number + 1))
             await clock.sleep_until(clock.now() + delay)
             number += 1
