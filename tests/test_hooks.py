@@ -98,6 +98,25 @@ def test_every_subscriber_gets_each_event_in_subscription_order() -> None:
     assert calls == [("first", event), ("second", event)]
 
 
+def test_an_observer_naming_its_event_kinds_gets_only_those() -> None:
+    """``event_kinds`` routes: the session's own subscribers get only what they use, an
+    observer without it everything, also one subscribed after events were routed."""
+
+    class Picky(Recorder):
+        event_kinds = (TaskTracked,)
+
+    picky, everything = Picky(), Recorder()
+    hooks = Hooks(picky)
+    tracked, untracked = TaskTracked(TaskHandle("task-1")), TaskUntracked(TaskHandle("task-1"))
+    hooks.emit(tracked)
+    hooks.emit(untracked)
+    hooks.subscribe(everything)
+    hooks.emit(tracked)
+    hooks.emit(untracked)
+    assert picky.events == [tracked, tracked]
+    assert everything.events == [tracked, untracked]
+
+
 def test_a_raising_observer_is_logged_and_the_others_still_get_the_event(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Callable
 from typing import Final, Protocol
 
 from attrs import define
@@ -206,34 +207,54 @@ class Observer(Protocol):
         """React to one event; events of kinds it does not know are ignored."""
 
 
+_OnEvent = Callable[[Event], None]
+
+
 class Hooks:
     """Fans each event out to the subscribed observers, in the order they subscribed.
 
-    The subscribers are held in a tuple, resolved once per `subscribe`, so `emit` only
-    loops; an observer that raises is logged the first time (with its traceback), stays
+    An observer with an ``event_kinds`` attribute (a tuple of event types, as the session's
+    own subscribers have) gets only events of those types; any other gets every event.
+    Which observers an event type goes to is worked out on its first `emit` and kept, so
+    `emit` is one dict lookup and a loop, and an event no subscriber wants costs little
+    more. An observer that raises is logged the first time (with its traceback), stays
     subscribed, and the others still get the event.
     """
 
-    __slots__ = ("_failed", "_observers")
+    __slots__ = ("_failed", "_observers", "_routes")
 
     def __init__(self, *observers: Observer) -> None:
         for observer in observers:
             _check_observer(observer)
         self._observers: tuple[Observer, ...] = observers
+        self._routes: dict[type, tuple[tuple[Observer, _OnEvent], ...]] = {}
         self._failed: set[int] = set()  # ids of the observers that raised (logged once)
 
     def subscribe(self, observer: Observer) -> None:
-        """Send every later event to `observer` too."""
+        """Send every later event (of its ``event_kinds``, if it has them) to `observer` too."""
         _check_observer(observer)
         self._observers = (*self._observers, observer)
+        self._routes.clear()
 
     def emit(self, event: Event) -> None:
-        """Give `event` to every subscriber."""
-        for observer in self._observers:
+        """Give `event` to every subscriber that wants its type."""
+        route = self._routes.get(type(event))
+        if route is None:
+            route = self._route(type(event))
+        for observer, on_event in route:
             try:
-                observer.on_event(event)
+                on_event(event)
             except Exception:
                 self._report(observer, event)
+
+    def _route(self, kind: type) -> tuple[tuple[Observer, _OnEvent], ...]:
+        route = tuple(
+            (observer, observer.on_event)
+            for observer in self._observers
+            if kind in getattr(observer, "event_kinds", (kind,))
+        )
+        self._routes[kind] = route
+        return route
 
     def _report(self, observer: Observer, event: Event) -> None:
         """Log the first error of `observer`; its later errors are swallowed silently, so a

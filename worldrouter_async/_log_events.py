@@ -34,13 +34,25 @@ class LogEvents:
 
     __slots__ = ()
 
+    #: The events it logs (`Hooks` gives it no others).
+    event_kinds: Final = (
+        RequestAnswered,
+        RequestFailed,
+        RetryScheduled,
+        RateLimitPaused,
+        BreakerOpened,
+        BreakerClosed,
+    )
+
     def on_event(self, event: Event) -> None:
         """Log `event` if it is of a kind that has a line (an `Observer` of `Hooks`)."""
-        match event:
-            case RequestAnswered(probe=False) if logger.isEnabledFor(_DEBUG):
+        if type(event) is RequestAnswered:  # one per request: cheap first
+            if not event.probe and logger.isEnabledFor(_DEBUG):
                 _log_request(
                     event.request, str(event.status), event.elapsed, event.attempt, event.request_id
                 )
+            return
+        match event:
             case RequestFailed(request=request, error=error, probe=probe) if logger.isEnabledFor(
                 _DEBUG
             ):

@@ -7,6 +7,8 @@ the poller's (pending, completed, failed, usage). Nothing else writes to it.
 
 from __future__ import annotations
 
+from typing import Final
+
 from attrs import define
 
 from ._errors import DownloadError
@@ -62,6 +64,20 @@ class Counters:
         "total_tokens",
     )
 
+    #: The events it counts (`Hooks` gives it no others).
+    event_kinds: Final = (
+        RequestAnswered,
+        RequestFailed,
+        TaskCreated,
+        RetryScheduled,
+        RateLimitPaused,
+        BreakerOpened,
+        BreakerProbeSent,
+        TaskTracked,
+        TaskUntracked,
+        TaskResolved,
+    )
+
     def __init__(self) -> None:
         self.creates = self.polls = self.retries = self.rate_limit_pauses = 0
         self.pending = self.completed = self.failed = 0
@@ -77,10 +93,11 @@ class Counters:
 
     def on_event(self, event: Event) -> None:
         """Count one event (an `Observer` of the session's `Hooks`)."""
-        match event:  # the per-request events first: they are the most frequent
-            case RequestAnswered(probe=False) | RequestFailed(probe=False):
-                if event.request.method == "GET":  # a poll or a retrieve of a task
-                    self.polls += 1
+        if type(event) is RequestAnswered or type(event) is RequestFailed:  # per request: first
+            if not event.probe and event.request.method == "GET":  # a poll or a retrieve
+                self.polls += 1
+            return
+        match event:
             case TaskCreated():
                 self.creates += 1
             case RetryScheduled(error=error):
