@@ -12,7 +12,8 @@ implements `SharedJournalStore` too. A new store is one more module here. Users 
 the public names from `worldrouter_async.batch`, which re-exports them.
 """
 
-from ._postgres import LiveWorker, PostgresJournal
+from ._postgres import PostgresJournal
+from ._postgres_workers import LiveWorker
 from ._readers import iter_invalid_lines, iter_rows, read_rows
 from ._rows import FINAL_STATES, HighWater, InvalidLine, JournalRow, State, encode_request
 from ._sqlite import SqliteJournal

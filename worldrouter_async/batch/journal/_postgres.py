@@ -5,101 +5,36 @@ session-level advisory lock) and stamps a heartbeat with the database's clock. I
 on rows it claimed (``FOR UPDATE SKIP LOCKED``, so a claim never waits for another worker),
 and `mark_submitting` commits only while the row is still its own and its lease is fresh,
 so a worker whose rows were taken over cannot send their creates. The tables and the
-liveness rule are in ``_postgres_schema.py``. psycopg is imported only when a store opens,
-so the base install works without the ``postgres`` extra.
+liveness rule are in ``_postgres_schema.py``, the connection (transactions, scrubbed errors)
+in ``_postgres_connection.py``, joining the job and the heartbeat in ``_postgres_workers.py``;
+this module holds the rows: the `JournalStore` calls, the claims, and the reads of a job.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import datetime
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import anyio
 from anyio.abc import TaskGroup
-from attrs import define
 
 from ..._clock import SYSTEM_CLOCK, Clock
 from ...models import Usage, converter
 from .._errors import JournalError
-from ._postgres_schema import (
-    FORGET_INVALID,
-    HOLDINGS,
-    LOCK_CLASS,
-    PRUNE_DEAD,
-    SCHEMA,
-    SCHEMA_VERSION,
-    redact,
-    secrets_of,
-)
-from ._rows import InvalidLine, JournalRow, State, encode_request
+from . import _postgres_workers as workers
+from ._postgres_connection import Database
+from ._postgres_schema import FORGET_INVALID, PRUNE_DEAD, redact
+from ._postgres_workers import LiveWorker
+from ._rows import HighWater, InvalidLine, JournalRow, State, encode_request
 from ._sqlite_schema import COLUMNS, decode_row
 from ._store import Claimed
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
-_T = TypeVar("_T")
-#: Seconds a statement may run before PostgreSQL cancels it (claims never wait on locks).
-STATEMENT_TIMEOUT: Final = 60.0
 _ROWS: Final = ", ".join(f"r.{column}" for column in COLUMNS)
-_EXTRA: Final = 'pip install "worldrouter-async[postgres]"'
-
-
-@define(frozen=True)
-class LiveWorker:
-    """A worker of a shared job that is alive now, and how many rows it holds."""
-
-    id: int
-    host: str
-    pid: int
-    started_at: datetime
-    holds: int
-
-
-async def _connect(url: str, *, timeout: float) -> AsyncConnection[Any]:
-    """An autocommit connection to `url`; a clear error when psycopg or the server is missing."""
-    try:
-        import psycopg  # optional: only a postgresql:// journal needs it
-    except ImportError as exc:
-        raise JournalError(
-            f"a postgresql:// journal needs the psycopg driver, which is not installed: {_EXTRA}"
-        ) from exc
-    idle = max(1, int(timeout / 3))
-    try:
-        connection = await psycopg.AsyncConnection.connect(
-            url,
-            autocommit=True,
-            connect_timeout=max(2, int(timeout)),
-            # A lost server is noticed by the client, a lost client by the server, within
-            # about `timeout`: the server then drops the worker's lock and its rows pass on.
-            keepalives=1,
-            keepalives_idle=idle,
-            keepalives_interval=max(1, idle // 3),
-            keepalives_count=3,
-        )
-        await connection.execute(
-            f"SET statement_timeout = {int(STATEMENT_TIMEOUT * 1000)};"
-            f"SET tcp_keepalives_idle = {idle};"
-            f"SET tcp_keepalives_interval = {max(1, idle // 3)};"
-            "SET tcp_keepalives_count = 3"
-        )
-    except psycopg.Error as exc:
-        raise _scrubbed(f"cannot connect to the journal at {redact(url)}", exc, url) from None
-    return connection
-
-
-def _scrubbed(what: str, exc: BaseException, url: str) -> JournalError:
-    """`JournalError` for `exc`, with every password of `url` removed from its text."""
-    text = str(exc).strip()
-    for secret in secrets_of(url):
-        text = text.replace(secret, "***")
-    return JournalError(f"{what} ({text})")
 
 
 class PostgresJournal:
@@ -137,8 +72,7 @@ class PostgresJournal:
         self.job = job
         self.worker_timeout = worker_timeout
         self._clock = clock
-        self._connection: AsyncConnection[Any] | None = None
-        self._lock = anyio.Lock()
+        self._database = Database(url, name=self.path, timeout=worker_timeout)
         self._task_group: TaskGroup | None = None
         self._worker: int | None = None
         self._job_id: str | None = None
@@ -183,129 +117,54 @@ class PostgresJournal:
         created, and a job the database does not hold raises `JournalError`.
         `aclose` must be awaited in the same task (the heartbeat's task group spans both).
         """
-        self._connection = await _connect(self._url, timeout=self.worker_timeout)
+        await self._database.connect()
         try:
             if not join:
-                await self._run(self._find_job)
+                self._job_id = await self._database.run(
+                    lambda connection: workers.existing_job(connection, self.job, redact(self._url))
+                )
                 return self
-            await self._run(self._register)
+            member = await self._database.run(
+                lambda connection: workers.join(
+                    connection, self.job, timeout=self.worker_timeout, where=redact(self._url)
+                )
+            )
+            self._job_id, self._worker = member.job_id, member.worker
             self._task_group = anyio.create_task_group()
             await self._task_group.__aenter__()
             self._task_group.start_soon(self._beat)
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._connection.close()
-            self._connection = None
+            await self._database.close()
             raise
         return self
 
     async def aclose(self) -> None:
         """Leave the job (its rows still held pass to others at once) and disconnect."""
-        connection, self._connection = self._connection, None
-        if connection is None:
+        if not self._database.is_open:
             return
         task_group, self._task_group = self._task_group, None
         if task_group is not None:
             task_group.cancel_scope.cancel()
             await task_group.__aexit__(None, None, None)
-        with anyio.CancelScope(shield=True):
-            # Closing drops the lock, so the rows pass on even when this fails.
-            with contextlib.suppress(Exception):
-                await connection.execute(
-                    "DELETE FROM worldrouter_workers WHERE id = %s", (self._worker,)
-                )
-            await connection.close()
-
-    async def _run(self, work: Callable[[AsyncConnection[Any]], Awaitable[_T]]) -> _T:
-        """Run `work` in one transaction, alone on the connection, to its end even when
-        cancelled (a statement cut off midway would leave the connection unusable)."""
-        import psycopg  # loaded by `_connect` already
-
-        connection = self._connection
-        if connection is None:
-            raise JournalError(f"the journal {self.path} is closed")
-        with anyio.CancelScope(shield=True):
-            async with self._lock:
-                try:
-                    async with connection.transaction():
-                        done = await work(connection)
-                except psycopg.Error as exc:
-                    raise _scrubbed(
-                        f"cannot use the journal {self.path}; the run stopped and everything "
-                        "recorded so far is kept: rerun once the database is reachable",
-                        exc,
-                        self._url,
-                    ) from None
-        return done
-
-    async def _find_job(self, connection: AsyncConnection[Any]) -> None:
-        found = None
-        tables = await connection.execute("SELECT to_regclass('worldrouter_jobs') IS NOT NULL")
-        if await tables.fetchone() == (True,):
-            found = await (
-                await connection.execute(
-                    "SELECT id FROM worldrouter_jobs WHERE name = %s", (self.job,)
-                )
-            ).fetchone()
-        if found is None:
-            raise JournalError(
-                f"no job {self.job!r} in the journal at {redact(self._url)}; pass the --job "
-                "that batch ran with (its default is the input file's name without extension)"
-            )
-        self._job_id = str(found[0])
-
-    async def _register(self, connection: AsyncConnection[Any]) -> None:
-        await connection.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_CLASS,))
-        await connection.execute(SCHEMA)
-        found = await (
-            await connection.execute(
-                "SELECT value FROM worldrouter_meta WHERE name = 'schema_version'"
-            )
-        ).fetchone()
-        if found is None or found[0] != SCHEMA_VERSION:
-            raise JournalError(
-                f"the journal tables in {redact(self._url)} have schema version "
-                f"{found and found[0]}, this worldrouter-async reads version {SCHEMA_VERSION}: "
-                "upgrade worldrouter-async (every worker of a job runs the same version)"
-            )
-        await connection.execute(
-            "INSERT INTO worldrouter_jobs (name) VALUES (%s) ON CONFLICT DO NOTHING", (self.job,)
-        )
-        job = await (
-            await connection.execute("SELECT id FROM worldrouter_jobs WHERE name = %s", (self.job,))
-        ).fetchone()
-        assert job is not None
-        self._job_id = str(job[0])
-        worker = await (
-            await connection.execute(
-                "INSERT INTO worldrouter_workers (job, host, pid, timeout_s)"
-                " VALUES (%s, %s, %s, %s) RETURNING id",
-                (self.job, socket.gethostname(), os.getpid(), self.worker_timeout),
-            )
-        ).fetchone()
-        assert worker is not None
-        self._worker = worker[0]
-        # Taken inside the transaction that adds the worker: nobody sees it without its lock.
-        await connection.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, self._worker))
+        # Closing drops the lock, so the rows pass on even when leaving fails.
+        await self._database.close(last=workers.LEAVE, params=(self._worker,))
 
     async def _beat(self) -> None:
-        """Renew this worker's lease every third of its timeout, until it lapses or fails."""
-        while True:
-            await self._clock.sleep_until(self._clock.now() + self.worker_timeout / 3)
-            try:
-                renewed = await self._run(self._renew)
-            except JournalError:
-                return  # the next write reports the broken connection
-            if not renewed:
-                return  # lapsed: the rows may be another worker's; mark_submitting refuses
-
-    async def _renew(self, connection: AsyncConnection[Any]) -> bool:
-        cursor = await connection.execute(
-            "UPDATE worldrouter_workers SET heartbeat = now() WHERE id = %s"
-            " AND heartbeat > now() - make_interval(secs => timeout_s)",
-            (self._worker,),
+        await workers.beat(
+            self._database, self.worker_id, timeout=self.worker_timeout, clock=self._clock
         )
-        return cursor.rowcount == 1
+
+    async def read_high_water(self) -> HighWater:
+        """The rows and sends the job's workers have committed, read from the database now.
+
+        Both only grow (rows are never deleted, sends only counted), which is what the
+        output's claim (``batch/_claim.py``) relies on to notice a job that lost records.
+        """
+        ((rows, sends),) = await self._database.fetch(
+            "SELECT count(*), coalesce(sum(sends), 0) FROM worldrouter_requests WHERE job = %s",
+            (self.job,),
+        )
+        return HighWater(int(rows), int(sends))
 
     # --- the JournalStore calls ------------------------------------------------------------
 
@@ -320,7 +179,7 @@ class PostgresJournal:
             )
             return {row.key: row for row in map(decode_row, await cursor.fetchall())}
 
-        return await self._run(read)
+        return await self._database.run(read)
 
     async def add(self, rows: Sequence[JournalRow]) -> None:
         """Record new intents; a key another worker added first keeps that worker's row."""
@@ -348,11 +207,11 @@ class PostgresJournal:
                     values,
                 )
 
-        await self._run(write)
+        await self._database.run(write)
 
     async def mark_seen(self, keys: Sequence[str], run: str) -> None:
         """Stamp `run` on existing rows."""
-        await self._execute(
+        await self._database.execute(
             "UPDATE worldrouter_requests SET run = %s WHERE job = %s AND key = ANY(%s)",
             (run, self.job, list(keys)),
         )
@@ -376,7 +235,7 @@ class PostgresJournal:
                     [(self.job, i.line, i.key, i.reason, i.journaled, run) for i in lines],
                 )
 
-        await self._run(write)
+        await self._database.run(write)
 
     async def mark_submitting(self, key: str) -> None:
         """Commit ``submitting`` only while this worker holds the row and its lease is fresh;
@@ -392,7 +251,7 @@ class PostgresJournal:
             )
             return cursor.rowcount
 
-        if await self._run(write) != 1:
+        if await self._database.run(write) != 1:
             raise JournalError(
                 f"this worker no longer holds request {key!r} of job {self.job!r}: it was "
                 f"silent for more than its worker timeout ({self.worker_timeout:g} s), so its "
@@ -466,12 +325,12 @@ class PostgresJournal:
             )
             return {row.key: row for row in map(decode_row, await cursor.fetchall())}
 
-        rows = await self._run(take)
+        rows = await self._database.run(take)
         return Claimed(rows, frozenset(keys).difference(rows))
 
     async def release(self, key: str) -> None:
         """This worker is done with the row of `key`."""
-        await self._execute(
+        await self._database.execute(
             "UPDATE worldrouter_requests SET owner = NULL"
             " WHERE job = %s AND key = %s AND owner = %s",
             (self.job, key, self._worker),
@@ -485,12 +344,7 @@ class PostgresJournal:
 
     async def live_workers(self) -> list[LiveWorker]:
         """The job's live workers and the rows each holds, oldest first."""
-
-        async def read(connection: AsyncConnection[Any]) -> list[LiveWorker]:
-            cursor = await connection.execute(HOLDINGS, {"job": self.job})
-            return [LiveWorker(*values) for values in await cursor.fetchall()]
-
-        return await self._run(read)
+        return await workers.live_workers(self._database, self.job)
 
     async def iter_rows(self) -> AsyncIterator[JournalRow]:
         """Every row of the job, in input order, a page at a time (memory stays flat)."""
@@ -507,7 +361,7 @@ class PostgresJournal:
                 )
                 return [decode_row(values) for values in await cursor.fetchall()]
 
-            rows = await self._run(page)
+            rows = await self._database.run(page)
             if not rows:
                 return
             for row in rows:
@@ -525,20 +379,14 @@ class PostgresJournal:
             )
             return [InvalidLine(*values) for values in await cursor.fetchall()]
 
-        return await self._run(read)
+        return await self._database.run(read)
 
     # --- helpers -----------------------------------------------------------------------
-
-    async def _execute(self, statement: str, params: Sequence[Any]) -> None:
-        async def write(connection: AsyncConnection[Any]) -> None:
-            await connection.execute(statement, params)
-
-        await self._run(write)
 
     async def _set(self, key: str, **fields: Any) -> None:
         """Set `fields` (column names from this module only) on the row of `key`."""
         assignments = ", ".join(f"{name} = %({name})s" for name in fields)
-        await self._run(
+        await self._database.run(
             lambda connection: connection.execute(
                 f"UPDATE worldrouter_requests SET {assignments}, updated_at = now()"  # noqa: S608
                 " WHERE job = %(job_)s AND key = %(key_)s",
