@@ -196,7 +196,7 @@ async def test_two_workers_put_every_image_in_a_bucket_once(
     postgres_url: str, make_session: SessionFactory, emulator: Emulator, s3_bucket: Bucket
 ) -> None:
     """A shared job's workers write to one bucket prefix: every image lands there, each
-    request created once, with no output claim file needed."""
+    request created once, beside the one claim both workers accepted."""
     items = _requests(12)
 
     async def worker() -> None:
@@ -209,4 +209,5 @@ async def test_two_workers_put_every_image_in_a_bucket_once(
             for _ in range(2):
                 task_group.start_soon(worker)
     assert emulator.counters.create_requests == 12
-    assert sorted(s3_bucket.keys("shared/")) == sorted(f"shared/{i.key}-0.png" for i in items)
+    images = sorted(f"shared/{i.key}-0.png" for i in items)
+    assert s3_bucket.keys("shared/") == sorted([*images, "shared/.worldrouter-job"])

@@ -15,7 +15,9 @@ Images named after a task id (``imgtask_...-0.png``) are ``generate``'s and neve
 This is the one place that guards an output: the claim, the refusal of a fresh start over a
 job's images. It reaches the output through `ClaimPlace` (``_outputs.py``) and the journal
 through `ClaimingJournal`: its identity and high-water mark, and a hook called as the mark
-moves. The SQLite file implements it; a store given to the runner by the caller has no claim.
+moves. The SQLite file implements it, and so does a PostgreSQL job (``_postgres_job.py``:
+its UUID, and the rows and sends all its workers committed); a store given to the runner by
+the caller has no claim.
 
 On a bucket the claim is created with ``If-None-Match: *`` (one of two racing runs wins, as
 with a local ``link``), and moved at most every `ClaimPlace.claim_interval` seconds (each move
@@ -43,6 +45,7 @@ from ..models import converter
 from ._errors import JournalError, JournalLostError, OutputClaimedError
 from ._outputs import ClaimPlace
 from .journal import HighWater
+from .journal._postgres_schema import is_postgres_url
 
 CLAIM_NAME: Final = ".worldrouter-job"
 _IMAGE_FILE: Final = re.compile(r"(?P<stem>.+)-[0-9]+\.(png|jpg|jpeg|webp|gif|bin)")
@@ -53,7 +56,7 @@ _NEW_JOURNAL: Final = "start over on purpose with new_journal=True (CLI: --new-j
 class ClaimingJournal(Protocol):
     """What the claim needs from a journal: who it is, how much it recorded, and a hook.
 
-    `SqliteFile` implements it; another journal store (PostgreSQL) can, to claim its output.
+    `SqliteFile` implements it, and `JobMark` (``_postgres_job.py``) for a PostgreSQL job.
     """
 
     @property
@@ -259,8 +262,11 @@ def job_images(place: ClaimPlace) -> set[str]:
 
 
 def _owned_elsewhere(place: ClaimPlace, claim: Claim, journal: JournalName) -> bool:
-    """True when the claim names another journal file, and that file still exists."""
-    return claim.journal != journal.key and place.journal_exists(claim.journal)
+    """True when the claim names another journal, and that journal still exists: a file
+    that is there, or any job in a database (which no output can see into)."""
+    return claim.journal != journal.key and (
+        is_postgres_url(claim.journal) or place.journal_exists(claim.journal)
+    )
 
 
 def _claimed(place: ClaimPlace, claim: Claim, journal: JournalName) -> OutputClaimedError:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from enum import StrEnum
 from typing import Final
 
@@ -98,3 +100,43 @@ class BatchSummary:
     def already_done(self) -> bool:
         """True when the job was done before this run: all completed, all from the journal."""
         return bool(self.total) and self.ok and self.sources.keys() == {Source.JOURNAL}
+
+
+class Tally:
+    """A run's running counts, usage and wall time, read as a `BatchSummary`."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+        self._sources: Counter[str] = Counter()
+        self._usage = Usage()
+        self._job_usage = Usage()
+        self._started = self._ended = 0.0
+
+    def start(self) -> None:
+        """The run starts: wall time counts from now."""
+        self._started = time.monotonic()
+
+    def end(self) -> None:
+        """The run ended: wall time stops."""
+        self._ended = time.monotonic()
+
+    def count(self, outcome: Outcome) -> None:
+        """One more outcome; usage of requests done in an earlier run counts for the job only."""
+        self._counts[outcome.kind] += 1
+        self._sources[outcome.source] += 1
+        if outcome.usage is not None:
+            self._job_usage += outcome.usage
+            if outcome.source != Source.JOURNAL:
+                self._usage += outcome.usage
+
+    @property
+    def summary(self) -> BatchSummary:
+        """Counts, usage and wall time so far."""
+        end = self._ended or time.monotonic()
+        return BatchSummary(
+            counts=dict(self._counts),
+            sources=dict(self._sources),
+            usage=self._usage,
+            wall_time=end - self._started if self._started else 0.0,
+            job_usage=self._job_usage,
+        )

@@ -13,9 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import time
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -29,15 +27,16 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .._errors import InvalidRequestError, first_leaf
 from .._handles import TaskHandle
 from .._session import Session
-from ..models import Usage
 from ._creates import CreateWorkers
 from ._errors import JournalError
 from ._finish import Finished, Finisher, track
 from ._gallery import GalleryRefresher
 from ._intake import Input, Intake, chunks, invalid_outcome
 from ._local import LocalJournal
-from ._outcomes import BatchSummary, Outcome, Source
+from ._outcomes import BatchSummary, Outcome, Source, Tally
 from ._outputs import LocalOutput, open_output
+from ._postgres_job import PostgresJob
+from ._shared import SharedRows
 from .journal import JournalRow, JournalStore, PostgresJournal, SharedJournalStore, State
 from .journal._postgres_schema import is_postgres_url
 
@@ -114,33 +113,30 @@ class BatchRunner:
             )
         self._session = session
         self._output = open_output(out_dir) if out_dir is not None else None
-        self._postgres: PostgresJournal | None = None
         self._given_store: JournalStore | None = None
-        self._local: LocalJournal | None = None
+        self._opener: LocalJournal | PostgresJob | None = None  # a journal this runner opens
+        self._gallery: GalleryRefresher | None = None
         if is_postgres_url(journal):
             assert isinstance(journal, str)
             if job is None:
                 raise InvalidRequestError(
                     "a postgresql:// journal holds many jobs: name this one with job='NAME'"
                 )
-            self._postgres = PostgresJournal(journal, job=job, worker_timeout=worker_timeout)
+            shared = PostgresJournal(journal, job=job, worker_timeout=worker_timeout)
+            self._opener = PostgresJob(shared, self._output, new_journal=new_journal)
         elif isinstance(journal, str | os.PathLike):
-            self._local = LocalJournal(Path(journal), self._output, new_journal=new_journal)
+            self._opener = LocalJournal(Path(journal), self._output, new_journal=new_journal)
+            # The gallery (manifest.jsonl, index.html) is read from the journal file this
+            # runner opens; a store given by the caller may not be a file. It is written
+            # beside local images only: a bucket has no contact sheet.
+            if isinstance(self._output, LocalOutput):
+                self._gallery = GalleryRefresher(self._opener.path, self._output.directory)
         else:
             self._given_store = journal
-        # The gallery (manifest.jsonl, index.html) is read from the journal file this runner
-        # opens; a store given by the caller may not be a file. It is written beside local
-        # images only: a bucket has no contact sheet.
-        self._gallery = (
-            GalleryRefresher(self._local.path, self._output.directory)
-            if isinstance(self._output, LocalOutput) and self._local is not None
-            else None
-        )
         self._concurrency = concurrency
         self._timeout = timeout
         self._store: JournalStore | None = None
-        self._shared: SharedJournalStore | None = None
-        self._held: list[str] = []  # keys another live worker holds, to claim again later
+        self._shared: SharedRows | None = None
         self._creates: CreateWorkers | None = None
         self._finisher: Finisher | None = None
         self._task_group: TaskGroup | None = None
@@ -154,22 +150,14 @@ class BatchRunner:
         self._dispatched = self._delivered = 0
         self._input_done = False
         self._done: MemoryObjectSendStream[Finished] | None = None
-        self._counts: Counter[str] = Counter()
-        self._sources: Counter[str] = Counter()
-        self._usage = Usage()
-        self._job_usage = Usage()
-        self._started = self._ended = 0.0
+        self._tally = Tally()
 
     async def __aenter__(self) -> Self:
-        if self._postgres is not None:
-            store: JournalStore = await self._postgres.open()
-        elif self._local is None:  # a store given by the caller locks (or not) on its own
-            assert self._given_store is not None
-            store = self._given_store
-        else:
-            store = await self._local.open()
+        # A store given by the caller is opened and locked (or not) on its own.
+        store = self._given_store if self._opener is None else await self._opener.open()
+        assert store is not None
         self._store = store
-        self._shared = store if isinstance(store, SharedJournalStore) else None
+        self._shared = SharedRows(store) if isinstance(store, SharedJournalStore) else None
         self._creates = CreateWorkers(
             self._session,
             store,
@@ -186,13 +174,13 @@ class BatchRunner:
             await self._output.remove_partials()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
-        if self._local is not None:
-            self._task_group.start_soon(self._keep_claim, self._local)
+        if self._opener is not None:
+            self._task_group.start_soon(self._keep_claim, self._opener)
         return self
 
-    async def _keep_claim(self, local: LocalJournal) -> None:
+    async def _keep_claim(self, opener: LocalJournal | PostgresJob) -> None:
         with self._claim_scope:
-            await local.keep_claim()
+            await opener.keep_claim()
 
     async def __aexit__(
         self,
@@ -215,23 +203,14 @@ class BatchRunner:
             if exc is None:
                 raise (group.exceptions[0] if len(group.exceptions) == 1 else group) from None
         finally:
-            if self._local is not None:  # the runner opened the journal, so it closes it
-                await self._local.close()
-            if self._postgres is not None:
-                await self._postgres.aclose()
+            if self._opener is not None:  # the runner opened the journal, so it closes it
+                await self._opener.close()
         return None
 
     @property
     def summary(self) -> BatchSummary:
         """Counts, usage and wall time of the run so far."""
-        end = self._ended or time.monotonic()
-        return BatchSummary(
-            counts=dict(self._counts),
-            sources=dict(self._sources),
-            usage=self._usage,
-            wall_time=end - self._started if self._started else 0.0,
-            job_usage=self._job_usage,
-        )
+        return self._tally.summary
 
     @property
     def stop_reason(self) -> str | None:
@@ -255,7 +234,7 @@ class BatchRunner:
                 "on the same journal to run again (it resumes from the journal)"
             )
         self._ran = True
-        self._started = time.monotonic()
+        self._tally.start()
         send, receive = anyio.create_memory_object_stream[Outcome](self._concurrency)
         self._task_group.start_soon(self._drive, requests, send)
         if self._gallery is not None:
@@ -263,12 +242,12 @@ class BatchRunner:
         try:
             async with receive:
                 async for outcome in receive:
-                    self._count(outcome)
+                    self._tally.count(outcome)
                     if self._gallery is not None:
                         self._gallery.changed()
                     yield outcome
         finally:
-            self._ended = time.monotonic()
+            self._tally.end()
             self._scope.cancel()
             if self._gallery is not None:
                 self._gallery.stop()
@@ -276,14 +255,6 @@ class BatchRunner:
             await self._gallery.finish()
         if self._fatal is not None:
             raise self._fatal
-
-    def _count(self, outcome: Outcome) -> None:
-        self._counts[outcome.kind] += 1
-        self._sources[outcome.source] += 1
-        if outcome.usage is not None:
-            self._job_usage += outcome.usage
-            if outcome.source != Source.JOURNAL:
-                self._usage += outcome.usage
 
     def _stop(self, reason: str) -> None:
         if self._stop_reason is None:
@@ -335,31 +306,14 @@ class BatchRunner:
                 position += len(chunk)
                 for entry in invalid:
                     await send.send(invalid_outcome(entry))
-                await self._dispatch_all(await self._claim(rows), creates)
-        await self._take_over_held(creates)
-
-    async def _claim(self, rows: list[JournalRow]) -> list[JournalRow]:
-        """The rows of `rows` this worker may act on (all of them unless the journal is
-        shared), as stored; the keys another live worker holds are kept for later."""
-        if self._shared is None:
-            return rows
-        return await self._claim_keys(self._shared, [row.key for row in rows])
-
-    async def _claim_keys(self, shared: SharedJournalStore, keys: list[str]) -> list[JournalRow]:
-        claimed = await shared.claim(keys)
-        self._held += [key for key in keys if key in claimed.held]
-        return [claimed.rows[key] for key in keys if key in claimed.rows]
-
-    async def _take_over_held(self, creates: MemoryObjectSendStream[JournalRow]) -> None:
-        """Wait for the rows other workers held when read: each is reported once its worker
-        is done with it, or acted on here if that worker died."""
-        shared = self._shared
-        while self._held and shared is not None and self._stop_reason is None:
-            await shared.wait_for_others()
-            held, self._held = self._held, []
-            for start in range(0, len(held), CHUNK):
-                rows = await self._claim_keys(shared, held[start : start + CHUNK])
+                if self._shared is not None:
+                    rows = await self._shared.claim(rows)
                 await self._dispatch_all(rows, creates)
+        if self._shared is not None:
+            await self._shared.take_over_held(
+                lambda rows: self._dispatch_all(rows, creates),
+                stopped=lambda: self._stop_reason is not None,
+            )
 
     async def _dispatch_all(
         self, rows: list[JournalRow], creates: MemoryObjectSendStream[JournalRow]

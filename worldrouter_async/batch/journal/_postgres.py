@@ -37,6 +37,12 @@ if TYPE_CHECKING:
 _ROWS: Final = ", ".join(f"r.{column}" for column in COLUMNS)
 
 
+def _intent(job: str, row: JournalRow) -> tuple[Any, ...]:
+    """The values of a new row of `job` (the columns `add` names)."""
+    request = encode_request(row.request)
+    return (job, row.key, row.position, request, row.idempotency_key, row.state, row.run)
+
+
 class PostgresJournal:
     """The PostgreSQL journal: several workers, on any machines, share one job.
 
@@ -81,9 +87,14 @@ class PostgresJournal:
         return f"PostgresJournal({redact(self._url)!r}, job={self.job!r})"
 
     @property
+    def database(self) -> str:
+        """The database's URL with its password removed."""
+        return redact(self._url)
+
+    @property
     def path(self) -> str:
         """The database (password removed) and the job, to name the journal in messages."""
-        return f"{redact(self._url)} job {self.job}"
+        return f"{self.database} job {self.job}"
 
     @property
     def worker_id(self) -> int:
@@ -185,29 +196,12 @@ class PostgresJournal:
         """Record new intents; a key another worker added first keeps that worker's row."""
         if not rows:
             return
-        values = [
-            (
-                self.job,
-                r.key,
-                r.position,
-                encode_request(r.request),
-                r.idempotency_key,
-                r.state,
-                r.run,
-            )
-            for r in rows
-        ]
-
-        async def write(connection: AsyncConnection[Any]) -> None:
-            async with connection.cursor() as cursor:
-                await cursor.executemany(
-                    "INSERT INTO worldrouter_requests"
-                    " (job, key, position, request, idempotency_key, state, run)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    values,
-                )
-
-        await self._database.run(write)
+        await self._database.execute_many(
+            "INSERT INTO worldrouter_requests"
+            " (job, key, position, request, idempotency_key, state, run)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            [_intent(self.job, row) for row in rows],
+        )
 
     async def mark_seen(self, keys: Sequence[str], run: str) -> None:
         """Stamp `run` on existing rows."""

@@ -133,6 +133,15 @@ class Database:
 
         return await self.run(write)
 
+    async def execute_many(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each of `rows`, all in one transaction."""
+
+        async def write(connection: AsyncConnection[Any]) -> None:
+            async with connection.cursor() as cursor:
+                await cursor.executemany(statement, rows)
+
+        await self.run(write)
+
     async def fetch(
         self, statement: str, params: Sequence[Any] | dict[str, Any]
     ) -> list[tuple[Any, ...]]:
