@@ -95,8 +95,7 @@ class PostgresJob:
                 )
                 self._claim = await anyio.to_thread.run_sync(claim)
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._journal.aclose()
+            await self._journal.aclose()  # shields its own work; its task group ends there
             raise
         return self._journal
 

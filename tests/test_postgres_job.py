@@ -1,0 +1,145 @@
+"""The output of a PostgreSQL job is claimed for the job: its workers share it, another job
+or a job that lost records is refused before anything is sent, over a real PostgreSQL server,
+the emulator, and a local directory or a real S3 API (moto)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+import psycopg
+import pytest
+
+from worldrouter_async import ImageRequest, Session
+from worldrouter_async.batch import (
+    BatchItem,
+    BatchRunner,
+    JournalLostError,
+    OutcomeKind,
+    OutputClaimedError,
+    PostgresJournal,
+)
+from worldrouter_async.testing import Emulator
+
+from .conftest import SessionFactory
+from .s3 import Bucket
+
+pytestmark = pytest.mark.anyio
+
+SECRET = "pg-secret-never-in-a-claim"
+
+
+@pytest.fixture(params=["directory", "bucket"])
+def out(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An output: a local directory, or a prefix of a fresh bucket on moto."""
+    if request.param == "directory":
+        return str(tmp_path / "out")
+    bucket: Bucket = request.getfixturevalue("s3_bucket")
+    return bucket.url("job")
+
+
+def _read_claim(out: str, request: pytest.FixtureRequest) -> dict[str, object]:
+    if out.startswith("s3://"):
+        bucket: Bucket = request.getfixturevalue("s3_bucket")
+        text = bucket.get("job/.worldrouter-job") or b"{}"
+    else:
+        text = (Path(out) / ".worldrouter-job").read_bytes()
+    claim: dict[str, object] = json.loads(text)
+    return claim
+
+
+def _items(count: int) -> list[BatchItem]:
+    return [
+        BatchItem(f"r{i}", ImageRequest(model="gpt-image-2", prompt=f"prompt {i}"))
+        for i in range(count)
+    ]
+
+
+async def _run(
+    session: Session, url: str, out: str, count: int, *, job: str = "job", new: bool = False
+) -> set[str]:
+    async with BatchRunner(session, url, job=job, out_dir=out, new_journal=new) as runner:
+        return {o.kind async for o in runner.run(_items(count))}
+
+
+async def _admin(url: str, statement: str) -> None:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
+        await admin.execute(statement)
+
+
+async def _job_id(url: str, job: str) -> str:
+    async with PostgresJournal(url, job=job) as journal:
+        return journal.job_id
+
+
+async def test_workers_of_one_job_share_its_claimed_output(
+    postgres_url: str,
+    make_session: SessionFactory,
+    emulator: Emulator,
+    out: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Two workers of one job accept the same claim, which names the job by its UUID and
+    carries its whole mark (all workers' rows and sends), never a password."""
+    url = postgres_url.replace("postgres@", f"postgres:{SECRET}@", 1)  # the server trusts it
+    assert SECRET in url
+
+    async def worker() -> None:
+        async with make_session() as session:
+            assert await _run(session, url, out, 12) == {OutcomeKind.COMPLETED}
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as task_group:
+            for _ in range(2):
+                task_group.start_soon(worker)
+    claim = _read_claim(out, request)
+    assert claim["journal_id"] == await _job_id(postgres_url, "job")
+    assert (claim["rows"], claim["sends"]) == (12, 12)
+    assert claim["journal"] == f"{PostgresJournal(url, job='job').database} --job job"
+    assert SECRET not in json.dumps(claim)
+    assert emulator.counters.creates == 12
+
+
+async def test_a_second_job_on_a_claimed_output_is_refused(
+    postgres_url: str, session: Session, emulator: Emulator, out: str
+) -> None:
+    """Another job (in the same database or any other) cannot write into a job's output,
+    even with new_journal: the message names the owning job."""
+    await _run(session, postgres_url, out, 3, job="cats")
+    for new in (False, True):
+        with pytest.raises(OutputClaimedError, match="--job cats"):
+            await _run(session, postgres_url, out, 3, job="dogs", new=new)
+    assert emulator.counters.creates == 3
+
+
+async def test_a_job_made_again_after_its_tables_were_dropped_is_refused(
+    postgres_url: str, session: Session, emulator: Emulator, out: str
+) -> None:
+    """A job whose database was lost (tables dropped, made again) would create every
+    request again: refused, unless new_journal says to pay again."""
+    await _run(session, postgres_url, out, 3)
+    await _admin(
+        postgres_url,
+        "DROP TABLE worldrouter_invalid_lines, worldrouter_requests, worldrouter_workers,"
+        " worldrouter_jobs, worldrouter_meta",
+    )
+    with pytest.raises(JournalLostError, match="new_journal=True"):
+        await _run(session, postgres_url, out, 3)
+    assert emulator.counters.creates == 3
+    assert await _run(session, postgres_url, out, 3, new=True) == {OutcomeKind.COMPLETED}
+    assert emulator.counters.creates == 6
+
+
+async def test_a_job_below_its_claims_mark_is_refused(
+    postgres_url: str, session: Session, emulator: Emulator, out: str
+) -> None:
+    """A job holding fewer rows than its output's claim recorded (an older backup of the
+    database put back) is refused before it pays again for what it forgot."""
+    await _run(session, postgres_url, out, 4)
+    await _admin(postgres_url, "DELETE FROM worldrouter_requests WHERE key IN ('r2', 'r3')")
+    with pytest.raises(JournalLostError, match="lost records: it holds 2 requests"):
+        await _run(session, postgres_url, out, 4)
+    assert emulator.counters.creates == 4
+    assert await _run(session, postgres_url, out, 4, new=True) == {OutcomeKind.COMPLETED}
+    assert emulator.counters.creates == 6
