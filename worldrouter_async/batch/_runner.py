@@ -65,7 +65,7 @@ class BatchRunner:
     A ``postgresql://`` journal is shared: any number of runners (on any machines) run the
     same `job` at once, each acting only on the rows it claimed, and a row held by another
     live worker is reported once that worker is done with it, or taken over if it dies (see
-    `PostgresJournal`).
+    `PostgresJournal`). `out_dir` is then claimed for the job, one claim for all its workers.
 
     Args:
         session: the open session that sends the creates.

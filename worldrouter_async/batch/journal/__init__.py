@@ -7,8 +7,9 @@ from any journal, with its contract. The package holds the values every store sh
 (``_rows.py``) and the two stores that ship. SQLite, for one machine: its file format
 (``_sqlite_schema.py``), synchronous file access (``_sqlite_file.py``), the async store
 (``_sqlite.py``) and readers of an existing file (``_readers.py``). PostgreSQL, for many
-workers sharing a job (``_postgres.py``, its tables in ``_postgres_schema.py``), which
-implements `SharedJournalStore` too. A new store is one more module here. Users import
+workers sharing a job (``_postgres.py``; its tables in ``_postgres_schema.py``, its connection
+in ``_postgres_connection.py``, its workers in ``_postgres_workers.py``), which implements
+`SharedJournalStore` too. A new store is one more module here. Users import
 the public names from `worldrouter_async.batch`, which re-exports them.
 """
 

@@ -47,8 +47,9 @@ class JournalStore(Protocol):
 
     **Not part of the seam.** The output claim and its high-water mark (``batch/_claim.py``)
     need a `ClaimingJournal` (`journal_id`, `high_water`, `on_advance`), which the SQLite file
-    underneath implements, and the gallery reads that file too; the runner does both only
-    for a journal path it opens itself, never for a store given to it.
+    underneath implements (and, for a PostgreSQL job, ``batch/_postgres_job.py``), and the
+    gallery reads that file too; the runner does both only for a journal path (or a
+    ``postgresql://`` URL, the claim) it opens itself, never for a store given to it.
     """
 
     @property
