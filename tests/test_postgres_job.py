@@ -5,6 +5,8 @@ the emulator, and a local directory or a real S3 API (moto)."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 
 import anyio
@@ -12,6 +14,7 @@ import psycopg
 import pytest
 
 from worldrouter_async import ImageRequest, Session
+from worldrouter_async._download import partial_writer, writer_tag
 from worldrouter_async.batch import (
     BatchItem,
     BatchRunner,
@@ -143,3 +146,36 @@ async def test_a_job_below_its_claims_mark_is_refused(
     assert emulator.counters.creates == 4
     assert await _run(session, postgres_url, out, 4, new=True) == {OutcomeKind.COMPLETED}
     assert emulator.counters.creates == 6
+
+
+async def test_a_shared_run_removes_only_the_partial_files_of_dead_workers(
+    postgres_url: str, make_session: SessionFactory, emulator: Emulator, tmp_path: Path
+) -> None:
+    """A worker joining a job deletes the hidden partial files its dead workers left in the
+    output, and keeps those of live workers (which may be writing them) and unnamed ones."""
+    out = tmp_path / "out"
+    out.mkdir()
+    alive = writer_tag(socket.gethostname(), os.getpid())  # the other worker below, and us
+    dead = writer_tag("gone-pod.example", 4242)
+    partials = {
+        "dead": out / f".r0-0.png.{dead}.0123456789ab.part",
+        "alive": out / f".r1-0.png.{alive}.0123456789ab.part",
+        "unnamed": out / ".r2-0.png.0123456789ab.part",  # a writer of an older version
+    }
+    for partial in partials.values():
+        partial.write_bytes(b"half an image")
+    async with PostgresJournal(postgres_url, job="job"), make_session() as session:
+        assert await _run(session, postgres_url, str(out), 3) == {OutcomeKind.COMPLETED}
+    assert not partials["dead"].exists()
+    assert partials["alive"].exists()
+    assert partials["unnamed"].exists()
+    assert sorted(p.name for p in out.glob("r*.png")) == ["r0-0.png", "r1-0.png", "r2-0.png"]
+
+
+def test_a_partial_file_names_its_writer() -> None:
+    """The name of a partial file carries its writer's host and pid (dots in the host
+    made safe), and a name without one has no writer."""
+    tag = writer_tag("node-1.example.com", 17)
+    assert tag == "node-1_example_com-17"
+    assert partial_writer(f".r0-0.png.{tag}.0123456789ab.part") == tag
+    assert partial_writer(".r0-0.png.0123456789ab.part") is None

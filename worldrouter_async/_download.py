@@ -42,6 +42,7 @@ _T = TypeVar("_T")
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_REDIRECTS: Final = 5
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+_WRITER: Final = re.compile(r"[A-Za-z0-9_-]+-[0-9]+")
 _METADATA_HOSTS: Final = frozenset({"metadata", "metadata.google.internal"})
 _METADATA_IPS: Final = frozenset({ipaddress.ip_address("fd00:ec2::254")})
 
@@ -52,6 +53,20 @@ def safe_name(raw: str, *, fallback: str = "image") -> str:
     return name or fallback
 
 
+def writer_tag(host: str, pid: int) -> str:
+    """``HOST-PID`` as a partial file's name carries it: a shared bulk run removes the
+    partials of writers its database says are dead, and leaves the others'."""
+    return f"{safe_name(host, fallback='host').replace('.', '_')}-{pid}"
+
+
+def partial_writer(name: str) -> str | None:
+    """The `writer_tag` in the name of a partial file, None when it has none."""
+    parts = name.rsplit(".", 3)  # [".NAME", "HOST-PID", "TOKEN", "part"]
+    if len(parts) == 4 and parts[3] == "part" and _WRITER.fullmatch(parts[1]):
+        return parts[1]
+    return None
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, fsync, then rename over it.
 
@@ -59,7 +74,8 @@ def _write_atomically(path: Path, data: bytes) -> None:
     other file the user's program writes; mkstemp's 0600 would hide images from others.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part")
+    writer = writer_tag(socket.gethostname(), os.getpid())
+    temp = path.with_name(f".{path.name}.{writer}.{secrets.token_hex(6)}.part")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as file:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import anyio.to_thread
 from attrs import define
 
+from .._download import partial_writer
 from .._errors import InvalidRequestError
 from .._handles import ImageResult
 from .._session import Session
@@ -101,8 +102,10 @@ class Output(ClaimPlace, Protocol):
         """Where the file a journal names is (a path, or an s3:// URL)."""
         ...
 
-    async def remove_partials(self) -> None:
-        """Delete what a run killed mid-save left behind."""
+    async def remove_partials(self, *, keep: Collection[str] | None = None) -> None:
+        """Delete what a run killed mid-save left behind: all of it (`keep` None, no one
+        else writes here), or only what writers not in `keep` (``HOST-PID`` tags of the
+        live workers of a shared job) left."""
 
 
 class LocalOutput:
@@ -147,14 +150,17 @@ class LocalOutput:
     def location(self, name: str) -> str:
         return str(self.directory / name)  # an absolute name (older journals) stays as is
 
-    async def remove_partials(self) -> None:
-        await anyio.to_thread.run_sync(self._remove_partials)
+    async def remove_partials(self, *, keep: Collection[str] | None = None) -> None:
+        await anyio.to_thread.run_sync(self._remove_partials, keep)
 
-    def _remove_partials(self) -> None:
-        """Delete the ``.*.part`` files a run killed mid-download left behind."""
+    def _remove_partials(self, keep: Collection[str] | None) -> None:
+        """Delete the ``.*.part`` files a run killed mid-download left behind; with `keep`,
+        only those named by a writer not in it (a partial naming no writer is kept)."""
         if self.directory.is_dir():
             for part in self.directory.glob(".*.part"):
-                part.unlink(missing_ok=True)
+                writer = partial_writer(part.name)
+                if keep is None or (writer is not None and writer not in keep):
+                    part.unlink(missing_ok=True)
 
     # --- the claim's place -----------------------------------------------------------
 

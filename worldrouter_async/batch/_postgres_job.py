@@ -21,6 +21,7 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 
+from .._download import writer_tag
 from ._claim import JournalName, OutputClaim, claim_output
 from ._errors import JournalError
 from ._outputs import Output
@@ -94,10 +95,17 @@ class PostgresJob:
                     new_journal=self._new_journal,
                 )
                 self._claim = await anyio.to_thread.run_sync(claim)
+                await self._remove_partials_of_dead_workers(self._output)
         except BaseException:
             await self._journal.aclose()  # shields its own work; its task group ends there
             raise
         return self._journal
+
+    async def _remove_partials_of_dead_workers(self, output: Output) -> None:
+        """Delete the partial files of this job's dead workers; the live ones (this worker
+        among them) may be writing theirs."""
+        alive = await self._journal.live_workers()
+        await output.remove_partials(keep={writer_tag(w.host, w.pid) for w in alive})
 
     async def keep_claim(self) -> None:
         """Move the output's claim as the job advances, until cancelled."""

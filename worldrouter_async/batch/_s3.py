@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -203,7 +203,7 @@ class S3Output:
                 return False
         return True
 
-    async def remove_partials(self) -> None:
+    async def remove_partials(self, *, keep: Collection[str] | None = None) -> None:
         """Nothing to do: a PUT that did not complete leaves no object behind."""
 
     # --- the claim's place (synchronous: called from worker threads) -----------------
