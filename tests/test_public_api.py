@@ -86,7 +86,8 @@ def _public_callables() -> list[tuple[str, object]]:
                 found.append((name, value.__init__))
                 found += [
                     (f"{name}.{member}", method)
-                    for member, method in vars(value).items()
+                    for owner in value.__mro__[:-1]  # `Session` inherits its download methods
+                    for member, method in vars(owner).items()
                     if not member.startswith("_") and inspect.isfunction(method)
                 ]
     return found
@@ -97,7 +98,8 @@ def test_every_path_parameter_takes_str_and_pathlike() -> None:
     path_like = {str, os.PathLike[str]}
     checked = []
     for name, function in _public_callables():
-        hints = typing.get_type_hints(function)
+        # Names imported for type checking only (`Tasks(session: Session)`) are public ones.
+        hints = typing.get_type_hints(function, localns=vars(worldrouter_async))
         for parameter, hint in hints.items():
             union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
             accepted = set(typing.get_args(hint)) if union else {hint}
