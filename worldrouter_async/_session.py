@@ -1,14 +1,15 @@
-"""`Session`: the entry point that owns the API client, the poller and their lifetime.
+"""`Session`: the entry point that wires the API client, the poller and their lifetime.
 
-It wires the parts together and keeps their lifetime; its methods are thin fronts over
-`_settings` (key and URL), `_requests` (preparation), `_submit` (the one path from a
-request to a handle), `Pipeline` and the downloader.
+`Session` builds its parts and offers thin public methods over them: `_settings` (key and
+URL), `_requests` (preparation), `_submit` (the one path from a request to a handle),
+`Pipeline`, and `_lifecycle` (opening, closing, the open-guard). It inherits the download
+front-end (`_session_downloads`), its reports (`_session_reports`) and its deprecated
+names (`_session_deprecated`); ``session.tasks`` is `_task_endpoints.Tasks`.
 """
 
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from types import TracebackType
 from typing import Any, Final, Self
@@ -32,6 +33,7 @@ from ._lifecycle import Lifecycle
 from ._pipeline import Pipeline
 from ._poller import Poller
 from ._requests import RequestLike, build_request, check_timeout
+from ._session_deprecated import DeprecatedSessionNames
 from ._session_downloads import SessionDownloads
 from ._session_reports import SessionReports
 from ._settings import resolve_api_key, resolve_base_url
@@ -44,7 +46,7 @@ from ._transports.network import NetworkSettings, Verify
 from .models import ImageRequest, ImageTask
 
 
-class Session(SessionReports, SessionDownloads):
+class Session(SessionReports, SessionDownloads, DeprecatedSessionNames):
     """A connection to WorldRouter that submits tasks and tracks them with one poller.
 
     Open it with ``async with``; leaving the block stops the poller and ends every pending
@@ -178,19 +180,6 @@ class Session(SessionReports, SessionDownloads):
 
     def __repr__(self) -> str:
         return f"<Session {self.base_url!r} {self._life.state} pending={self._poller.pending}>"
-
-    @property
-    def transport(self) -> APIClient:
-        """Deprecated: the session's internal API client, not a transport; pass
-        ``Session(transport=...)`` to choose how requests are sent."""
-        warnings.warn(
-            "Session.transport is deprecated: it was the internal API client, not a "
-            "transport; pass Session(transport=...) (an AsyncTransport) to choose how "
-            "requests are sent",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self._api
 
     async def __aenter__(self) -> Self:
         await self._life.open()
