@@ -10,7 +10,8 @@ Example:
 """
 
 from ._errors import JournalError, JournalInUseError, JournalLostError, OutputClaimedError
-from ._jsonl import BatchItem, LineError, iter_jsonl, read_jsonl
+from ._gallery import INDEX_NAME, MANIFEST_NAME, Gallery, build_gallery
+from ._jsonl import BatchItem, LineError, iter_jsonl, mark_repeats, read_jsonl
 from ._names import file_stem
 from ._outcomes import BatchSummary, Outcome, OutcomeKind, Source, kind_of
 from ._runner import BatchRunner
@@ -26,9 +27,12 @@ from .journal import (
 )
 
 __all__ = [
+    "INDEX_NAME",
+    "MANIFEST_NAME",
     "BatchItem",
     "BatchRunner",
     "BatchSummary",
+    "Gallery",
     "InvalidLine",
     "JournalError",
     "JournalInUseError",
@@ -42,11 +46,13 @@ __all__ = [
     "Source",
     "SqliteJournal",
     "State",
+    "build_gallery",
     "file_stem",
     "iter_invalid_lines",
     "iter_jsonl",
     "iter_rows",
     "kind_of",
+    "mark_repeats",
     "read_jsonl",
     "read_rows",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import itertools
 import shlex
 import sys
@@ -18,7 +19,6 @@ from pathlib import Path
 
 from .._session import Session
 from ..batch import BatchItem, BatchRunner, LineError, OutcomeKind, iter_jsonl
-from ..batch._jsonl import BOM
 from ._dryrun import run_dry_run
 from ._errors import EXIT_FAILED, EXIT_OK, PROG, UsageError, in_cli_terms
 from ._json import batch_record, emit, outcome_record
@@ -79,7 +79,7 @@ def report_stops(runner: BatchRunner, *, resend_command: str | None) -> None:
 def _count_lines(path: Path) -> int:
     """Non-blank lines of `path`, for the progress bar's total (read without parsing)."""
     with path.open("rb") as file:
-        first = file.readline().removeprefix(BOM.encode())  # as iter_jsonl reads it
+        first = file.readline().removeprefix(codecs.BOM_UTF8)  # as iter_jsonl reads it
         return sum(1 for line in itertools.chain([first], file) if line.strip())
 
 
