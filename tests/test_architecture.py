@@ -29,6 +29,7 @@ Three rules, drawn in docs/architecture.md:
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -359,3 +360,41 @@ def test_what_counts_as_another_package_s_private_module(
     """The rule as the docstring states it, on examples of each case."""
     module = Module(importer, SOURCE / "unused.py", is_package=False)
     assert _private_module_of_other(module, target) is private
+
+
+#: The paragraph of docs/architecture.md that describes each core layer.
+LAYER_TITLES: Final = {
+    "values": "values",
+    "wire": "transports",
+    "policies": "API layer",
+    "api": "API layer",
+    "tracking": "submit, creates, poller",
+    "submit": "submit, creates, poller",
+    "front": "Session front",
+}
+ARCHITECTURE_PAGE: Final = SOURCE.parent / "docs" / "architecture.md"
+
+
+def _file_of(name: str) -> str:
+    """How the architecture page names a core module: ``_poller.py``, ``_transports/``."""
+    if name.startswith("_transports"):
+        return "_transports/"
+    return f"{name.rpartition('.')[2] or '__init__'}.py"
+
+
+def test_the_architecture_page_names_each_core_module_in_its_layer() -> None:
+    """The page's paragraph on each layer names every module the test places in it, so
+    the drawing and the rule cannot drift apart."""
+    paragraphs = {
+        match[1]: match[2]
+        for match in re.finditer(
+            r"^\*\*([^*]+)\*\* (.*?)(?=\n\n)", ARCHITECTURE_PAGE.read_text("utf-8"), re.M | re.S
+        )
+    }
+    missing = [
+        f"{_file_of(module)} ({layer})"
+        for layer, (_, members) in CORE_LAYERS.items()
+        for module in members
+        if f"`{_file_of(module)}`" not in paragraphs.get(f"{LAYER_TITLES[layer]}", "")
+    ]
+    assert not missing, f"not named in its layer's paragraph of {ARCHITECTURE_PAGE.name}: {missing}"
