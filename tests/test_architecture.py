@@ -1,6 +1,7 @@
 """The package's shape, read from every module's syntax tree (`ast`; nothing is imported).
 
-Three rules, drawn in docs/architecture.md:
+Three rules, drawn in docs/architecture.md (whose paragraphs on the core's layers a last
+test holds to `CORE_LAYERS`):
 
 1. **Size.** No module is over `MAX_LINES` lines: each does one job and fits on a few
    screens.
@@ -96,8 +97,8 @@ PACKAGE_USES: Final[dict[str, frozenset[str]]] = {
     "testing": frozenset(),
     "cli": frozenset({"batch", "batch.journal", "testing"}),
 }
-#: Modules below their package's layer that still belong to it: `batch.journal` raises
-#: the errors of the whole `batch` package.
+#: Modules of a higher package that a lower one may import: `batch.journal` raises the
+#: errors of the whole `batch` package, defined in `batch._errors`.
 SHARED_DOWNWARD: Final = frozenset({"batch._errors"})
 #: The CLI's entry point (``python -m worldrouter_async``) is part of the CLI.
 ENTRY_POINT: Final = "__main__"
