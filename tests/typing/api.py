@@ -23,6 +23,8 @@ from worldrouter_async.batch import (
     Outcome,
     OutputClaimedError,
     build_gallery,
+    check_bucket,
+    is_bucket,
     iter_jsonl,
     iter_rows,
     mark_repeats,
@@ -87,6 +89,8 @@ async def usage() -> None:
         try:
             async with BatchRunner(session, Path("job.sqlite3"), out_dir="images"):
                 pass
+            async with BatchRunner(session, "job.sqlite3", out_dir="s3://bucket/job-42"):
+                pass
         except (JournalLostError, OutputClaimedError) as refused:
             assert_type(refused, JournalLostError | OutputClaimedError)
             journal_error: JournalError = refused
@@ -102,6 +106,8 @@ async def usage() -> None:
     assert_type(gallery.requests, int)
     assert_type(Path("images") / MANIFEST_NAME, Path)
     assert_type(Path("images") / INDEX_NAME, Path)
+    if is_bucket("s3://bucket/images"):
+        assert_type(await check_bucket("s3://bucket/images"), None)
     async with wr.Session(
         "key", retry_ambiguous_creates=True, timeouts=wr.Timeouts(create_keepalive=0.5)
     ) as deduplicating:

@@ -14,6 +14,7 @@ from ._gallery import INDEX_NAME, MANIFEST_NAME, Gallery, build_gallery
 from ._jsonl import BatchItem, LineError, iter_jsonl, mark_repeats, read_jsonl
 from ._names import file_stem
 from ._outcomes import BatchSummary, Outcome, OutcomeKind, Source, kind_of
+from ._outputs import check_bucket, is_bucket
 from ._runner import BatchRunner
 from .journal import (
     InvalidLine,
@@ -47,7 +48,9 @@ __all__ = [
     "SqliteJournal",
     "State",
     "build_gallery",
+    "check_bucket",
     "file_stem",
+    "is_bucket",
     "iter_invalid_lines",
     "iter_jsonl",
     "iter_rows",
