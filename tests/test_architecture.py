@@ -55,7 +55,7 @@ CORE_LAYERS: Final[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
         frozenset(
             {
                 "models", "_errors", "_config", "_clock", "_logs", "_version", "_startup",
-                "_support", "_images", "_due", "_handles", "_hooks", "_stats", "_events",
+                "_support", "_images", "_due", "_handles",
             }
         ),
     ),
@@ -65,21 +65,28 @@ CORE_LAYERS: Final[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
             {"_transports", "_transports.base", "_transports.network", "_transports.aiohttp"}
         ),
     ),
-    "policies": (frozenset({"values"}), frozenset({"_retries", "_throttle", "_breaker"})),
+    "observers": (
+        frozenset({"values", "wire"}),
+        frozenset({"_hooks", "_stats", "_events", "_log_events"}),
+    ),
+    "policies": (
+        frozenset({"values", "observers"}),
+        frozenset({"_retries", "_throttle", "_breaker"}),
+    ),
     "api": (
-        frozenset({"values", "wire", "policies"}),
+        frozenset({"values", "wire", "observers", "policies"}),
         frozenset({"_api", "_answers", "_settings", "_download"}),
     ),
     "tracking": (
-        frozenset({"values", "policies"}),
+        frozenset({"values", "observers", "policies"}),
         frozenset({"_poller", "_poll_workers", "_poll_answers", "_cadence"}),
     ),
     "submit": (
-        frozenset({"values", "policies", "tracking"}),
+        frozenset({"values", "observers", "policies", "tracking"}),
         frozenset({"_submit", "_creates", "_requests", "_pipeline"}),
     ),
     "front": (
-        frozenset({"values", "wire", "policies", "api", "tracking", "submit"}),
+        frozenset({"values", "wire", "observers", "policies", "api", "tracking", "submit"}),
         frozenset(
             {
                 "", "_session", "_lifecycle", "_session_downloads", "_session_reports",
@@ -367,6 +374,7 @@ def test_what_counts_as_another_package_s_private_module(
 LAYER_TITLES: Final = {
     "values": "values",
     "wire": "transports",
+    "observers": "observers",
     "policies": "API layer",
     "api": "API layer",
     "tracking": "submit, creates, poller",

@@ -29,7 +29,9 @@ from ._download import Downloader
 from ._errors import ConfigurationError, InvalidRequestError
 from ._events import StatusFeed, StatusListener
 from ._handles import ImageResult, TaskHandle, as_completed
+from ._hooks import Hooks, Observer, TaskEnded
 from ._lifecycle import Lifecycle
+from ._log_events import LogEvents
 from ._pipeline import Pipeline
 from ._poller import Poller
 from ._requests import RequestLike, build_request, check_timeout
@@ -87,6 +89,8 @@ class Session(SessionReports, SessionDownloads, DeprecatedSessionNames):
             `worldrouter_async.testing.MemoryTransport` in your tests (no sockets); the
             session closes it when it closes. Default: aiohttp, with ``proxy``,
             ``trust_env`` and ``verify`` (which then apply to downloads alone).
+        observers: objects with an ``on_event(event)`` method (`Observer`) told of every
+            `Event`: requests, retries, rate-limit pauses, outages and each task's life.
 
     Example:
         >>> async def main():  # doctest: +SKIP
@@ -114,6 +118,7 @@ class Session(SessionReports, SessionDownloads, DeprecatedSessionNames):
         trust_env: bool = True,
         verify: Verify = True,
         transport: AsyncTransport | None = None,
+        observers: Iterable[Observer] = (),
     ) -> None:
         if not task_timeout > 0:
             raise ConfigurationError(f"task_timeout must be positive (got {task_timeout!r})")
@@ -123,6 +128,7 @@ class Session(SessionReports, SessionDownloads, DeprecatedSessionNames):
         self.base_url: Final = resolve_base_url(base_url, allow_insecure=allow_insecure)
         self._network = NetworkSettings(proxy=proxy, trust_env=trust_env, verify=verify)
         self._counters = Counters()
+        self._hooks = Hooks(self._counters, self._feed, LogEvents(), *observers)
         self._wire = transport
         self._timeouts = timeouts
         self._api = APIClient(
@@ -131,7 +137,7 @@ class Session(SessionReports, SessionDownloads, DeprecatedSessionNames):
             timeouts=timeouts,
             retry=retry,
             limits=limits,
-            counters=self._counters,
+            hooks=self._hooks,
             clock=clock,
             retry_ambiguous_creates=retry_ambiguous_creates,
         )
@@ -141,22 +147,22 @@ class Session(SessionReports, SessionDownloads, DeprecatedSessionNames):
             retry=retry,
             throttle=self._api.throttle,
             max_inflight=limits.max_inflight_polls,
-            counters=self._counters,
-            events=self._feed,
+            hooks=self._hooks,
             clock=clock,
             poll_timeout=timeouts.request,
         )
         self._untrack = self._cancelled  # one bound method shared by every handle
         self._abandoned = AbandonedLog()
         self._creates = Creates(self._api.create, self._abandoned)
-        self._downloader = Downloader(timeouts=timeouts, limits=limits, retry=retry, clock=clock)
+        self._downloader = Downloader(
+            timeouts=timeouts, limits=limits, retry=retry, hooks=self._hooks, clock=clock
+        )
         self._limits = limits
         self._submitter = Submitter(
             creates=self._creates,
             poller=self._poller,
             abandoned=self._abandoned,
-            counters=self._counters,
-            feed=self._feed,
+            hooks=self._hooks,
             check_open=self._check_open,
             is_open=lambda: self._life.is_open,
             untrack=self._untrack,
@@ -203,7 +209,7 @@ class Session(SessionReports, SessionDownloads, DeprecatedSessionNames):
     def _cancelled(self, handle: TaskHandle) -> None:
         """A handle's tracking was cancelled: stop polling it and report the ending."""
         self._poller.untrack(handle)
-        self._feed.ended(handle)
+        self._hooks.emit(TaskEnded(handle))
 
     @property
     def retry_ambiguous_creates(self) -> bool:
