@@ -11,8 +11,10 @@ import asyncio
 import functools
 import importlib
 import json
+import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -568,9 +570,11 @@ def measure(
     return row
 
 
-STEADY_INTERVAL = 0.5
 STEADY_DURATION = 5.0
 STEADY_CREATES = 10_000
+#: 1,000 polls a second: within what one emulator process serves on a busy machine, so both
+#: clients keep the schedule and send the same requests.
+POLLS_INTERVAL = 1.0
 MIX_TASKS = 1_000
 MIX_WINDOW = 5.0
 MIX_INTERVAL = 1.0
@@ -579,7 +583,7 @@ MIX_INTERVAL = 1.0
 #: and polls each on the same fixed schedule until it finishes: the target's workload.
 STEADY_PLAN: list[tuple[str, int, dict[str, Any]]] = [
     ("mix", MIX_TASKS, {"interval": MIX_INTERVAL, "window": MIX_WINDOW}),
-    ("polls", 1000, {"interval": STEADY_INTERVAL, "duration": STEADY_DURATION}),
+    ("polls", 1000, {"interval": POLLS_INTERVAL, "duration": STEADY_DURATION}),
     ("creates", STEADY_CREATES, {}),
 ]
 
@@ -773,7 +777,7 @@ def steady_section(args: argparse.Namespace) -> list[str]:
         f"each round. Mix: {MIX_TASKS:,} tasks arriving evenly over {MIX_WINDOW:g} s, each "
         f"polled every {MIX_INTERVAL:g} s until it finishes (about 700 requests a second, "
         "within what one emulator process serves). Polls: 1,000 pending tasks polled every "
-        f"{STEADY_INTERVAL:g} s for {STEADY_DURATION:g} s. Creates: {STEADY_CREATES:,} "
+        f"{POLLS_INTERVAL:g} s for {STEADY_DURATION:g} s. Creates: {STEADY_CREATES:,} "
         "creates, 64 at a time.",
         "",
         table(steady, columns),
@@ -836,6 +840,23 @@ def fixed_interval_for(sdk: dict[str, Any], match: str) -> float:
     return 2 * sdk["latency_mean_ms"] / 1000
 
 
+def _sdk_version() -> str:
+    """The SDK's version and, in a git checkout, the commit measured."""
+    from worldrouter_async import __version__
+
+    git = shutil.which("git")
+    if git is None:
+        return __version__
+    commit = subprocess.run(
+        [git, "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent,
+        check=False,
+    ).stdout.strip()
+    return f"{__version__} ({commit})" if commit else __version__
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, nargs="*", default=[1000, 10_000])
@@ -888,14 +909,17 @@ def main() -> None:
         return
 
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]
     report = []
     for section in args.sections:
         report += SECTION_REPORTS[section](args)
     header = [
         f"Command: `python benchmarks/run.py {' '.join(sys.argv[1:])}`  ",
         f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
-        f"{len(__import__('os').sched_getaffinity(0))} cores, Python {platform.python_version()}, "
-        f"{platform.system()} {platform.release()}  ",
+        f"{len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}; load average {load_before:.1f} at the "
+        f"start, {os.getloadavg()[0]:.1f} at the end  ",
+        f"Versions: worldrouter_async {_sdk_version()}, aiohttp {aiohttp.__version__}  ",
         f"Emulator time scale {args.time_scale} (a 25 s generation takes "
         f"{25 * args.time_scale:g} s); harness wall time {time.perf_counter() - started:,.0f} s.",
     ]
