@@ -43,9 +43,9 @@ class JournalStore(Protocol):
     Several workers sharing one job would need a way to claim rows, which this protocol does not
     have yet.
 
-    **Not part of the seam.** The output-directory claim and its high-water mark
-    (``batch/_claim.py``) read the SQLite file underneath (`SqliteFile.journal_id`,
-    `high_water`, `on_advance`), and the gallery reads that file too; the runner does both only
+    **Not part of the seam.** The output claim and its high-water mark (``batch/_claim.py``)
+    need a `ClaimingJournal` (`journal_id`, `high_water`, `on_advance`), which the SQLite file
+    underneath implements, and the gallery reads that file too; the runner does both only
     for a journal path it opens itself, never for a store given to it.
     """
 
