@@ -775,7 +775,7 @@ def steady_section(args: argparse.Namespace) -> list[str]:
         "range and the interquartile range of CPU (process time) per request. `vs_raw` is "
         "the ratio of the medians, `round_ratios_min_max` the range of the ratio within "
         f"each round. Mix: {MIX_TASKS:,} tasks arriving evenly over {MIX_WINDOW:g} s, each "
-        f"polled every {MIX_INTERVAL:g} s until it finishes (about 700 requests a second, "
+        f"polled every {MIX_INTERVAL:g} s until it finishes (about 500 requests a second, "
         "within what one emulator process serves). Polls: 1,000 pending tasks polled every "
         f"{POLLS_INTERVAL:g} s for {STEADY_DURATION:g} s. Creates: {STEADY_CREATES:,} "
         "creates, 64 at a time.",
