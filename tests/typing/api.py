@@ -19,6 +19,8 @@ from worldrouter_async.batch import (
     LineError,
     Outcome,
     OutputClaimedError,
+    PostgresJournal,
+    SharedJournalStore,
     iter_rows,
     read_jsonl,
     read_rows,
@@ -30,6 +32,45 @@ from worldrouter_async.testing import (
     FakeClock,
     MemoryTransport,
 )
+
+
+class RetryLog:
+    """A user's observer: a plain class with ``on_event``, matched on the event types."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    def on_event(self, event: wr.Event) -> None:
+        match event:
+            case wr.RetryScheduled(delay=delay, attempt=attempt, error=error):
+                assert_type(attempt, int)
+                assert_type(error, wr.APIError)
+                self.delays.append(delay)
+            case wr.RateLimitPaused(seconds=seconds, error=limited):
+                assert_type(limited, wr.RateLimitError)
+                self.delays.append(seconds)
+            case wr.RequestAnswered(request=request, status=status, request_id=request_id):
+                assert_type(request, wr.WireRequest)
+                assert_type(status, int)
+                assert_type(request_id, str | None)
+            case wr.RequestFailed(error=failure):
+                assert_type(failure, wr.APIConnectionError)
+            case wr.BreakerOpened(failures=failures) | wr.BreakerProbeSent(number=failures):
+                assert_type(failures, int)
+            case wr.BreakerClosed(outage=outage):
+                assert_type(outage, float)
+            case wr.TaskCreated(task=task):
+                assert_type(task, wr.ImageTask)
+            case wr.TaskResolved(handle=handle, succeeded=succeeded, usage=usage):
+                assert_type(handle, wr.TaskHandle)
+                assert_type(succeeded, bool)
+                assert_type(usage, wr.Usage | None)
+
+
+async def observed() -> None:
+    observer: wr.Observer = RetryLog()
+    async with wr.Session("key", observers=[observer, RetryLog()]) as session:
+        assert_type(session.stats.retries, int)
 
 
 async def usage() -> None:
@@ -66,6 +107,13 @@ async def usage() -> None:
             async for outcome in runner.run([wr.ImageRequest(model="m", prompt="p")]):
                 assert_type(outcome, Outcome)
         assert_type(runner.summary, BatchSummary)
+        shared_url = "postgresql://batch@db.internal/images"
+        async with BatchRunner(session, shared_url, job="cats", worker_timeout=30.0) as worker:
+            assert_type(worker.summary, BatchSummary)
+        async with PostgresJournal(shared_url, job="cats") as shared:
+            store: SharedJournalStore = shared
+            assert_type((await store.claim(["a"])).held, frozenset[str])
+            assert_type([w.holds for w in await shared.live_workers()], list[int])
         async with session.status_changes(buffer=64) as changes:
             async for change in changes:
                 assert_type(change, wr.StatusChange)
