@@ -25,6 +25,7 @@ from worldrouter_async import Session
 from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator, FakeClock
 
 from .hostile import HostileServer
+from .postgres import fresh_database, start_server
 
 pytest_plugins = ["pytester", "worldrouter_async.testing.pytest_plugin"]
 
@@ -138,6 +139,18 @@ def _hermetic_network_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in _NETWORK_ENV:
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL server (the pgserver wheel), started once per test session."""
+    yield from start_server(tmp_path_factory.mktemp("postgres"))
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """The URL of a fresh, empty database on `postgres_server`, for this test alone."""
+    return fresh_database(postgres_server)
 
 
 @pytest.fixture(scope="session")

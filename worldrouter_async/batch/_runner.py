@@ -38,7 +38,8 @@ from ._gallery import GalleryRefresher
 from ._intake import Input, Intake, chunks, invalid_outcome
 from ._local import LocalJournal
 from ._outcomes import BatchSummary, Outcome, Source
-from .journal import JournalRow, JournalStore, State
+from .journal import JournalRow, JournalStore, PostgresJournal, SharedJournalStore, State
+from .journal._postgres_schema import is_postgres_url
 
 #: Requests read and journaled per transaction.
 CHUNK: Final = 256
@@ -62,10 +63,15 @@ class BatchRunner:
     records raises `JournalLostError`, and a second journal `OutputClaimedError`, before
     anything is sent.
 
+    A ``postgresql://`` journal is shared: any number of runners (on any machines) run the
+    same `job` at once, each acting only on the rows it claimed, and a row held by another
+    live worker is reported once that worker is done with it, or taken over if it dies (see
+    `PostgresJournal`).
+
     Args:
         session: the open session that sends the creates.
-        journal: the journal file (created when missing), or any other `JournalStore`,
-            which the caller opens, locks and closes.
+        journal: the journal file (created when missing), a ``postgresql://`` URL (with
+            `job`), or any other `JournalStore`, which the caller opens, locks and closes.
         out_dir: where images are saved (``KEY-INDEX.EXT``); None keeps URLs only.
         concurrency: creates (and finishing downloads) in flight at once.
         max_pending: requests between their journal entry and their outcome at once; bounds
@@ -74,6 +80,8 @@ class BatchRunner:
         new_journal: start a new journal even though `out_dir` already holds images (whose
             journal is then presumed lost: every request is created, and paid for, again),
             or go on with a journal that holds less than `out_dir`'s claim records.
+        job: the job's name in a PostgreSQL journal (required with a ``postgresql://`` URL).
+        worker_timeout: seconds a silent worker of a PostgreSQL journal keeps its rows.
 
     Example:
         >>> async def main(session, requests):  # doctest: +SKIP
@@ -93,6 +101,8 @@ class BatchRunner:
         max_pending: int = 1024,
         timeout: float | None = None,
         new_journal: bool = False,
+        job: str | None = None,
+        worker_timeout: float = 30.0,
     ) -> None:
         if concurrency < 1:
             raise InvalidRequestError(f"concurrency must be at least 1 (got {concurrency!r})")
@@ -102,14 +112,20 @@ class BatchRunner:
             )
         self._session = session
         self._out_dir = Path(out_dir) if out_dir is not None else None
-        if isinstance(journal, str | os.PathLike):
-            self._given_store: JournalStore | None = None
-            self._local: LocalJournal | None = LocalJournal(
-                Path(journal), self._out_dir, new_journal=new_journal
-            )
+        self._postgres: PostgresJournal | None = None
+        self._given_store: JournalStore | None = None
+        self._local: LocalJournal | None = None
+        if is_postgres_url(journal):
+            assert isinstance(journal, str)
+            if job is None:
+                raise InvalidRequestError(
+                    "a postgresql:// journal holds many jobs: name this one with job='NAME'"
+                )
+            self._postgres = PostgresJournal(journal, job=job, worker_timeout=worker_timeout)
+        elif isinstance(journal, str | os.PathLike):
+            self._local = LocalJournal(Path(journal), self._out_dir, new_journal=new_journal)
         else:
             self._given_store = journal
-            self._local = None
         # The gallery (manifest.jsonl, index.html) is read from the journal file this runner
         # opens; a store given by the caller may not be a file.
         self._gallery = (
@@ -120,6 +136,8 @@ class BatchRunner:
         self._concurrency = concurrency
         self._timeout = timeout
         self._store: JournalStore | None = None
+        self._shared: SharedJournalStore | None = None
+        self._held: list[str] = []  # keys another live worker holds, to claim again later
         self._creates: CreateWorkers | None = None
         self._finisher: Finisher | None = None
         self._task_group: TaskGroup | None = None
@@ -139,12 +157,15 @@ class BatchRunner:
         self._started = self._ended = 0.0
 
     async def __aenter__(self) -> Self:
-        if self._local is None:  # a store given by the caller locks (or not) on its own
+        if self._postgres is not None:
+            store: JournalStore = await self._postgres.open()
+        elif self._local is None:  # a store given by the caller locks (or not) on its own
+            assert self._given_store is not None
             store = self._given_store
-            assert store is not None
         else:
             store = await self._local.open()
         self._store = store
+        self._shared = store if isinstance(store, SharedJournalStore) else None
         self._creates = CreateWorkers(
             self._session,
             store,
@@ -157,7 +178,7 @@ class BatchRunner:
         self._finisher = Finisher(
             self._session, store, out_dir=self._out_dir, timeout=self._timeout, stop=self._stop
         )
-        if self._out_dir is not None:
+        if self._out_dir is not None and self._shared is None:  # others may be downloading
             await anyio.to_thread.run_sync(remove_partial_downloads, self._out_dir)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
@@ -185,6 +206,8 @@ class BatchRunner:
         finally:
             if self._local is not None:  # the runner opened the journal, so it closes it
                 await self._local.close()
+            if self._postgres is not None:
+                await self._postgres.aclose()
         return None
 
     @property
@@ -301,10 +324,39 @@ class BatchRunner:
                 position += len(chunk)
                 for entry in invalid:
                     await send.send(invalid_outcome(entry))
-                for row in rows:
-                    await self._window.acquire()
-                    self._dispatched += 1
-                    await self._dispatch(row, creates)
+                await self._dispatch_all(await self._claim(rows), creates)
+        await self._take_over_held(creates)
+
+    async def _claim(self, rows: list[JournalRow]) -> list[JournalRow]:
+        """The rows of `rows` this worker may act on (all of them unless the journal is
+        shared), as stored; the keys another live worker holds are kept for later."""
+        if self._shared is None:
+            return rows
+        return await self._claim_keys(self._shared, [row.key for row in rows])
+
+    async def _claim_keys(self, shared: SharedJournalStore, keys: list[str]) -> list[JournalRow]:
+        claimed = await shared.claim(keys)
+        self._held += [key for key in keys if key in claimed.held]
+        return [claimed.rows[key] for key in keys if key in claimed.rows]
+
+    async def _take_over_held(self, creates: MemoryObjectSendStream[JournalRow]) -> None:
+        """Wait for the rows other workers held when read: each is reported once its worker
+        is done with it, or acted on here if that worker died."""
+        shared = self._shared
+        while self._held and shared is not None and self._stop_reason is None:
+            await shared.wait_for_others()
+            held, self._held = self._held, []
+            for start in range(0, len(held), CHUNK):
+                rows = await self._claim_keys(shared, held[start : start + CHUNK])
+                await self._dispatch_all(rows, creates)
+
+    async def _dispatch_all(
+        self, rows: list[JournalRow], creates: MemoryObjectSendStream[JournalRow]
+    ) -> None:
+        for row in rows:
+            await self._window.acquire()
+            self._dispatched += 1
+            await self._dispatch(row, creates)
 
     async def _dispatch(self, row: JournalRow, creates: MemoryObjectSendStream[JournalRow]) -> None:
         if row.state == State.PENDING:
@@ -363,6 +415,8 @@ class BatchRunner:
         try:
             assert self._finisher is not None
             outcome = await self._finisher.outcome(finished)
+            if self._shared is not None:
+                await self._shared.release(outcome.key)
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await send.send(outcome)
         finally:

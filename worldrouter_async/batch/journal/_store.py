@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+from attrs import define
 
 from ...models import Usage
 from ._rows import InvalidLine, JournalRow
@@ -40,8 +42,8 @@ class JournalStore(Protocol):
     **One run at a time.** A store may assume that one runner writes the job while it runs.
     `BatchRunner` ensures this for the SQLite file it opens itself (an OS lock, see
     ``batch/_local.py``); a store handed to it by the caller must be locked by the caller.
-    Several workers sharing one job would need a way to claim rows, which this protocol does not
-    have yet.
+    A store that several workers share at once implements `SharedJournalStore` too: the runner
+    then acts only on the rows it claimed.
 
     **Not part of the seam.** The output-directory claim and its high-water mark
     (``batch/_claim.py``) read the SQLite file underneath (`SqliteFile.journal_id`,
@@ -50,8 +52,8 @@ class JournalStore(Protocol):
     """
 
     @property
-    def path(self) -> Path:
-        """Where the journal lives; used only to name it in messages."""
+    def path(self) -> Path | str:
+        """Where the journal lives, without secrets; used only to name it in messages."""
         ...
 
     async def aclose(self) -> None:
@@ -128,3 +130,39 @@ class JournalStore(Protocol):
     async def mark_download_failed(self, key: str, error: str) -> None:
         """Saving the images failed: files and digests cleared, the reason recorded. The
         state stays `completed`, so a rerun only downloads."""
+
+
+@define(frozen=True)
+class Claimed:
+    """What a claim got: the rows this worker now holds (as stored) and the keys that a live
+    worker holds, to ask for again later."""
+
+    rows: dict[str, JournalRow]
+    held: frozenset[str]
+
+
+@runtime_checkable
+class SharedJournalStore(JournalStore, Protocol):
+    """A journal that several workers run one job from at once (`PostgresJournal`).
+
+    **Claims.** A worker acts on a row (sends its create, tracks its task, reports it) only
+    after `claim` gave it that row, and until it calls `release`. A row is given to one
+    worker at a time; a row whose worker died (by the store's own measure of liveness) can be
+    claimed again, and `mark_submitting` raises `JournalError`, sending nothing, for a row this
+    worker no longer holds. So every create is sent by at most one worker, and a dead
+    worker's rows pass to the living: a task ID is tracked, ``submitting`` is ambiguous (as
+    after a crash), ``pending`` is sent.
+
+    **add** keeps the row another worker added first for the same key (its idempotency key is
+    the one every send uses), so a worker reads rows back through `claim` before acting.
+    """
+
+    async def claim(self, keys: Sequence[str]) -> Claimed:
+        """Take the rows of `keys` that no live worker holds, without waiting for any lock."""
+        ...
+
+    async def release(self, key: str) -> None:
+        """This worker is done with the row of `key` (its outcome is reported)."""
+
+    async def wait_for_others(self) -> None:
+        """Wait a moment (the store's recheck interval) before asking for held rows again."""
