@@ -27,7 +27,7 @@ from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator, FakeClock
 from .hostile import HostileServer
 from .postgres import fresh_database, start_server
 
-pytest_plugins = ["pytester", "worldrouter_async.testing.pytest_plugin"]
+pytest_plugins = ["pytester", "worldrouter_async.testing.pytest_plugin", "tests.s3"]
 
 # Hypothesis's per-example deadline is a wall-clock window: on a busy machine it flakes.
 settings.register_profile("worldrouter", deadline=None)

@@ -14,8 +14,9 @@ import worldrouter_async
 PACKAGE = Path(worldrouter_async.__file__).parent
 ROOT = PACKAGE.parent
 
-# Imported only where the user already has them: the CLI (the `cli` extra) and the pytest plugin.
-OPTIONAL_IMPORTS = {"rich": "cli", "pytest": None, "pytest_asyncio": None}
+# Imported only where the user already has them: the CLI (the `cli` extra), bucket outputs (the
+# `s3` extra) and the pytest plugin.
+OPTIONAL_IMPORTS = {"rich": "cli", "obstore": "s3", "pytest": None, "pytest_asyncio": None}
 
 
 def _third_party_imports() -> set[str]:
@@ -40,8 +41,12 @@ def test_every_direct_import_is_a_declared_dependency() -> None:
     for name in imported - OPTIONAL_IMPORTS.keys():
         provided_by = {d.lower() for d in distributions.get(name, [name])}
         assert provided_by & runtime, f"{name} is imported but not declared in dependencies"
-    cli_extra = {r.name for r in requirements if r.marker and r.marker.evaluate({"extra": "cli"})}
-    assert "rich" in cli_extra
+    for name, extra in OPTIONAL_IMPORTS.items():
+        if extra is not None:
+            in_extra = {
+                r.name for r in requirements if r.marker and r.marker.evaluate({"extra": extra})
+            }
+            assert name in in_extra, f"{name} is imported but not in the {extra} extra"
 
 
 def test_license_file_matches_the_metadata() -> None:

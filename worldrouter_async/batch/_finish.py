@@ -4,11 +4,8 @@ its `Outcome`, with the downloads and the journal marks that go with it."""
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
-import anyio
-import anyio.to_thread
 from attrs import define
 
 from .._errors import (
@@ -23,9 +20,10 @@ from .._errors import (
 from .._handles import ImageResult, TaskHandle
 from .._retries import is_final
 from .._session import Session
-from ..models import ImageData, Usage
-from ._names import file_digest, file_stem
+from ..models import Usage
+from ._names import file_stem
 from ._outcomes import Outcome, OutcomeKind, Source, kind_of
+from ._outputs import Output
 from .journal import JournalRow, JournalStore
 
 
@@ -52,7 +50,7 @@ class Finisher:
     Args:
         session: the session whose downloads (and tracking, for fresh URLs) are used.
         store: the journal that records what became of each request.
-        out_dir: where images are saved; None keeps URLs only.
+        output: where images are saved (a directory or a bucket prefix); None keeps URLs only.
         timeout: seconds to wait for a task tracked again for fresh URLs.
         stop: called with the reason when the run must stop sending creates (disk full).
     """
@@ -62,13 +60,13 @@ class Finisher:
         session: Session,
         store: JournalStore,
         *,
-        out_dir: Path | None,
+        output: Output | None,
         timeout: float | None,
         stop: Callable[[str], None],
     ) -> None:
         self._session = session
         self._store = store
-        self._out_dir = out_dir
+        self._output = output
         self._timeout = timeout
         self._stop = stop
 
@@ -122,7 +120,7 @@ class Finisher:
             Source.JOURNAL,
             task_id=row.task_id,
             urls=row.urls,
-            files=tuple(str(path) for path in self._paths(row.files)),
+            files=tuple(self._locations(row.files)),
             usage=row.usage,
             error=note or row.error,
         )
@@ -144,29 +142,19 @@ class Finisher:
         await self._store.mark_completed(row.key, result.task.status, result.urls, result.usage)
         return result
 
-    def _paths(self, files: Iterable[str]) -> list[Path]:
-        """Journal file names as paths (names are relative to the output directory)."""
-        out = self._out_dir or Path()
-        return [out / name for name in files]  # an absolute name (older journals) stays as is
+    def _locations(self, files: Sequence[str]) -> list[str]:
+        """Journal file names as paths or URLs (names are relative to the output)."""
+        if self._output is None:
+            return list(files)
+        return [self._output.location(name) for name in files]
 
     async def _files_intact(self, row: JournalRow) -> bool:
         """True when every file of the row exists and still has the bytes it was saved with."""
-        if self._out_dir is None:
+        if self._output is None:
             return True
         if not row.files or row.error:
             return False
-        paths = self._paths(row.files)
-        digests = row.digests or (None,) * len(paths)
-
-        def check() -> bool:
-            return all(
-                path.is_file()
-                and path.stat().st_size > 0  # an empty body was never an image
-                and (digest is None or file_digest(path) == digest)
-                for path, digest in zip(paths, digests, strict=True)
-            )
-
-        return await anyio.to_thread.run_sync(check)
+        return await self._output.intact(row.files, row.digests or (None,) * len(row.files))
 
     async def _download(
         self,
@@ -179,12 +167,12 @@ class Finisher:
     ) -> Outcome:
         """Save the images of `result` (inline ones included), else `urls`, in the output."""
         files: tuple[str, ...] = ()
-        if self._out_dir is not None:
-            out = self._out_dir
+        if self._output is not None:
+            out = self._output
             try:
-                saved = _images_to_save(task_id, urls, result)
-                paths = await self._session.download_urls(saved, out, stem=file_stem(key))
-                digests = await anyio.to_thread.run_sync(lambda: [file_digest(p) for p in paths])
+                saved = await out.save(
+                    self._session, _images_to_save(task_id, urls, result), stem=file_stem(key)
+                )
             except (DownloadError, OSError, ExceptionGroup) as caught:
                 exc = first_leaf(caught)  # concurrent downloads report in a group
                 if not isinstance(exc, DownloadError | OSError):
@@ -202,8 +190,10 @@ class Finisher:
                     usage=usage,
                     error=message,
                 )
-            await self._store.mark_files(key, [p.name for p in paths], digests)
-            files = tuple(str(path) for path in paths)
+            await self._store.mark_files(
+                key, [file.name for file in saved], [file.digest for file in saved]
+            )
+            files = tuple(file.location for file in saved)
         return Outcome(
             key,
             OutcomeKind.COMPLETED,
@@ -217,19 +207,18 @@ class Finisher:
 
 def _images_to_save(
     task_id: str | None, urls: tuple[str, ...], result: ImageResult | None
-) -> tuple[str, ...] | tuple[ImageData, ...]:
-    """The images of `result` (inline ones included), else the journaled `urls`.
+) -> ImageResult | tuple[str, ...]:
+    """`result` (its inline images included), else the journaled `urls`.
 
     Nothing to save is a failed download, never a completed row without a file.
     """
-    saved = urls if result is None else result.images
-    if not saved:
+    if not (urls if result is None else result.images):
         raise DownloadError(
             f"task {task_id} has no image left to save: the journal keeps no inline image "
             "and the server could not be asked again; rerun later",
             url="",
         )
-    return saved
+    return urls if result is None else result
 
 
 def _paid_usage(error: BaseException) -> Usage | None:

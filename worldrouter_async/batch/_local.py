@@ -1,5 +1,6 @@
 """Opening a journal file for a run: the OS lock, the refusal of a silent fresh start, the
-durable SQLite store, and the claim of the output directory, undone in order on failure.
+durable SQLite store, and the claim of the output (a directory or a bucket prefix), undone
+in order on failure.
 
 This is what a journal *path* given to `BatchRunner` means; a `JournalStore` given instead
 is opened, locked and closed by its caller, and gets no output-directory claim.
@@ -13,9 +14,10 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from ._claim import claim_output, refuse_fresh_start
+from ._claim import JournalName, OutputClaim, claim_output, refuse_fresh_start
 from ._errors import JournalError
 from ._lock import JournalLock
+from ._outputs import Output
 from .journal import SqliteJournal
 
 
@@ -24,16 +26,18 @@ class LocalJournal:
 
     Args:
         path: the journal file (created when missing).
-        out_dir: the run's output directory, claimed for this journal; None: no claim.
+        output: the run's output, claimed for this journal; None: no claim.
         new_journal: accept a fresh start over images, or a journal below the claim's mark.
     """
 
-    def __init__(self, path: Path, out_dir: Path | None, *, new_journal: bool) -> None:
+    def __init__(self, path: Path, output: Output | None, *, new_journal: bool) -> None:
         self.path = path
-        self._out_dir = out_dir
+        self._output = output
+        self._name = JournalName(str(path.absolute()), str(path))
         self._new_journal = new_journal
         self._lock = JournalLock(path)
         self._journal: SqliteJournal | None = None
+        self._claim: OutputClaim | None = None
 
     async def open(self) -> SqliteJournal:
         """Lock, check and open the journal, then claim the output directory for it."""
@@ -43,11 +47,13 @@ class LocalJournal:
         except BaseException:
             self._lock.release()
             raise
-        out = self._out_dir
+        out = self._output
         try:
             if out is not None:
-                claim = partial(claim_output, out, journal.file, new_journal=self._new_journal)
-                await anyio.to_thread.run_sync(claim)
+                claim = partial(
+                    claim_output, out, journal.file, self._name, new_journal=self._new_journal
+                )
+                self._claim = await anyio.to_thread.run_sync(claim)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await journal.aclose()
@@ -61,6 +67,8 @@ class LocalJournal:
         journal, self._journal = self._journal, None
         if journal is not None:
             with anyio.CancelScope(shield=True):
+                if self._claim is not None:
+                    await anyio.to_thread.run_sync(self._claim.flush)
                 await journal.aclose()
             self._lock.release()
 
@@ -81,6 +89,6 @@ class LocalJournal:
             raise
 
     def _refuse_fresh_start_over_images(self) -> None:
-        out = self._out_dir
-        if out is not None and out.is_dir() and not self.path.exists() and not self._new_journal:
-            refuse_fresh_start(out, self.path)
+        out = self._output
+        if out is not None and not self.path.exists() and not self._new_journal:
+            refuse_fresh_start(out, self._name)

@@ -30,7 +30,6 @@ from .._errors import InvalidRequestError, first_leaf
 from .._handles import TaskHandle
 from .._session import Session
 from ..models import Usage
-from ._claim import remove_partial_downloads
 from ._creates import CreateWorkers
 from ._errors import JournalError
 from ._finish import Finished, Finisher, track
@@ -38,6 +37,7 @@ from ._gallery import GalleryRefresher
 from ._intake import Input, Intake, chunks, invalid_outcome
 from ._local import LocalJournal
 from ._outcomes import BatchSummary, Outcome, Source
+from ._outputs import LocalOutput, open_output
 from .journal import JournalRow, JournalStore, PostgresJournal, SharedJournalStore, State
 from .journal._postgres_schema import is_postgres_url
 
@@ -72,7 +72,9 @@ class BatchRunner:
         session: the open session that sends the creates.
         journal: the journal file (created when missing), a ``postgresql://`` URL (with
             `job`), or any other `JournalStore`, which the caller opens, locks and closes.
-        out_dir: where images are saved (``KEY-INDEX.EXT``); None keeps URLs only.
+        out_dir: where images are saved (``KEY-INDEX.EXT``): a directory, or a bucket prefix
+            ``s3://bucket/prefix`` (needs the ``s3`` extra; credentials and endpoint from
+            the AWS environment); None keeps URLs only.
         concurrency: creates (and finishing downloads) in flight at once.
         max_pending: requests between their journal entry and their outcome at once; bounds
             memory and the tasks waiting on the server.
@@ -111,7 +113,7 @@ class BatchRunner:
                 f"max_pending must be at least concurrency={concurrency} (got {max_pending!r})"
             )
         self._session = session
-        self._out_dir = Path(out_dir) if out_dir is not None else None
+        self._output = open_output(out_dir) if out_dir is not None else None
         self._postgres: PostgresJournal | None = None
         self._given_store: JournalStore | None = None
         self._local: LocalJournal | None = None
@@ -123,14 +125,15 @@ class BatchRunner:
                 )
             self._postgres = PostgresJournal(journal, job=job, worker_timeout=worker_timeout)
         elif isinstance(journal, str | os.PathLike):
-            self._local = LocalJournal(Path(journal), self._out_dir, new_journal=new_journal)
+            self._local = LocalJournal(Path(journal), self._output, new_journal=new_journal)
         else:
             self._given_store = journal
         # The gallery (manifest.jsonl, index.html) is read from the journal file this runner
-        # opens; a store given by the caller may not be a file.
+        # opens; a store given by the caller may not be a file. It is written beside local
+        # images only: a bucket has no contact sheet.
         self._gallery = (
-            GalleryRefresher(self._local.path, self._out_dir)
-            if self._out_dir is not None and self._local is not None
+            GalleryRefresher(self._local.path, self._output.directory)
+            if isinstance(self._output, LocalOutput) and self._local is not None
             else None
         )
         self._concurrency = concurrency
@@ -176,10 +179,10 @@ class BatchRunner:
             stopped=lambda: self._stop_reason is not None,
         )
         self._finisher = Finisher(
-            self._session, store, out_dir=self._out_dir, timeout=self._timeout, stop=self._stop
+            self._session, store, output=self._output, timeout=self._timeout, stop=self._stop
         )
-        if self._out_dir is not None and self._shared is None:  # others may be downloading
-            await anyio.to_thread.run_sync(remove_partial_downloads, self._out_dir)
+        if self._output is not None and self._shared is None:  # others may be saving
+            await self._output.remove_partials()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         return self

@@ -19,6 +19,8 @@ from pathlib import Path
 from .._session import Session
 from ..batch import BatchItem, BatchRunner, LineError, OutcomeKind, iter_jsonl
 from ..batch._jsonl import BOM
+from ..batch._outputs import is_bucket, open_output
+from ..batch._s3 import S3Output
 from ._dryrun import run_dry_run
 from ._errors import EXIT_FAILED, EXIT_OK, PROG, UsageError, in_cli_terms
 from ._json import batch_record, emit, outcome_record
@@ -33,7 +35,7 @@ async def run_with_progress(
     items: Iterable[BatchItem | LineError],
     *,
     total: int,
-    out: Path,
+    out: Path | str,
     journal: Path,
     concurrency: int,
     plain: bool,
@@ -87,6 +89,27 @@ def _json_mode(args: argparse.Namespace) -> str | None:
     return "events" if args.json_events else "summary" if args.json else None
 
 
+async def _check_bucket(args: argparse.Namespace) -> None:
+    """Refuse an ``s3://`` ``--out`` that cannot work, before anything is paid for."""
+    if args.journal is None:
+        raise UsageError(
+            f"--out {args.out} is a bucket, and the journal must be a local file: pass "
+            "--journal PATH (keep that file: a rerun with it resumes the job)"
+        )
+    try:
+        output = open_output(args.out)
+    except ModuleNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    assert isinstance(output, S3Output)
+    try:
+        await output.check()
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write images to --out {args.out}: {exc}; check the bucket name and the "
+            "AWS_* environment (credentials, AWS_ENDPOINT_URL)"
+        ) from None
+
+
 async def run_batch(args: argparse.Namespace) -> int:
     """``batch``: run (or with ``--dry-run`` only check) ``args.prompts``; exit 1 unless
     every line succeeded."""
@@ -103,7 +126,10 @@ async def run_batch(args: argparse.Namespace) -> int:
             "batch needs --out DIR, the directory for the images and the journal "
             "(or --dry-run to only check the file)"
         )
-    await check_out_dir(args.out)
+    if is_bucket(args.out):
+        await _check_bucket(args)
+    else:
+        await check_out_dir(args.out)
     journal = args.journal or args.out / "journal.sqlite3"
     try:
         with sigterm_stops():

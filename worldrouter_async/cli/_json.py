@@ -80,7 +80,7 @@ def batch_record(
     *,
     lines: int,
     journal: Path,
-    out: Path,
+    out: Path | str,
     stop_reason: str | None,
 ) -> Record:
     """`batch --json` (and the last event of ``--json-events``): the run's accounting."""

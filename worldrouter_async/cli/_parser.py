@@ -35,6 +35,11 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(**options)
 
 
+def out_location(value: str) -> Path | str:
+    """``--out`` of ``batch``: an ``s3://`` URL stays a string (a Path would fold its ``//``)."""
+    return value if value.startswith("s3://") else Path(value)
+
+
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("connection")
     group.add_argument("--api-key", help="API key (default: $WORLDROUTER_API_KEY)")
@@ -121,8 +126,16 @@ def _add_single_parsers(commands: argparse._SubParsersAction[Any]) -> None:
 def _add_batch_parser(commands: argparse._SubParsersAction[Any]) -> None:
     batch = commands.add_parser("batch", help="run a JSONL file of prompts, resumably")
     batch.add_argument("prompts", type=Path, help='JSON Lines: one {"prompt": ...} per line')
-    batch.add_argument("--out", type=Path, help="directory for the images (required to run)")
-    batch.add_argument("--journal", type=Path, help="journal file (default: OUT/journal.sqlite3)")
+    batch.add_argument(
+        "--out",
+        type=out_location,
+        help="directory for the images, or a bucket prefix s3://BUCKET/PREFIX (required to run)",
+    )
+    batch.add_argument(
+        "--journal",
+        type=Path,
+        help="journal file (default: OUT/journal.sqlite3; required with an s3:// --out)",
+    )
     batch.add_argument(
         "--concurrency",
         type=int,
