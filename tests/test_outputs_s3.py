@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import anyio
 import pytest
 from aiohttp import web
 
@@ -26,8 +27,10 @@ from worldrouter_async.batch import (
     OutputClaimedError,
     read_rows,
 )
+from worldrouter_async.batch._claim import JournalName, OutputClaim
 from worldrouter_async.batch._outputs import open_output
 from worldrouter_async.batch._s3 import S3Output
+from worldrouter_async.batch.journal import HighWater
 from worldrouter_async.testing import Emulator
 
 from .s3 import SECRET_KEY, Bucket, point_aws_env_at
@@ -170,6 +173,41 @@ async def test_an_image_is_one_put_and_an_upload_cut_midway_leaves_no_object(
         f"/{s3_bucket.name}/job/r0-0.png",
         f"/{s3_bucket.name}/job/r1-0.png",
     }
+
+
+async def test_the_claim_moves_off_the_journal_commits_and_ends_at_the_full_mark(
+    session: Session,
+    s3_bucket: Bucket,
+    cutting_proxy: CuttingProxy,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a bucket the journal's commits only note the new mark: the claim is PUT by a
+    task of the run every claim_interval seconds, and once more, complete, when it ends."""
+    monkeypatch.setattr(S3Output, "claim_interval", 3600.0)  # no timed move in this run
+    await _run(session, tmp_path / "j.db", s3_bucket.url("job"), 6)
+    claim_puts = [p for m, p in cutting_proxy.requests if m == "PUT" and "worldrouter-job" in p]
+    assert len(claim_puts) == 2  # taken at the start, written in full at the end
+    claim = json.loads(s3_bucket.get("job/.worldrouter-job") or b"{}")
+    assert (claim["rows"], claim["sends"]) == (6, 6)
+
+
+async def test_a_noted_mark_reaches_the_bucket_while_the_run_goes_on(
+    s3_bucket: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """keep_up writes the last noted mark after claim_interval, in real time over a real
+    socket (the test waits until it shows, bounded)."""
+    monkeypatch.setattr(S3Output, "claim_interval", 0.01)
+    claim = OutputClaim(S3Output.from_url(s3_bucket.url("job")), JournalName("/j.db", "j.db"))
+    claim.take("id-1", HighWater(1, 1), new_journal=False)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(claim.keep_up)
+            claim.advance(HighWater(7, 9))
+            while b'"rows": 7' not in (s3_bucket.get("job/.worldrouter-job") or b""):
+                await anyio.sleep(0.01)
+            task_group.cancel_scope.cancel()
+    assert json.loads(s3_bucket.get("job/.worldrouter-job") or b"")["sends"] == 9
 
 
 async def test_a_second_journal_on_a_claimed_prefix_is_refused(

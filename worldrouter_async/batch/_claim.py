@@ -19,7 +19,8 @@ moves. The SQLite file implements it; a store given to the runner by the caller 
 
 On a bucket the claim is created with ``If-None-Match: *`` (one of two racing runs wins, as
 with a local ``link``), and moved at most every `ClaimPlace.claim_interval` seconds (each move
-is one PUT), the last mark written when the journal closes: a journal that lost only its
+is one PUT, made by `OutputClaim.keep_up` off the journal's commit threads), the last mark
+written when the journal closes: a journal that lost only its
 last seconds of records may go unnoticed there. A claim naming another journal file is
 always taken as owned elsewhere, since that file may be on another machine.
 """
@@ -30,10 +31,11 @@ import contextlib
 import json
 import re
 import threading
-import time
 from collections.abc import Callable
 from typing import Final, Protocol
 
+import anyio
+import anyio.to_thread
 from attrs import define
 from cattrs.errors import BaseValidationError
 
@@ -143,7 +145,6 @@ class OutputClaim:
         self._journal = journal
         self._journal_id = ""
         self._lock = threading.Lock()  # marks arrive from the journal's commit threads
-        self._written_at = -float("inf")
         self._unwritten: HighWater | None = None
 
     def take(self, journal_id: str, mark: HighWater, *, new_journal: bool) -> None:
@@ -194,35 +195,43 @@ class OutputClaim:
             )
 
     def advance(self, mark: HighWater) -> None:
-        """Record the journal's new mark (called after the commit that reached it); on a
-        place with a `claim_interval`, at most that often (`flush` writes the last one)."""
+        """Record the journal's new mark (called after the commit that reached it).
+
+        On a place with a `claim_interval` (a bucket: each write is a PUT) the mark is only
+        noted here, so the journal's commit never waits on the network; `keep_up` writes it.
+        """
         with self._lock:
-            if time.monotonic() - self._written_at < self._place.claim_interval:
+            if self._place.claim_interval:
                 self._unwritten = mark
                 return
             self._write(mark)
 
+    async def keep_up(self) -> None:
+        """Write the latest noted mark every `claim_interval` seconds, until cancelled."""
+        if not self._place.claim_interval:
+            return
+        while True:
+            await anyio.sleep(self._place.claim_interval)
+            await anyio.to_thread.run_sync(self.flush)
+
     def flush(self) -> None:
-        """Write the last mark `advance` held back, if any (when the journal closes)."""
+        """Write the last mark `advance` noted, if any (also when the journal closes)."""
         with self._lock:
-            if self._unwritten is not None:
-                self._write(self._unwritten)
+            mark, self._unwritten = self._unwritten, None
+        if mark is not None:
+            self._write(mark)
 
     def _create(self, mark: HighWater) -> bool:
         """Write the first claim; False when another run claimed the output meanwhile."""
         try:
-            created = self._place.create_text(CLAIM_NAME, self._encode(mark))
+            return self._place.create_text(CLAIM_NAME, self._encode(mark))
         except OSError:
             return True  # best effort, as in `_write`
-        self._written_at = time.monotonic()
-        return created
 
     def _write(self, mark: HighWater) -> None:
         # Writing the claim is best effort: the journal is the record that keeps a run from
         # paying twice, and the claim only helps to notice a journal that lost it. A full
         # disk under the images must end rows as download_failed, not stop the run here.
-        self._unwritten = None
-        self._written_at = time.monotonic()
         with contextlib.suppress(OSError):
             self._place.replace_text(CLAIM_NAME, self._encode(mark))
 

@@ -62,6 +62,12 @@ class LocalJournal:
         self._journal = journal
         return journal
 
+    async def keep_claim(self) -> None:
+        """Move the output's claim as the journal advances, where that is not done in the
+        journal's own commit (a bucket); returns at once otherwise. Runs until cancelled."""
+        if self._claim is not None:
+            await self._claim.keep_up()
+
     async def close(self) -> None:
         """Close the journal (even when cancelled) and drop the lock."""
         journal, self._journal = self._journal, None

@@ -45,7 +45,7 @@ class ClaimPlace(Protocol):
     moved from the journal's commit thread after each commit that adds rows or sends.
     """
 
-    #: Fewest seconds between two moves of the claim (0: after every commit).
+    #: Seconds between two moves of the claim (0: after every commit, in the commit's thread).
     claim_interval: float
     #: Appended to the refusal of an output another journal owns.
     claim_hint: str

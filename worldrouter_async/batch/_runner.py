@@ -145,6 +145,7 @@ class BatchRunner:
         self._finisher: Finisher | None = None
         self._task_group: TaskGroup | None = None
         self._scope = anyio.CancelScope()
+        self._claim_scope = anyio.CancelScope()
         self._window = anyio.Semaphore(max_pending)
         self._run_id = uuid.uuid4().hex
         self._ran = False
@@ -185,7 +186,13 @@ class BatchRunner:
             await self._output.remove_partials()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
+        if self._local is not None:
+            self._task_group.start_soon(self._keep_claim, self._local)
         return self
+
+    async def _keep_claim(self, local: LocalJournal) -> None:
+        with self._claim_scope:
+            await local.keep_claim()
 
     async def __aexit__(
         self,
@@ -196,6 +203,7 @@ class BatchRunner:
         assert self._task_group is not None
         assert self._creates is not None
         self._scope.cancel()
+        self._claim_scope.cancel()
         if self._gallery is not None:
             self._gallery.stop()
         self._creates.give_grace(STOP_GRACE)  # creates answering after an interrupt: bounded
