@@ -50,6 +50,9 @@ AWS_ENV = {
 STATEMENT = re.compile(r"^db=(\S+) LOG:  (?:statement|execute [^:]*):", re.MULTILINE)
 
 
+INITDB_OPTIONS = ("-U", "postgres", "--auth=trust", "--encoding=utf8")
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -97,8 +100,7 @@ class Postgres:
     def start(self) -> None:
         """Initialise a data directory and start the server (a second or so)."""
         subprocess.run(
-            [str(self.bin / "initdb"), "-D", str(self.dir / "data"), "-U", "postgres"]
-            + ["--auth=trust", "--encoding=utf8"],
+            [str(self.bin / "initdb"), "-D", str(self.dir / "data"), *INITDB_OPTIONS],
             user=self.user,
             check=True,
             capture_output=True,
@@ -113,12 +115,14 @@ class Postgres:
         """Stop the server (fast shutdown)."""
         self._ctl("-w", "-m", "fast", "stop")
 
-    def sql(self, query: str, database: str = "postgres") -> list[tuple[Any, ...]]:
+    def sql(
+        self, query: str, params: tuple[Any, ...] = (), database: str = "postgres"
+    ) -> list[tuple[Any, ...]]:
         """Run `query` in autocommit mode; its rows (none for a command)."""
         import psycopg
 
         with psycopg.connect(self.url(database), autocommit=True) as connection:
-            cursor = connection.execute(query.encode())
+            cursor = connection.execute(query.encode(), params)
             return cursor.fetchall() if cursor.description else []
 
     def statements(self, database: str) -> int:
@@ -129,7 +133,7 @@ class Postgres:
     def transactions(self, database: str) -> int:
         """Transactions committed in `database` so far (``pg_stat_database``)."""
         self.sql("SELECT pg_stat_clear_snapshot()")
-        rows = self.sql(f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{database}'")
+        rows = self.sql("SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (database,))
         return int(rows[0][0])
 
 
@@ -170,7 +174,7 @@ def s3(scratch: Path) -> Iterator[str]:
             try:
                 client.create_bucket(Bucket=BUCKET)
                 break
-            except Exception:  # noqa: BLE001 - not listening yet
+            except Exception:  # not listening yet
                 time.sleep(0.05)
         yield endpoint
 
