@@ -17,10 +17,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .._session import Session
-from ..batch import BatchItem, BatchRunner, LineError, OutcomeKind, iter_jsonl
+from ..batch import BatchItem, BatchRunner, BatchSummary, LineError, OutcomeKind, iter_jsonl
 from ..batch._jsonl import BOM
 from ..batch._outputs import is_bucket, open_output
 from ..batch._s3 import S3Output
+from ..batch.journal._postgres_schema import is_postgres_url, redact
 from ._dryrun import run_dry_run
 from ._errors import EXIT_FAILED, EXIT_OK, PROG, UsageError, in_cli_terms
 from ._json import batch_record, emit, outcome_record
@@ -36,32 +37,51 @@ async def run_with_progress(
     *,
     total: int,
     out: Path | str,
-    journal: Path,
+    journal: Path | str,
     concurrency: int,
     plain: bool,
     new_journal: bool = False,
     json_output: str | None = None,
+    job: str | None = None,
+    worker_timeout: float = 30.0,
 ) -> BatchRunner:
     """Run `items`, showing progress; with `json_output` ("summary" or "events") stdout
-    carries only JSON and the human lines go to stderr."""
+    carries only JSON and the human lines go to stderr. A ``postgresql://`` `journal` is
+    shared with the other workers of `job`."""
     reporter = make_reporter(
         total, plain=plain, stats=lambda: session.stats, stream=sys.stderr if json_output else None
     )
     async with (
         reporter,
         BatchRunner(
-            session, journal, out_dir=out, concurrency=concurrency, new_journal=new_journal
+            session,
+            journal,
+            out_dir=out,
+            concurrency=concurrency,
+            new_journal=new_journal,
+            job=job,
+            worker_timeout=worker_timeout,
         ) as runner,
     ):
         async for outcome in runner.run(items):
             reporter.outcome(outcome)
             if json_output == "events":
                 emit(outcome_record(outcome))
-    reporter.summary(runner.summary, journal=str(journal))  # below the finished bar
+    name = f"{redact(journal)} job {job}" if isinstance(journal, str) else str(journal)
+    reporter.summary(runner.summary, journal=name)  # below the finished bar
     if json_output:
         stop = in_cli_terms(runner.stop_reason) if runner.stop_reason else None
-        emit(batch_record(runner.summary, lines=total, journal=journal, out=out, stop_reason=stop))
+        emit(batch_record(runner.summary, lines=total, journal=name, out=out, stop_reason=stop))
     return runner
+
+
+def nothing_left(summary: BatchSummary, *, retry_ambiguous: bool) -> bool:
+    """True when a shared job holds nothing a worker could still do for the lines reported:
+    each is completed, failed or expired for good, invalid, or ambiguous and not to resend."""
+    settled = {OutcomeKind.COMPLETED, OutcomeKind.FAILED, OutcomeKind.EXPIRED, OutcomeKind.INVALID}
+    if not retry_ambiguous:
+        settled.add(OutcomeKind.AMBIGUOUS)
+    return summary.counts.keys() <= settled
 
 
 def report_stops(runner: BatchRunner, *, resend_command: str | None) -> None:
@@ -126,11 +146,17 @@ async def run_batch(args: argparse.Namespace) -> int:
             "batch needs --out DIR, the directory for the images and the journal "
             "(or --dry-run to only check the file)"
         )
+    if args.worker_timeout <= 0:
+        raise UsageError(f"--worker-timeout must be more than 0 (got {args.worker_timeout})")
     if is_bucket(args.out):
         await _check_bucket(args)
     else:
         await check_out_dir(args.out)
-    journal = args.journal or args.out / "journal.sqlite3"
+    journal: Path | str
+    if is_postgres_url(args.journal):
+        journal = args.journal
+    else:
+        journal = Path(args.journal) if args.journal else args.out / "journal.sqlite3"
     try:
         with sigterm_stops():
             async with session_from_flags(
@@ -146,6 +172,8 @@ async def run_batch(args: argparse.Namespace) -> int:
                     plain=args.plain,
                     new_journal=args.new_journal,
                     json_output=_json_mode(args),
+                    job=args.job or args.prompts.stem,
+                    worker_timeout=args.worker_timeout,
                 )
     except Terminated:
         print("terminated; rerun the same command to resume", file=sys.stderr)
@@ -153,4 +181,7 @@ async def run_batch(args: argparse.Namespace) -> int:
     resend = shlex.join(["worldrouter-async", *args.argv, "--retry-ambiguous"])
     report_stops(runner, resend_command=None if args.retry_ambiguous else resend)
     complete = runner.summary.total == total  # a stopped run leaves lines unread
+    if is_postgres_url(journal):  # one worker of many: done when nothing is left to do
+        done = nothing_left(runner.summary, retry_ambiguous=args.retry_ambiguous)
+        return EXIT_OK if done and complete else EXIT_FAILED
     return EXIT_OK if runner.summary.ok and complete else EXIT_FAILED

@@ -79,7 +79,7 @@ def batch_record(
     summary: BatchSummary,
     *,
     lines: int,
-    journal: Path,
+    journal: Path | str,
     out: Path | str,
     stop_reason: str | None,
 ) -> Record:

@@ -133,8 +133,23 @@ def _add_batch_parser(commands: argparse._SubParsersAction[Any]) -> None:
     )
     batch.add_argument(
         "--journal",
-        type=Path,
-        help="journal file (default: OUT/journal.sqlite3; required with an s3:// --out)",
+        metavar="PATH_OR_URL",
+        help="journal file (default: OUT/journal.sqlite3; required with an s3:// --out), or"
+        " postgresql://USER@HOST:PORT/DB for a job that several workers run at once",
+    )
+    batch.add_argument(
+        "--job",
+        metavar="NAME",
+        help="the job's name in a postgresql:// journal; every worker of a job passes the same"
+        " (default: the input file's name without its extension)",
+    )
+    batch.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="with a postgresql:// journal: how long a silent worker keeps its rows before"
+        " the other workers take them over (a killed worker loses them at once)",
     )
     batch.add_argument(
         "--concurrency",
@@ -176,8 +191,16 @@ def _add_journal_parsers(commands: argparse._SubParsersAction[Any]) -> None:
     status.add_argument(
         "journal",
         type=Path,
+        nargs="?",
         help="the journal of a batch run, or the --out directory that holds its journal.sqlite3",
     )
+    status.add_argument(
+        "--journal",
+        dest="journal_location",
+        metavar="PATH_OR_URL",
+        help="the journal, as batch's --journal named it (a file, or postgresql://...)",
+    )
+    status.add_argument("--job", metavar="NAME", help="the job in a postgresql:// journal")
     _add_json_option(status, "the counts, usage, invalid lines and failures")
 
     gallery = commands.add_parser(

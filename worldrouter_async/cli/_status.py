@@ -3,20 +3,23 @@
 Every input line of the last run counts once: each request row by its state, each invalid
 line (recorded with its number and reason) as ``invalid``; a line whose edited request no
 longer matches its row counts as invalid instead of that row. Rows are streamed, never all
-held in memory, however long the journal.
+held in memory, however long the journal. A ``postgresql://`` journal's job adds its live
+workers and the rows each holds.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sqlite3
 from collections import Counter
 from pathlib import Path
 
-from attrs import define
+from attrs import define, field
 
 from ..batch import InvalidLine, JournalError, JournalRow, OutcomeKind, kind_of
-from ..batch.journal import SqliteFile
+from ..batch.journal import LiveWorker, PostgresJournal, SqliteFile
+from ..batch.journal._postgres_schema import is_postgres_url, redact
 from ..models import Usage
 from ._errors import EXIT_FAILED, EXIT_OK, UsageError, in_cli_terms
 from ._json import Record, emit, invalid_records, usage_record
@@ -40,6 +43,8 @@ class Status:
     requests: int
     invalid: list[InvalidLine]
     problems: list[JournalRow]
+    #: The live workers of a shared job (None for a journal file).
+    workers: list[LiveWorker] | None = None
 
     @property
     def ok(self) -> bool:
@@ -47,26 +52,59 @@ class Status:
         return self.counts.keys() <= {OutcomeKind.COMPLETED}
 
 
+@define
+class _Tally:
+    """Counts rows one at a time, keeping only invalid lines and problem rows."""
+
+    invalid: list[InvalidLine]
+    counts: Counter[str] = field(factory=Counter)
+    usage: Usage = field(factory=Usage)
+    requests: int = 0
+    problems: list[JournalRow] = field(factory=list)
+    #: Rows whose edited input line counts as invalid instead.
+    replaced: set[str] = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.replaced = {line.key for line in self.invalid if line.journaled}
+
+    def add(self, row: JournalRow) -> None:
+        self.requests += 1
+        self.usage += row.usage or Usage()
+        if row.key in self.replaced:
+            return
+        kind = kind_of(row)
+        self.counts[kind] += 1
+        if row.error and kind != OutcomeKind.COMPLETED:
+            self.problems.append(row)
+
+    def status(self, workers: list[LiveWorker] | None = None) -> Status:
+        counts = self.counts + Counter({OutcomeKind.INVALID: len(self.invalid)})
+        return Status(counts, self.usage, self.requests, self.invalid, self.problems, workers)
+
+
 def read_status(path: Path) -> Status:
     """Count `path` in one streaming pass, keeping only invalid lines and problem rows."""
     file = SqliteFile(path, create=False)
     try:
-        invalid = list(file.iter_invalid())
-        replaced = {line.key for line in invalid if line.journaled}
-        counts: Counter[str] = Counter({OutcomeKind.INVALID: len(invalid)})
-        usage, requests, problems = Usage(), 0, []
+        tally = _Tally(list(file.iter_invalid()))
         for row in file.iter_rows():
-            requests += 1
-            usage += row.usage or Usage()
-            if row.key in replaced:
-                continue
-            kind = kind_of(row)
-            counts[kind] += 1
-            if row.error and kind != OutcomeKind.COMPLETED:
-                problems.append(row)
+            tally.add(row)
     finally:
         file.close()
-    return Status(+counts, usage, requests, invalid, problems)  # + drops kinds with no line
+    return tally.status()
+
+
+async def read_shared_status(url: str, job: str) -> Status:
+    """Count the rows of `job` in a PostgreSQL journal a page at a time, and its workers."""
+    store = PostgresJournal(url, job=job)
+    await store.open(join=False)
+    try:
+        tally = _Tally(await store.invalid_lines())
+        async for row in store.iter_rows():
+            tally.add(row)
+        return tally.status(await store.live_workers())
+    finally:
+        await store.aclose()
 
 
 def _problem_line(row: JournalRow) -> str:
@@ -74,7 +112,7 @@ def _problem_line(row: JournalRow) -> str:
     return f"  {row.key} ({kind_of(row)}{task}): {in_cli_terms(row.error or '')}"
 
 
-def print_status(path: Path, status: Status) -> None:
+def print_status(path: Path | str, status: Status) -> None:
     """`status`, for people."""
     print(
         f"{path}: {status.counts.total()} lines, {status.requests} requests; "
@@ -87,10 +125,18 @@ def print_status(path: Path, status: Status) -> None:
         print(f"  {where} invalid: {line.reason}")
     for row in status.problems:
         print(_problem_line(row))
+    if status.workers is not None:
+        print(f"workers alive: {len(status.workers)}")
+        for worker in status.workers:
+            print(
+                f"  worker {worker.id} on {worker.host} (pid {worker.pid}, since "
+                f"{worker.started_at:%Y-%m-%d %H:%M:%S %Z}): holds {worker.holds} rows"
+            )
 
 
-def status_record(path: Path, status: Status) -> Record:
-    """`status --json`."""
+def status_record(path: Path | str, status: Status) -> Record:
+    """`status --json` (with ``workers`` for a shared job)."""
+    workers = {} if status.workers is None else {"workers": [_worker(w) for w in status.workers]}
     return {
         "journal": str(path),
         "ok": status.ok,
@@ -108,12 +154,28 @@ def status_record(path: Path, status: Status) -> Record:
             }
             for row in status.problems
         ],
+        **workers,
+    }
+
+
+def _worker(worker: LiveWorker) -> Record:
+    return {
+        "id": worker.id,
+        "host": worker.host,
+        "pid": worker.pid,
+        "started_at": worker.started_at.isoformat(),
+        "holds": worker.holds,
     }
 
 
 def run_status(args: argparse.Namespace) -> int:
     """``status``: print a journal's counts and failures; exit 1 when any request failed."""
-    journal = journal_path(args.journal)
+    location = args.journal_location or args.journal
+    if location is None:
+        raise UsageError("status needs a journal: status OUT_DIR, or --journal PATH_OR_URL")
+    if is_postgres_url(location):
+        return _shared_status(args, location)
+    journal = journal_path(Path(location))
     try:
         status = read_status(journal)
     except FileNotFoundError as exc:
@@ -128,6 +190,20 @@ def run_status(args: argparse.Namespace) -> int:
         ) from exc
     except (OSError, ValueError, sqlite3.Error) as exc:
         raise UsageError(f"cannot read journal {journal}: {exc}") from exc
+    return _show(args, journal, status)
+
+
+def _shared_status(args: argparse.Namespace, url: str) -> int:
+    if not args.job:
+        raise UsageError("status --journal postgresql://... needs --job NAME, as batch ran it")
+    try:
+        status = asyncio.run(read_shared_status(url, args.job))
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
+    return _show(args, f"{redact(url)} job {args.job}", status)
+
+
+def _show(args: argparse.Namespace, journal: Path | str, status: Status) -> int:
     if args.json:
         emit(status_record(journal, status))
     else:
