@@ -33,7 +33,7 @@ from .s3 import Bucket
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(240)]
 
-PROMPTS = 48
+PROMPTS = 40
 WORKERS = 4
 #: Seconds a worker's rows stay its own after it stopped answering, before others take them.
 WORKER_TIMEOUT = "2"
@@ -84,30 +84,30 @@ async def _start(job: Job, worker: int) -> Process:
         return await anyio.open_process(job.command, env=job.env, stdout=log, stderr=log)
 
 
-async def run_workers(
-    job: Job, *, kills: int, seed: int, first_kill_after: float = 0.5
-) -> tuple[list[int | None], int]:
+async def run_workers(job: Job, emulator: Emulator, *, kills: int, seed: int) -> list[int | None]:
     """Run `WORKERS` copies of the job's command until each has exited on its own.
 
-    Meanwhile SIGKILL a randomly chosen live worker at random moments, `kills` times, and
-    start the same command in its place. Returns the exit codes of the last copies and the
-    kills done (fewer than `kills` only if the job ended first).
+    Meanwhile SIGKILL a randomly chosen live worker `kills` times, at moments drawn at random
+    from the job's progress (creates plus image downloads the emulator has served, so each
+    kill lands while there is work, however fast the machine), and each time start the same
+    command in its place. Returns the exit codes of the last copies.
     """
     rng = random.Random(seed)
+    moments = sorted(rng.sample(range(1, PROMPTS * 3 // 2), kills))
     workers: list[Process] = []
     try:
         workers += [await _start(job, i) for i in range(WORKERS)]
-        done_kills = 0
-        await anyio.sleep(first_kill_after)
         with anyio.fail_after(150):
             while alive := [i for i, w in enumerate(workers) if w.returncode is None]:
-                if done_kills < kills:
+                progress = emulator.counters.creates + emulator.counters.storage_requests
+                if moments and progress >= moments[0]:
+                    moments.pop(0)
                     victim = rng.choice(alive)
                     await _kill(workers[victim])
                     workers[victim] = await _start(job, victim)
-                    done_kills += 1
-                await anyio.sleep(rng.uniform(0.1, 0.7) if done_kills < kills else 0.05)
-        return [w.returncode for w in workers], done_kills
+                await anyio.sleep(0.01)
+        assert not moments, "the job ended before every kill"
+        return [w.returncode for w in workers]
     finally:
         with anyio.CancelScope(shield=True):
             for process in workers:
@@ -201,12 +201,11 @@ async def test_killed_workers_never_pay_twice_against_a_server_ignoring_idempote
     """Four workers, six of them SIGKILLed at random and restarted, against a server that
     bills every create: each prompt is paid at most once, and ends with its image in the
     bucket or reported ambiguous (the lost create answers are among the ambiguous)."""
-    emulator.time_scale = 0.03  # a gpt-image-2 task takes about 0.75 s
+    emulator.time_scale = 0.02  # a gpt-image-2 task takes about 0.5 s
     emulator.ignore_idempotency = True
     emulator.inject("drop_after_create", route="create", count=2)  # created, answer lost
     job = make_job(emulator, s3_bucket, postgres_url, tmp_path, "no-dedup")
-    codes, kills = await run_workers(job, kills=6, seed=18)
-    assert kills == 6
+    codes = await run_workers(job, emulator, kills=6, seed=18)
     assert codes == [0] * WORKERS, [p.read_text()[-2000:] for p in job.logs.iterdir()]
     completed, ambiguous = await settled(job, emulator, s3_bucket)
     assert len(ambiguous) >= 2  # the two dropped answers, and any create a kill cut off
@@ -218,12 +217,11 @@ async def test_killed_workers_with_retry_ambiguous_finish_every_prompt_on_a_dedu
 ) -> None:
     """The same chaos against a server that deduplicates creates by Idempotency-Key, with
     --retry-ambiguous: every prompt ends with its image in the bucket, one task each."""
-    emulator.time_scale = 0.03
+    emulator.time_scale = 0.02
     emulator.inject("drop_after_create", route="create", count=2)
     job = make_job(emulator, s3_bucket, postgres_url, tmp_path, "dedup")
     job.command.append("--retry-ambiguous")
-    codes, kills = await run_workers(job, kills=6, seed=19)
-    assert kills == 6
+    codes = await run_workers(job, emulator, kills=6, seed=19)
     assert codes == [0] * WORKERS, [p.read_text()[-2000:] for p in job.logs.iterdir()]
     completed, _ = await settled(job, emulator, s3_bucket)
     assert completed == set(job.prompts)
@@ -237,7 +235,7 @@ async def test_a_rerun_after_every_worker_died_finishes_the_job(
     command finishes the job and exits 0 with the unanswered create reported ambiguous;
     with --retry-ambiguous (the server deduplicates) it completes too; a rerun of a finished
     job exits 0 at once without sending anything."""
-    emulator.time_scale = 0.03
+    emulator.time_scale = 0.02
     job = make_job(emulator, s3_bucket, postgres_url, tmp_path, "all-died")
     workers = [await _start(job, i) for i in range(WORKERS)]
     try:
