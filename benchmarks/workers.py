@@ -4,14 +4,16 @@ Every worker is ``worldrouter-async batch`` in its own process running the same 
 (``--journal postgresql://... --job NAME --out s3://BUCKET/PREFIX``), as the pods of a
 Kubernetes Job would, against three servers on loopback, each in its own process: the
 emulator with a rate limit, PostgreSQL from the ``pgserver`` wheel's binaries, and moto's
-S3 server. Each worker count runs a fresh job in a fresh database.
+S3 server. Each run is a fresh job in a fresh database.
 
-    pip install -e ".[bench,postgres,s3]" pgserver "moto[server]"
+    pip install -e ".[bench,test]"   # test brings psycopg, pgserver, obstore and moto
     python benchmarks/workers.py --out workers.md
+    python benchmarks/workers.py --runs 1x8 4x8 --prompts 400 --rate-limit 40
 
-Reported per worker count: wall time from the first worker's start to the last one's exit
-(process start-up included), images per second, API requests per second (creates and
-polls the emulator served) and 429s, and the database work per request: statements
+Reported per run (workers x each one's ``--concurrency``): wall time from the first
+worker's start to the last one's exit (process start-up included), images per second, API
+requests per second (creates and polls the emulator served) and 429s, and the database work
+per request: statements
 (counted in the server's log, written with ``log_statement=all``) and transactions
 (``pg_stat_database.xact_commit``), each divided by the job's requests.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
@@ -27,6 +30,7 @@ import re
 import shutil
 import socket
 import stat
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,6 +55,9 @@ STATEMENT = re.compile(r"^db=(\S+) LOG:  (?:statement|execute [^:]*):", re.MULTI
 
 
 INITDB_OPTIONS = ("-U", "postgres", "--auth=trust", "--encoding=utf8")
+
+
+_databases = itertools.count()
 
 
 def _free_port() -> int:
@@ -227,17 +234,23 @@ def write_prompts(path: Path, count: int) -> None:
 
 
 def measure(
-    workers: int, args: argparse.Namespace, *, pg: Postgres, endpoint: str, scratch: Path
+    workers: int,
+    concurrency: int,
+    args: argparse.Namespace,
+    *,
+    pg: Postgres,
+    endpoint: str,
+    scratch: Path,
 ) -> dict[str, Any]:
-    """Run one job with `workers` workers to its end; the row of the table."""
-    database = f"bench_{workers}"
+    """Run one job with `workers` workers to its end, in a fresh database; its row."""
+    database = f"bench_{next(_databases)}"
     pg.sql(f"CREATE DATABASE {database}")
     prompts = scratch / "prompts.jsonl"
     with emulator(scratch, args) as base_url:
         command = [sys.executable, "-m", "worldrouter_async", "batch", str(prompts)]
         command += ["--journal", pg.url(database), "--job", "bench"]
-        command += ["--out", f"s3://{BUCKET}/workers-{workers}", "--plain"]
-        command += ["--concurrency", str(args.concurrency), "--base-url", base_url]
+        command += ["--out", f"s3://{BUCKET}/{database}", "--plain"]
+        command += ["--concurrency", str(concurrency), "--base-url", base_url]
         # The default poll policy, scaled like the emulator's clock (as run.py does).
         command += ["--poll-initial", str(2.0 * args.time_scale)]
         command += ["--poll-max", str(8.0 * args.time_scale)]
@@ -260,12 +273,14 @@ def measure(
     n = args.prompts
     return {
         "workers": workers,
-        "concurrency": args.concurrency,
+        "concurrency": concurrency,
         "prompts": n,
         "wall_s": wall,
         "images_per_s": n / wall,
         "api_requests_per_image": requests / n,
         "api_rps": requests / wall,
+        # The median whole second: the rate while saturated, not diluted by start and tail.
+        "median_second_rps": statistics.median(sorted(server["per_second"].values())[1:-1] or [0]),
         "rate_limited_429": server["rate_limited"],
         "db_statements_per_request": (pg.statements(database) - statements) / n,
         "db_transactions_per_request": (pg.transactions(database) - transactions) / n,
@@ -280,6 +295,7 @@ COLUMNS = [
     "images_per_s",
     "api_requests_per_image",
     "api_rps",
+    "median_second_rps",
     "rate_limited_429",
     "db_statements_per_request",
     "db_transactions_per_request",
@@ -299,11 +315,25 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _run(text: str) -> tuple[int, int]:
+    """``4x8``: four workers, each with ``--concurrency 8``."""
+    workers, _, concurrency = text.partition("x")
+    return int(workers), int(concurrency)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument(
+        "--runs",
+        type=_run,
+        nargs="+",
+        default=[(1, 8), (2, 8), (4, 8), (4, 2)],
+        metavar="WORKERSxCONCURRENCY",
+        help="jobs to run: how many workers, each with which --concurrency (default: 1x8 2x8 "
+        "4x8 4x2)",
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="runs per row (the median shown)")
     parser.add_argument("--prompts", type=int, default=300)
-    parser.add_argument("--concurrency", type=int, default=8, help="each worker's --concurrency")
     parser.add_argument("--rate-limit", type=float, default=50.0, help="API requests per second")
     parser.add_argument("--burst", type=float, default=10.0)
     parser.add_argument("--time-scale", type=float, default=0.04)
@@ -316,15 +346,21 @@ def main() -> None:
         scratch = Path(name)
         write_prompts(scratch / "prompts.jsonl", args.prompts)
         with postgres(scratch) as pg, s3(scratch) as endpoint:
-            rows = [
-                measure(n, args, pg=pg, endpoint=endpoint, scratch=scratch) for n in args.workers
-            ]
+            rows = []
+            for workers, concurrency in args.runs:
+                runs = [
+                    measure(workers, concurrency, args, pg=pg, endpoint=endpoint, scratch=scratch)
+                    for _ in range(args.repeats)
+                ]
+                rows.append(sorted(runs, key=lambda r: r["images_per_s"])[args.repeats // 2])
     header = [
         f"Command: `python benchmarks/workers.py {' '.join(sys.argv[1:])}`  ",
         f"Machine: {platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
         f"Python {platform.python_version()}, {platform.system()} {platform.release()}  ",
         f"Emulator: rate limit {args.rate_limit:g} requests/s (burst {args.burst:g}), time "
         f"scale {args.time_scale} (a 25 s generation takes {25 * args.time_scale:g} s); "
+        f"{args.prompts} prompts per job; "
+        f"{'one run' if args.repeats == 1 else f'median of {args.repeats} runs'} per row; "
         f"harness wall time {time.perf_counter() - started:,.0f} s.",
         "",
         table(rows),
