@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import os
+import subprocess
+import sys
 import types
 import typing
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 import worldrouter_async
 import worldrouter_async.batch
 import worldrouter_async.testing
+from worldrouter_async.batch.journal import SqliteFile
 
 
 @pytest.mark.parametrize("module", [worldrouter_async, worldrouter_async.batch])
@@ -112,3 +115,25 @@ def test_every_path_parameter_takes_str_and_pathlike() -> None:
         "BatchRunner.out_dir",
         "Session.download.dest",
     } <= set(checked)
+
+
+def test_the_postgres_driver_is_imported_only_when_a_shared_journal_opens() -> None:
+    """The base install has no psycopg: importing the package (and the CLI) never needs it."""
+    code = (
+        "import sys, worldrouter_async.batch, worldrouter_async.cli;print('psycopg' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
+    assert done.stdout.decode().strip() == "False"
+
+
+def test_only_the_postgres_journal_is_shared(tmp_path: Path) -> None:
+    """The runner claims rows only from a store that implements SharedJournalStore."""
+    batch = worldrouter_async.batch
+    shared = batch.PostgresJournal("postgresql://u@db.internal/images", job="j")
+    local = batch.SqliteJournal(SqliteFile(tmp_path / "journal.sqlite3"))
+    try:
+        assert isinstance(shared, batch.SharedJournalStore)
+        assert not isinstance(local, batch.SharedJournalStore)
+    finally:
+        local.file.close()
+    assert batch.PostgresJournal.__module__ == "worldrouter_async.batch"

@@ -19,6 +19,8 @@ from worldrouter_async.batch import (
     LineError,
     Outcome,
     OutputClaimedError,
+    PostgresJournal,
+    SharedJournalStore,
     iter_rows,
     read_jsonl,
     read_rows,
@@ -66,6 +68,13 @@ async def usage() -> None:
             async for outcome in runner.run([wr.ImageRequest(model="m", prompt="p")]):
                 assert_type(outcome, Outcome)
         assert_type(runner.summary, BatchSummary)
+        shared_url = "postgresql://batch@db.internal/images"
+        async with BatchRunner(session, shared_url, job="cats", worker_timeout=30.0) as worker:
+            assert_type(worker.summary, BatchSummary)
+        async with PostgresJournal(shared_url, job="cats") as shared:
+            store: SharedJournalStore = shared
+            assert_type((await store.claim(["a"])).held, frozenset[str])
+            assert_type([w.holds for w in await shared.live_workers()], list[int])
         async with session.status_changes(buffer=64) as changes:
             async for change in changes:
                 assert_type(change, wr.StatusChange)

@@ -327,7 +327,15 @@ class PostgresJournal:
         if not rows:
             return
         values = [
-            (self.job, r.key, r.position, encode_request(r.request), r.idempotency_key, r.state)
+            (
+                self.job,
+                r.key,
+                r.position,
+                encode_request(r.request),
+                r.idempotency_key,
+                r.state,
+                r.run,
+            )
             for r in rows
         ]
 
@@ -335,8 +343,8 @@ class PostgresJournal:
             async with connection.cursor() as cursor:
                 await cursor.executemany(
                     "INSERT INTO worldrouter_requests"
-                    " (job, key, position, request, idempotency_key, state)"
-                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    " (job, key, position, request, idempotency_key, state, run)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                     values,
                 )
 

@@ -1,0 +1,191 @@
+"""Many workers, one job: `BatchRunner` on a PostgreSQL journal, over real sockets to the
+emulator and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from worldrouter_async import ImageRequest, Session
+from worldrouter_async.batch import (
+    BatchItem,
+    BatchRunner,
+    JournalRow,
+    Outcome,
+    OutcomeKind,
+    PostgresJournal,
+    Source,
+    State,
+)
+from worldrouter_async.testing import Emulator, FakeClock
+
+from .conftest import SessionFactory
+from .test_postgres_journal import terminate
+
+pytestmark = pytest.mark.anyio
+
+
+def _requests(count: int) -> list[BatchItem]:
+    return [
+        BatchItem(f"r{i}", ImageRequest(model="gpt-image-2", prompt=f"prompt {i}"))
+        for i in range(count)
+    ]
+
+
+async def _run(
+    session: Session, journal: str | PostgresJournal, items: list[BatchItem], out: Path
+) -> list[Outcome]:
+    async with BatchRunner(session, journal, job="job", out_dir=out, concurrency=4) as runner:
+        return [outcome async for outcome in runner.run(items)]
+
+
+async def test_three_workers_create_each_request_once_and_all_finish(
+    postgres_url: str, make_session: SessionFactory, emulator: Emulator, tmp_path: Path
+) -> None:
+    """Workers running the same job at once split it: every create is sent by one worker,
+    and each worker reports every line (others' rows once they are done)."""
+    items = _requests(60)
+    reports: list[list[Outcome]] = []
+
+    async def worker() -> None:
+        async with make_session() as session:
+            reports.append(await _run(session, postgres_url, items, tmp_path / "out"))
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as task_group:
+            for _ in range(3):
+                task_group.start_soon(worker)
+    assert emulator.counters.create_requests == emulator.counters.creates == 60
+    for outcomes in reports:
+        assert sorted(o.key for o in outcomes) == sorted(item.key for item in items)
+        assert {o.kind for o in outcomes} == {OutcomeKind.COMPLETED}
+    sent = [o.key for outcomes in reports for o in outcomes if o.source == Source.NEW]
+    assert sorted(sent) == sorted(item.key for item in items)
+    assert len(list((tmp_path / "out").glob("r*.png"))) == 60
+
+
+async def _leave_rows_to_a_dead_worker(url: str, session: Session) -> None:
+    """r0 created (its task exists), r1 submitting (create maybe sent), r2 never sent: all
+    held by a worker whose connection then dies."""
+    doomed = PostgresJournal(url, job="job")
+    await doomed.open()
+    try:
+        rows = [
+            JournalRow(item.key, i, item.request, f"idem-{item.key}", State.PENDING)
+            for i, item in enumerate(_requests(3))
+        ]
+        await doomed.add(rows)
+        await doomed.claim([row.key for row in rows])
+        for row in rows[:2]:
+            await doomed.mark_submitting(row.key)
+        handle = await session.submit_request(rows[0].request, idempotency_key="idem-r0")
+        await doomed.mark_created("r0", handle.task_id, handle.status)
+        await terminate(url, doomed)
+    finally:
+        await doomed.aclose()
+
+
+@pytest.mark.parametrize("retry_ambiguous", [False, True])
+async def test_a_dead_workers_rows_are_tracked_reported_or_sent_once(
+    postgres_url: str,
+    make_session: SessionFactory,
+    emulator: Emulator,
+    tmp_path: Path,
+    retry_ambiguous: bool,
+) -> None:
+    """Taken over: a known task is tracked, a maybe-sent create is ambiguous (resent only
+    with retry_ambiguous_creates), a row never sent is sent once."""
+    async with make_session(retry_ambiguous_creates=retry_ambiguous) as session:
+        await _leave_rows_to_a_dead_worker(postgres_url, session)
+        outcomes = {o.key: o for o in await _run(session, postgres_url, _requests(3), tmp_path)}
+    assert (outcomes["r0"].kind, outcomes["r0"].source) == (OutcomeKind.COMPLETED, Source.TRACKED)
+    assert (outcomes["r2"].kind, outcomes["r2"].source) == (OutcomeKind.COMPLETED, Source.NEW)
+    if retry_ambiguous:
+        assert (outcomes["r1"].kind, outcomes["r1"].source) == (
+            OutcomeKind.COMPLETED,
+            Source.RESUBMITTED,
+        )
+        assert emulator.counters.create_requests == 3
+    else:
+        assert (outcomes["r1"].kind, outcomes["r1"].source) == (
+            OutcomeKind.AMBIGUOUS,
+            Source.JOURNAL,
+        )
+        assert emulator.counters.create_requests == 2
+
+
+async def test_rows_of_a_worker_that_dies_mid_run_pass_to_the_running_worker(
+    postgres_url: str, session: Session, emulator: Emulator, tmp_path: Path
+) -> None:
+    """A worker that holds rows and dies while another runs: the running worker waits for
+    those rows, takes them over once the connection is gone, and finishes the job (real
+    time: it ends, however long that takes)."""
+    items = _requests(5)
+    holder = PostgresJournal(postgres_url, job="job")
+    await holder.open()
+    try:
+        await holder.add(
+            [
+                JournalRow(i.key, n, i.request, f"idem-{i.key}", State.PENDING)
+                for n, i in enumerate(items[:2])
+            ]
+        )
+        await holder.claim(["r0", "r1"])
+        outcomes: list[Outcome] = []
+
+        async def run() -> None:
+            async with BatchRunner(
+                session, postgres_url, job="job", out_dir=tmp_path, worker_timeout=1
+            ) as runner:
+                async for outcome in runner.run(items):
+                    outcomes.append(outcome)  # noqa: PERF401 - watched as it grows
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as task_group:
+                task_group.start_soon(run)
+                while len(outcomes) < 3:
+                    await anyio.sleep(0.01)
+                await terminate(postgres_url, holder)
+    finally:
+        await holder.aclose()
+    assert sorted((o.key, o.kind) for o in outcomes) == [
+        (item.key, OutcomeKind.COMPLETED) for item in items
+    ]
+    assert emulator.counters.create_requests == 5
+
+
+async def test_held_rows_are_asked_for_again_each_recheck_interval(
+    postgres_url: str, session: Session, tmp_path: Path
+) -> None:
+    """A worker waiting for rows another worker holds asks again a tenth of its worker
+    timeout (at most a second) later, on its clock: not before, and then it takes them."""
+    clock = FakeClock(autojump=False)
+    items = _requests(3)
+    holder = PostgresJournal(postgres_url, job="job")
+    await holder.open()
+    try:
+        await holder.add([JournalRow("r0", 0, items[0].request, "idem-r0", State.PENDING)])
+        await holder.claim(["r0"])
+        outcomes: list[Outcome] = []
+
+        async def run() -> None:
+            async with PostgresJournal(postgres_url, job="job", clock=clock) as store:
+                outcomes.extend(await _run(session, store, items, tmp_path))
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as task_group:
+                task_group.start_soon(run)
+                while clock.next_deadline() != 1.0:  # waiting for r0, one recheck away
+                    await anyio.sleep(0.01)
+                await terminate(postgres_url, holder)
+                clock.advance(0.9)
+                await anyio.sleep(0.2)
+                assert not outcomes  # the run is still waiting: nothing is reported late
+                clock.advance(0.1)
+    finally:
+        await holder.aclose()
+    assert sorted((o.key, o.kind) for o in outcomes) == [
+        (item.key, OutcomeKind.COMPLETED) for item in items
+    ]
