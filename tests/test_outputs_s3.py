@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
 import anyio
+import attrs
 import pytest
 from aiohttp import web
 
@@ -34,7 +35,7 @@ from worldrouter_async.batch.journal import HighWater
 from worldrouter_async.testing import Emulator
 
 from .s3 import SECRET_KEY, Bucket, point_aws_env_at
-from .test_cli import _cli_against, _write_prompts
+from .test_cli import _cli, _cli_against, _write_prompts
 
 pytestmark = pytest.mark.anyio
 
@@ -192,6 +193,15 @@ async def test_the_claim_moves_off_the_journal_commits_and_ends_at_the_full_mark
     assert (claim["rows"], claim["sends"]) == (6, 6)
 
 
+@attrs.define
+class _Journal:
+    """The least a journal store gives the claim (a `ClaimingJournal`)."""
+
+    journal_id: str | None
+    high_water: HighWater
+    on_advance: Callable[[HighWater], None] | None = None
+
+
 async def test_a_noted_mark_reaches_the_bucket_while_the_run_goes_on(
     s3_bucket: Bucket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -199,7 +209,7 @@ async def test_a_noted_mark_reaches_the_bucket_while_the_run_goes_on(
     socket (the test waits until it shows, bounded)."""
     monkeypatch.setattr(S3Output, "claim_interval", 0.01)
     claim = OutputClaim(S3Output.from_url(s3_bucket.url("job")), JournalName("/j.db", "j.db"))
-    claim.take("id-1", HighWater(1, 1), new_journal=False)
+    claim.take(_Journal("id-1", HighWater(1, 1)), new_journal=False)
     with anyio.fail_after(30):
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(claim.keep_up)
@@ -266,6 +276,9 @@ async def test_the_gallery_is_not_written_into_a_bucket(
     await _run(session, tmp_path / "j.db", s3_bucket.url("job"), 1)
     assert s3_bucket.keys() == ["job/.worldrouter-job", "job/r0-0.png"]
     assert not (tmp_path / "manifest.jsonl").exists()
+    refused = await _cli("gallery", s3_bucket.url("job"), "--journal", str(tmp_path / "j.db"))
+    assert refused.returncode == 2
+    assert b"the gallery is written beside local images only" in refused.stderr
 
 
 def test_without_the_extra_the_error_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -303,6 +316,13 @@ def test_an_environment_that_cannot_work_is_refused_by_name(
     with pytest.raises(InvalidRequestError, match=expected) as caught:
         open_output("s3://bucket/prefix")
     assert SECRET_KEY not in str(caught.value)
+
+
+def test_a_bucket_url_made_into_a_path_is_refused() -> None:
+    """Path("s3://b/p") is "s3:/b/p": taken as a directory it would fill a local folder
+    named "s3:", so it is refused with the fix."""
+    with pytest.raises(InvalidRequestError, match="pass it as a string, 's3://BUCKET/PREFIX'"):
+        open_output(Path("s3://bucket/prefix"))
 
 
 def test_a_plain_http_endpoint_elsewhere_is_allowed_when_asked(

@@ -90,6 +90,8 @@ async def usage() -> None:
         try:
             async with BatchRunner(session, Path("job.sqlite3"), out_dir="images"):
                 pass
+            async with BatchRunner(session, "job.sqlite3", out_dir="s3://bucket/job-42"):
+                pass
         except (JournalLostError, OutputClaimedError) as refused:
             assert_type(refused, JournalLostError | OutputClaimedError)
             journal_error: JournalError = refused

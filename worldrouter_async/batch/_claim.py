@@ -147,16 +147,19 @@ class OutputClaim:
         self._lock = threading.Lock()  # marks arrive from the journal's commit threads
         self._unwritten: HighWater | None = None
 
-    def take(self, journal_id: str, mark: HighWater, *, new_journal: bool) -> None:
+    def take(self, journal: ClaimingJournal, *, new_journal: bool) -> None:
         """Check the output against the journal (see the module docstring), then claim it.
 
         `new_journal` accepts a journal below the mark, or a replaced one, as the user's
         choice to pay again; it never takes an output whose owning journal still exists
-        elsewhere.
+        elsewhere. The journal's mark is read after the claim, so a claim that another
+        worker of the same journal moved meanwhile is never ahead of it.
         """
-        self._journal_id = journal_id
+        assert journal.journal_id is not None  # given by make_durable
+        self._journal_id = journal.journal_id
         claim = read_claim(self._place)
         if claim is None:
+            mark = journal.high_water
             stems = len(job_images(self._place))
             if stems > mark.rows and not new_journal:
                 raise JournalLostError(
@@ -170,6 +173,7 @@ class OutputClaim:
                 return
             claim = read_claim(self._place)  # another run claimed it just now
             assert claim is not None
+        mark = journal.high_water
         self._check(claim, mark, new_journal=new_journal)
         self._write(mark)
 
@@ -276,8 +280,7 @@ def claim_output(
     From then on each commit that adds rows or counts a send moves the claim's mark; call
     `OutputClaim.flush` when the journal closes.
     """
-    assert journal.journal_id is not None  # given by make_durable
     claim = OutputClaim(place, name)
-    claim.take(journal.journal_id, journal.high_water, new_journal=new_journal)
+    claim.take(journal, new_journal=new_journal)
     journal.on_advance = claim.advance
     return claim

@@ -47,8 +47,11 @@ class ClaimPlace(Protocol):
 
     #: Seconds between two moves of the claim (0: after every commit, in the commit's thread).
     claim_interval: float
-    #: Appended to the refusal of an output another journal owns.
-    claim_hint: str
+
+    @property
+    def claim_hint(self) -> str:
+        """Appended to the refusal of an output another journal owns."""
+        ...
 
     def describe(self, name: str) -> str:
         """`name` as a user finds it: a path, or an s3:// URL."""
@@ -106,7 +109,7 @@ class LocalOutput:
     """A local directory: images are written to a temporary file, then renamed."""
 
     claim_interval: float = 0.0
-    claim_hint: str = ""
+    claim_hint: str = ""  # the refusal's own advice is all a directory needs
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -215,4 +218,9 @@ def open_output(out: str | os.PathLike[str]) -> Output:
             return S3Output.from_url(str(out))
         except ValueError as exc:
             raise InvalidRequestError(str(exc)) from None
+    if Path(out).parts[:1] == ("s3:",):  # Path("s3://b/p") folded the URL into "s3:/b/p"
+        raise InvalidRequestError(
+            f"out_dir {out!r} looks like a bucket URL made into a path; pass it as a string, "
+            "'s3://BUCKET/PREFIX'"
+        )
     return LocalOutput(Path(out))

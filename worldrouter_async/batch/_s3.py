@@ -115,11 +115,6 @@ class S3Output:
     """A bucket prefix holding a run's images (``s3://bucket/prefix/KEY-INDEX.EXT``)."""
 
     claim_interval: float = CLAIM_INTERVAL
-    claim_hint: str = (
-        ". A bucket cannot tell whether a journal on some machine's disk still exists: if "
-        "that journal is gone for good, delete the claim object OUT/.worldrouter-job and "
-        "rerun with --new-journal"
-    )
 
     def __init__(self, bucket: str, prefix: str, store: S3Store) -> None:
         self.bucket = bucket
@@ -128,15 +123,15 @@ class S3Output:
         self._obstore = _obstore()
 
     @classmethod
-    def from_url(cls, url: str, environ: Mapping[str, str] | None = None) -> S3Output:
-        """The output `url` names, with credentials from `environ` (default: the process's).
+    def from_url(cls, url: str) -> S3Output:
+        """The output `url` names, with credentials from the process's AWS environment.
 
         Raises `ModuleNotFoundError` naming the ``s3`` extra when obstore is missing, and
         ValueError when the URL or the environment cannot work.
         """
         obstore = _obstore()
         bucket, prefix = parse_url(url)
-        options = store_options(os.environ if environ is None else environ)
+        options = store_options(os.environ)
         store = obstore.store.S3Store(
             bucket,
             prefix=prefix or None,
@@ -155,6 +150,14 @@ class S3Output:
         return f"{self}/{name}"
 
     describe = location
+
+    @property
+    def claim_hint(self) -> str:
+        return (
+            ". A bucket cannot tell whether a journal on some machine's disk still exists: if "
+            f"that journal is gone for good, delete the claim object {self}/.worldrouter-job "
+            "and rerun with new_journal=True (CLI: --new-journal)"
+        )
 
     async def check(self) -> None:
         """List the prefix once: proves the bucket exists and the credentials are accepted."""

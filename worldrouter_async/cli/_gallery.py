@@ -12,11 +12,17 @@ from pathlib import Path
 
 from ..batch import JournalError
 from ..batch._gallery import build_gallery
+from ..batch._outputs import is_bucket
 from ._errors import EXIT_OK, UsageError
 
 
 def run_gallery(args: argparse.Namespace) -> int:
     """``gallery``: rebuild the gallery of ``args.out`` and print where it is."""
+    if is_bucket(args.out):
+        raise UsageError(
+            f"{args.out} is a bucket: the gallery is written beside local images only; "
+            "the journal lists every request with its files (worldrouter-async status JOURNAL)"
+        )
     out: Path = args.out
     journal: Path = args.journal or out / "journal.sqlite3"
     if not out.is_dir():

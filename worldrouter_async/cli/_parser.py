@@ -207,7 +207,7 @@ def _add_journal_parsers(commands: argparse._SubParsersAction[Any]) -> None:
         "gallery",
         help=f"rebuild OUT/{MANIFEST_NAME} and OUT/{INDEX_NAME} (a contact sheet) from a journal",
     )
-    gallery.add_argument("out", type=Path, help="the --out directory of a batch run")
+    gallery.add_argument("out", type=out_location, help="the --out directory of a batch run")
     gallery.add_argument(
         "--journal", type=Path, help="the run's journal (default: OUT/journal.sqlite3)"
     )

@@ -45,9 +45,9 @@ class JournalStore(Protocol):
     A store that several workers share at once implements `SharedJournalStore` too: the runner
     then acts only on the rows it claimed.
 
-    **Not part of the seam.** The output-directory claim and its high-water mark
-    (``batch/_claim.py``) read the SQLite file underneath (`SqliteFile.journal_id`,
-    `high_water`, `on_advance`), and the gallery reads that file too; the runner does both only
+    **Not part of the seam.** The output claim and its high-water mark (``batch/_claim.py``)
+    need a `ClaimingJournal` (`journal_id`, `high_water`, `on_advance`), which the SQLite file
+    underneath implements, and the gallery reads that file too; the runner does both only
     for a journal path it opens itself, never for a store given to it.
     """
 
