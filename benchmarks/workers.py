@@ -8,14 +8,14 @@ S3 server. Each run is a fresh job in a fresh database.
 
     pip install -e ".[bench,test]"   # test brings psycopg, pgserver, obstore and moto
     python benchmarks/workers.py --out workers.md
-    python benchmarks/workers.py --runs 1x8 4x8 --prompts 400 --rate-limit 40
+    python benchmarks/workers.py --runs 1x8 4x8 --prompts 400 --rate-limit 40 --repeats 3
 
 Reported per run (workers x each one's ``--concurrency``): wall time from the first
 worker's start to the last one's exit (process start-up included), images per second, API
-requests per second (creates and polls the emulator served) and 429s, and the database work
-per request: statements
-(counted in the server's log, written with ``log_statement=all``) and transactions
-(``pg_stat_database.xact_commit``), each divided by the job's requests.
+requests per second (creates and polls the emulator served) and 429s, how many requests
+each worker created itself (from its ``--json`` summary: how the job spread), and the
+database work per request: statements (counted in the server's log, written with
+``log_statement=all``) and transactions (``pg_stat_database.xact_commit``).
 """
 
 from __future__ import annotations
@@ -257,15 +257,23 @@ def measure(
         env = os.environ | AWS_ENV | {"AWS_ENDPOINT_URL": endpoint, "WORLDROUTER_API_KEY": API_KEY}
         statements, transactions = pg.statements(database), pg.transactions(database)
         started = time.perf_counter()
-        running = [
-            subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            for _ in range(workers)
-        ]
-        errors = [p.communicate(timeout=args.deadline)[1] for p in running]
+        logs = [scratch / f"{database}-worker-{i}.log" for i in range(workers)]
+        running = []
+        for log in logs:  # progress lines to a file: a full pipe would stall the worker
+            with log.open("wb") as stderr:
+                running.append(
+                    subprocess.Popen(
+                        [*command, "--json"], env=env, stdout=subprocess.PIPE, stderr=stderr
+                    )
+                )
+        outputs = [p.communicate(timeout=args.deadline)[0] for p in running]
         wall = time.perf_counter() - started
         codes = [p.returncode for p in running]
         if any(codes):
-            raise RuntimeError(f"a worker failed ({codes}): {errors[codes.index(max(codes))]!r}")
+            failed = logs[codes.index(max(codes))].read_text()[-2000:]
+            raise RuntimeError(f"a worker failed ({codes}): {failed}")
+        # Each worker's summary says how many requests it created itself ("new").
+        created = [json.loads(out.splitlines()[-1])["sources"].get("new", 0) for out in outputs]
         server = emulator_stats(base_url)
     # Log lines reach the file a moment after the statement: give the logger a beat.
     time.sleep(0.5)
@@ -282,6 +290,7 @@ def measure(
         # The median whole second: the rate while saturated, not diluted by start and tail.
         "median_second_rps": statistics.median(sorted(server["per_second"].values())[1:-1] or [0]),
         "rate_limited_429": server["rate_limited"],
+        "created_by_each_worker": "/".join(str(n) for n in sorted(created, reverse=True)),
         "db_statements_per_request": (pg.statements(database) - statements) / n,
         "db_transactions_per_request": (pg.transactions(database) - transactions) / n,
     }
@@ -297,6 +306,7 @@ COLUMNS = [
     "api_rps",
     "median_second_rps",
     "rate_limited_429",
+    "created_by_each_worker",
     "db_statements_per_request",
     "db_transactions_per_request",
 ]
@@ -333,8 +343,8 @@ def main() -> None:
         "4x8 4x2)",
     )
     parser.add_argument("--repeats", type=int, default=1, help="runs per row (the median shown)")
-    parser.add_argument("--prompts", type=int, default=300)
-    parser.add_argument("--rate-limit", type=float, default=50.0, help="API requests per second")
+    parser.add_argument("--prompts", type=int, default=3000)
+    parser.add_argument("--rate-limit", type=float, default=100.0, help="API requests per second")
     parser.add_argument("--burst", type=float, default=10.0)
     parser.add_argument("--time-scale", type=float, default=0.04)
     parser.add_argument("--deadline", type=float, default=600.0, help="seconds per job at most")
