@@ -15,8 +15,15 @@ PACKAGE = Path(worldrouter_async.__file__).parent
 ROOT = PACKAGE.parent
 
 # Imported only where the user already has them: the CLI (the `cli` extra), bucket outputs (the
-# `s3` extra) and the pytest plugin.
-OPTIONAL_IMPORTS = {"rich": "cli", "obstore": "s3", "pytest": None, "pytest_asyncio": None}
+# `s3` extra), the PostgreSQL journal (the `postgres` extra, imported when one opens) and the
+# pytest plugin.
+OPTIONAL_IMPORTS = {
+    "rich": "cli",
+    "obstore": "s3",
+    "psycopg": "postgres",
+    "pytest": None,
+    "pytest_asyncio": None,
+}
 
 
 def _third_party_imports() -> set[str]:

@@ -22,6 +22,7 @@ from worldrouter_async.batch import (
 from worldrouter_async.testing import Emulator, FakeClock
 
 from .conftest import SessionFactory
+from .s3 import Bucket
 from .test_postgres_journal import terminate
 
 pytestmark = pytest.mark.anyio
@@ -35,7 +36,7 @@ def _requests(count: int) -> list[BatchItem]:
 
 
 async def _run(
-    session: Session, journal: str | PostgresJournal, items: list[BatchItem], out: Path
+    session: Session, journal: str | PostgresJournal, items: list[BatchItem], out: Path | str
 ) -> list[Outcome]:
     async with BatchRunner(session, journal, job="job", out_dir=out, concurrency=4) as runner:
         return [outcome async for outcome in runner.run(items)]
@@ -189,3 +190,23 @@ async def test_held_rows_are_asked_for_again_each_recheck_interval(
     assert sorted((o.key, o.kind) for o in outcomes) == [
         (item.key, OutcomeKind.COMPLETED) for item in items
     ]
+
+
+async def test_two_workers_put_every_image_in_a_bucket_once(
+    postgres_url: str, make_session: SessionFactory, emulator: Emulator, s3_bucket: Bucket
+) -> None:
+    """A shared job's workers write to one bucket prefix: every image lands there, each
+    request created once, with no output claim file needed."""
+    items = _requests(12)
+
+    async def worker() -> None:
+        async with make_session() as session:
+            outcomes = await _run(session, postgres_url, items, s3_bucket.url("shared"))
+        assert {o.kind for o in outcomes} == {OutcomeKind.COMPLETED}
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as task_group:
+            for _ in range(2):
+                task_group.start_soon(worker)
+    assert emulator.counters.create_requests == 12
+    assert sorted(s3_bucket.keys("shared/")) == sorted(f"shared/{i.key}-0.png" for i in items)

@@ -182,7 +182,7 @@ class BatchRunner:
         self._finisher = Finisher(
             self._session, store, output=self._output, timeout=self._timeout, stop=self._stop
         )
-        if self._output is not None and self._shared is None:  # others may be saving
+        if self._output is not None and self._shared is None:  # others may be writing theirs
             await self._output.remove_partials()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()

@@ -113,8 +113,9 @@ async def _check_bucket(args: argparse.Namespace) -> None:
     """Refuse an ``s3://`` ``--out`` that cannot work, before anything is paid for."""
     if args.journal is None:
         raise UsageError(
-            f"--out {args.out} is a bucket, and the journal must be a local file: pass "
-            "--journal PATH (keep that file: a rerun with it resumes the job)"
+            f"--out {args.out} is a bucket, and the journal cannot be kept there: pass "
+            "--journal PATH (keep that file: a rerun with it resumes the job), or "
+            "--journal postgresql://... for a job that several workers share"
         )
     try:
         output = open_output(args.out)
@@ -146,15 +147,14 @@ async def run_batch(args: argparse.Namespace) -> int:
             "batch needs --out DIR, the directory for the images and the journal "
             "(or --dry-run to only check the file)"
         )
-    if args.worker_timeout <= 0:
-        raise UsageError(f"--worker-timeout must be more than 0 (got {args.worker_timeout})")
     if is_bucket(args.out):
         await _check_bucket(args)
     else:
         await check_out_dir(args.out)
-    journal: Path | str
+    if args.worker_timeout <= 0:
+        raise UsageError(f"--worker-timeout must be more than 0 (got {args.worker_timeout})")
     if is_postgres_url(args.journal):
-        journal = args.journal
+        journal: Path | str = args.journal
     else:
         journal = Path(args.journal) if args.journal else args.out / "journal.sqlite3"
     try:

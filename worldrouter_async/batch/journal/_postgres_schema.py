@@ -83,10 +83,16 @@ WHERE w.job = %(job)s
   )
 """  # noqa: S608 - a constant, no input
 
-#: Forget the job's dead workers; their rows' owner becomes NULL (ON DELETE SET NULL).
+#: Forget the job's dead workers; their rows' owner becomes NULL (ON DELETE SET NULL). A
+#: dead worker another live one is forgetting right now is skipped, never waited for, so
+#: two workers pruning at once cannot deadlock.
 PRUNE_DEAD: Final = f"""
 DELETE FROM worldrouter_workers
-WHERE job = %(job)s AND id NOT IN ({LIVE_WORKERS})
+WHERE id IN (
+  SELECT id FROM worldrouter_workers
+  WHERE job = %(job)s AND id NOT IN ({LIVE_WORKERS})
+  FOR UPDATE SKIP LOCKED
+)
 """  # noqa: S608 - a constant, no input
 
 #: Forget the invalid lines of runs that no live worker of the job is doing.
