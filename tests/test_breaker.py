@@ -21,6 +21,8 @@ from worldrouter_async import (
     WorldRouterError,
 )
 from worldrouter_async._breaker import DEFAULT_THRESHOLD, Breaker
+from worldrouter_async._hooks import Hooks
+from worldrouter_async._log_events import LogEvents
 from worldrouter_async._stats import Counters
 from worldrouter_async.testing import Emulator
 
@@ -100,7 +102,7 @@ def _breaker(clock: StepClock, probe: Probe, counters: Counters, patience: float
         probe=probe,
         backoff=lambda number: float(number),  # probe n comes n seconds after the last
         patience=patience,
-        counters=counters,
+        hooks=Hooks(counters, LogEvents()),
     )
     breaker.record_success()  # the API has answered before: failures from here are an outage
     return breaker
@@ -357,7 +359,7 @@ async def test_with_retry_ambiguous_an_outage_loses_no_create(
 async def test_an_api_never_reached_fails_at_once_instead_of_waiting() -> None:
     """Before any answer, failures are a setting to fix: nothing waits on the open breaker."""
     clock, counters = StepClock(), Counters()
-    breaker = Breaker(clock, probe=Probe(), backoff=float, patience=600.0, counters=counters)
+    breaker = Breaker(clock, probe=Probe(), backoff=float, patience=600.0, hooks=Hooks(counters))
     for _ in range(DEFAULT_THRESHOLD):
         breaker.record_failure()
     assert breaker.is_open

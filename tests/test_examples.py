@@ -246,3 +246,19 @@ async def test_logging_example_prints_one_line_per_request(emulator: Emulator) -
     assert b"DEBUG worldrouter_async: POST /v1/images/generation_tasks -> 200 in " in done.stderr
     assert b"DEBUG worldrouter_async: GET /v1/images/generation_tasks/imgtask_" in done.stderr
     assert emulator.api_key.encode() not in done.stderr
+
+
+async def test_observers_example_counts_answers_and_the_429_pause(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The observer example sees the 429 (its pause and retry) and the task's success."""
+    monkeypatch.setenv("WORLDROUTER_API_KEY", emulator.api_key)
+    monkeypatch.setenv("WORLDROUTER_BASE_URL", emulator.base_url)
+    emulator.inject("429", route="create", retry_after=0.01)
+    example = _load("observers")
+    await example.main()
+    out = capsys.readouterr().out
+    assert "rate limited: every request waits 0.010s" in out
+    assert "'http_429': 1" in out
+    assert "'retries': 1" in out
+    assert "'succeeded': 1" in out

@@ -3,13 +3,13 @@ pauses, status mapping, decoding and retries.
 
 `APIClient` builds each request (`WireRequest`), hands it to the transport, and reads the
 answer (`_answers`); the breaker and the throttle wrap every send, and what is worth
-retrying is decided in `_retries`.
+retrying is decided in `_retries`. Each request answered or failed, each retry, each
+create accepted and each 429 pause is reported to the session's `Hooks`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Mapping
 from typing import Any, Final
@@ -30,9 +30,14 @@ from ._errors import (
     RateLimitError,
     TaskNotFoundError,
 )
-from ._logs import logger
+from ._hooks import (
+    Hooks,
+    RateLimitPaused,
+    RequestAnswered,
+    RequestFailed,
+    TaskCreated,
+)
 from ._retries import created_nothing, is_transient, may_retry_create, retrying
-from ._stats import Counters
 from ._throttle import Throttle
 from ._transports.base import AsyncTransport, WireRequest, WireResponse
 from .models import ImageTask
@@ -73,7 +78,7 @@ class APIClient:
         timeouts: Timeouts,
         retry: RetryPolicy,
         limits: Limits,
-        counters: Counters,
+        hooks: Hooks,
         clock: Clock,
         retry_ambiguous_creates: bool = False,
     ) -> None:
@@ -85,7 +90,7 @@ class APIClient:
         self._timeouts = timeouts
         self._retry = retry
         self._max_body = limits.max_response_bytes
-        self._counters = counters
+        self._hooks = hooks
         self._retry_ambiguous = retry_ambiguous_creates
         self._clock = clock
         self._tasks_endpoint = URL(self.tasks_url)
@@ -97,7 +102,7 @@ class APIClient:
             probe=self._probe,
             backoff=lambda number: retry.backoff(number, jitter=False),
             patience=retry.rate_limit_patience,
-            counters=counters,
+            hooks=hooks,
         )
         self._wire: AsyncTransport | None = None
 
@@ -136,7 +141,7 @@ class APIClient:
         async def attempt(number: int) -> ImageTask:
             response, request_id = await self._send(request, number)
             task = decode_task(response.status, response.body or b"", request_id)
-            self._counters.creates += 1
+            self._hooks.emit(TaskCreated(task))
             return task
 
         try:
@@ -145,7 +150,7 @@ class APIClient:
                 policy=self._retry,
                 clock=self._clock,
                 retryable=is_transient if self._retry_ambiguous else may_retry_create,
-                on_retry=self._count_retry,
+                hooks=self._hooks,
             )
         except APIError as exc:
             if created_nothing(exc) or may_retry_create(exc):
@@ -167,7 +172,7 @@ class APIClient:
             lambda number: self._get_task(task_id, request, number),
             policy=self._retry,
             clock=self._clock,
-            on_retry=self._count_retry,
+            hooks=self._hooks,
         )
 
     async def poll(self, task_id: str) -> ImageTask:
@@ -190,7 +195,6 @@ class APIClient:
         return WireRequest("GET", url, self._auth, timeout=timeout, max_body=self._max_body)
 
     async def _get_task(self, task_id: str, request: WireRequest, attempt: int) -> ImageTask:
-        self._counters.polls += 1
         try:
             response, request_id = await self._send(request, attempt)
         except NotFoundError as exc:
@@ -211,15 +215,19 @@ class APIClient:
         if wire is None:
             return False
         request = self._get(f"{self.tasks_url}/{_PROBE_TASK_ID}", timeout=self._timeouts.request)
+        started = time.perf_counter()
         try:
             response = await wire.send(request)
         except APIConnectionError as exc:
-            logger.debug("outage probe failed: %s: %s", type(exc).__name__, exc)
+            elapsed = time.perf_counter() - started
+            self._hooks.emit(RequestFailed(request, exc, 1, elapsed, probe=True))
             return False
+        request_id = response.headers.get("x-request-id")
+        elapsed = time.perf_counter() - started
+        self._hooks.emit(
+            RequestAnswered(request, response.status, 1, request_id, elapsed, probe=True)
+        )
         return response.status not in OUTAGE_STATUSES
-
-    def _count_retry(self) -> None:
-        self._counters.retries += 1
 
     async def _send(self, request: WireRequest, attempt: int) -> tuple[WireResponse, str | None]:
         """One request through the breaker and the throttle; the answer if it is a success
@@ -235,14 +243,12 @@ class APIClient:
         epoch = breaker.epoch
         if self.throttle.holding:  # a coroutine per request only when it may have to wait
             await self.throttle.wait()
-        debug = logger.isEnabledFor(logging.DEBUG)  # the clock is read only for the log line
-        started = time.perf_counter() if debug else 0.0
+        started = time.perf_counter()
         try:
             response = await wire.send(request)
         except APIConnectionError as exc:
             breaker.record_failure()
-            if debug:
-                _log(request, f"failed ({type(exc).__name__})", started, attempt, None)
+            self._hooks.emit(RequestFailed(request, exc, attempt, time.perf_counter() - started))
             raise
         status = response.status
         if status in OUTAGE_STATUSES:
@@ -250,8 +256,8 @@ class APIClient:
         elif breaker.failures or not breaker.answered:
             breaker.record_success(epoch)
         request_id = response.headers.get("x-request-id")
-        if debug:
-            _log(request, str(status), started, attempt, request_id)
+        elapsed = time.perf_counter() - started
+        self._hooks.emit(RequestAnswered(request, status, attempt, request_id, elapsed))
         if response.body is None:
             raise APIResponseError(
                 f"{request.method} {request.url} answered HTTP {status} with a body over "
@@ -277,20 +283,4 @@ class APIClient:
         elif not hint <= self._retry.max_retry_after:
             return
         if self.throttle.pause(hint):
-            self._counters.rate_limit_pauses += 1
-            logger.info("rate limited: pausing all requests for %.3fs", hint)
-
-
-def _log(
-    request: WireRequest, outcome: str, started: float, attempt: int, request_id: str | None
-) -> None:
-    """The one debug line per request: never headers, so never the key."""
-    logger.debug(
-        "%s %s -> %s in %.1f ms (attempt %d, request id %s)",
-        request.method,
-        request.url.path,
-        outcome,
-        (time.perf_counter() - started) * 1000,
-        attempt,
-        request_id or "-",
-    )
+            self._hooks.emit(RateLimitPaused(hint, error))

@@ -9,20 +9,18 @@ bounded by the creates already in flight when the outage began.
 
 Until the API has answered once in a session nothing waits: an API never reached is a
 setting to fix (base URL, proxy, firewall), so its failures surface at once instead of after
-the breaker's patience.
+the breaker's patience. Opening, each probe and closing are reported to the session's
+`Hooks` (`BreakerOpened`, `BreakerProbeSent`, `BreakerClosed`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 from ._clock import Clock, TimerHandle
-from ._stats import Counters
-
-logger: Final = logging.getLogger("worldrouter_async")
+from ._hooks import BreakerClosed, BreakerOpened, BreakerProbeSent, Hooks
 
 OUTAGE_STATUSES: Final = frozenset({502, 503, 504})
 """Answers that mean a gateway could not reach the API, or the API is down."""
@@ -45,7 +43,7 @@ class Breaker:
         probe: one request that creates nothing; True once the API answers again.
         backoff: seconds before probe number ``n`` (1-based) after the breaker opened.
         patience: seconds a request waits on an open breaker before it is sent anyway.
-        counters: where openings and probes are counted.
+        hooks: where openings, probes and closings are reported.
         threshold: consecutive outage failures that open the breaker.
     """
 
@@ -54,7 +52,7 @@ class Breaker:
         "_changed",
         "_clock",
         "_closed",
-        "_counters",
+        "_hooks",
         "_next_probe",
         "_opened_at",
         "_patience",
@@ -76,14 +74,14 @@ class Breaker:
         probe: Callable[[], Awaitable[bool]],
         backoff: Callable[[int], float],
         patience: float,
-        counters: Counters,
+        hooks: Hooks,
         threshold: int = DEFAULT_THRESHOLD,
     ) -> None:
         self._clock = clock
         self._probe = probe
         self._backoff = backoff
         self._patience = patience
-        self._counters = counters
+        self._hooks = hooks
         self._threshold = threshold
         self._changed = asyncio.Event()
         self._timer: TimerHandle | None = None
@@ -113,12 +111,7 @@ class Breaker:
             self.is_open = True
             self._opened_at = self._clock.now()
             self._probes = 0
-            self._counters.breaker_opens += 1
-            logger.info(
-                "the API looks unavailable (%d failures in a row): holding creates and "
-                "polls until a probe gets an answer",
-                self.failures,
-            )
+            self._hooks.emit(BreakerOpened(self.failures))
             self._schedule_probe()
 
     def record_success(self, epoch: int | None = None) -> None:
@@ -136,10 +129,7 @@ class Breaker:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            logger.info(
-                "the API answers again after %.3fs: resuming creates and polls",
-                self._clock.now() - self._opened_at,
-            )
+            self._hooks.emit(BreakerClosed(self._clock.now() - self._opened_at))
             self._notify()
 
     async def wait(self) -> None:
@@ -172,7 +162,7 @@ class Breaker:
     async def _run_probe(self) -> None:
         self._probing = True
         self._probes += 1
-        self._counters.breaker_probes += 1
+        self._hooks.emit(BreakerProbeSent(self._probes))
         recovered = False
         try:
             recovered = await self._probe()

@@ -30,6 +30,7 @@ from yarl import URL
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import Limits, RetryPolicy, Timeouts
 from ._errors import APIConnectionError, DownloadError
+from ._hooks import Hooks
 from ._images import ImageBytes, check_image, decode_inline, public_url
 from ._retries import retrying
 from ._transports.aiohttp import build_client, proxy_options, raise_connection_error, read_limited
@@ -135,9 +136,11 @@ class Downloader:
         timeouts: Timeouts,
         limits: Limits,
         retry: RetryPolicy,
+        hooks: Hooks,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._timeouts = timeouts
+        self._hooks = hooks
         self._max_bytes = limits.max_download_bytes
         self._slots = anyio.Semaphore(limits.max_concurrent_downloads)
         self._max_connections = limits.max_concurrent_downloads
@@ -225,7 +228,10 @@ class Downloader:
             timer = self._clock.call_later(limit, scope.cancel)
             try:
                 return await retrying(
-                    lambda _attempt: self._attempt(url), policy=self._retry, clock=self._clock
+                    lambda _attempt: self._attempt(url),
+                    policy=self._retry,
+                    clock=self._clock,
+                    hooks=self._hooks,
                 )
             finally:
                 timer.cancel()

@@ -194,6 +194,9 @@ class StatusFeed:
     Streams are held weakly: one its reader abandoned without closing is dropped with it.
     """
 
+    #: The events it publishes (`Hooks` gives it no others).
+    event_kinds: Final = (TaskStatusChanged, TaskEnded)
+
     def __init__(self, listener: StatusListener | None) -> None:
         if listener is not None:
             _check_listener(listener)

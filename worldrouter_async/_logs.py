@@ -1,7 +1,8 @@
 """The SDK's logger, and the ``WORLDROUTER_LOG`` switch that shows it without any setup.
 
 Everything logs to the standard ``logging`` tree under ``worldrouter_async``: one debug
-line per HTTP request, info lines for retries and rate-limit pauses. Nothing is printed
+line per HTTP request, info lines for retries, rate-limit pauses and outages (written by
+`_log_events.LogEvents`, a subscriber of the session's events). Nothing is printed
 unless the application configures logging or sets ``WORLDROUTER_LOG=debug`` (or ``info``).
 """
 

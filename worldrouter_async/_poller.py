@@ -27,7 +27,6 @@ from ._clock import Clock
 from ._config import PollPolicy, RetryPolicy
 from ._due import DueQueue
 from ._errors import APIError, RateLimitError, first_leaf
-from ._events import StatusFeed
 from ._handles import ImageResult, TaskHandle
 from ._hooks import Hooks, TaskEnded, TaskResolved, TaskStatusChanged, TaskTracked, TaskUntracked
 from ._poll_answers import (
@@ -39,7 +38,6 @@ from ._poll_answers import (
     worth_another_poll,
 )
 from ._poll_workers import PollWorkers, Worker
-from ._stats import Counters
 from ._throttle import Throttle
 from .models import ImageTask, TaskStatus
 
@@ -92,7 +90,7 @@ class _Entry:
 class Poller:
     """Schedules and sends the polls of every pending task of one session.
 
-    `counters` and `events` subscribe to the poller's `Hooks`, which it reports to.
+    It reports each task's life to `hooks`, the session's observer channel.
     """
 
     def __init__(
@@ -103,8 +101,7 @@ class Poller:
         retry: RetryPolicy,
         throttle: Throttle,
         max_inflight: int,
-        counters: Counters,
-        events: StatusFeed,
+        hooks: Hooks,
         clock: Clock,
         poll_timeout: float,
     ) -> None:
@@ -115,7 +112,7 @@ class Poller:
         # Timer slack: polls due within this much of each other go out in one wake-up, a
         # few milliseconds early at most, instead of one event-loop round trip each.
         self._slack = min(policy.initial_delay / 10, policy.max_interval / 100, 0.05)
-        self._hooks = Hooks(counters, events)
+        self._hooks = hooks
         self._workers: PollWorkers[_Entry] = PollWorkers(
             self, fetch, max_inflight=max_inflight, clock=clock, poll_timeout=poll_timeout
         )
@@ -125,11 +122,6 @@ class Poller:
         self._cadence: Cadence[_Entry] = Cadence()
         self._closed = False
         self._failure: BaseException | None = None
-
-    @property
-    def hooks(self) -> Hooks:
-        """The channel the poller reports to; observers subscribe here."""
-        return self._hooks
 
     @property
     def pending(self) -> int:

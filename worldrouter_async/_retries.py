@@ -23,7 +23,7 @@ from ._errors import (
     RateLimitError,
     TLSVerificationError,
 )
-from ._logs import logger
+from ._hooks import Hooks, RetryScheduled
 
 _T = TypeVar("_T")
 
@@ -98,14 +98,15 @@ async def retrying(
     attempt: Callable[[int], Awaitable[_T]],
     *,
     policy: RetryPolicy,
+    hooks: Hooks,
     clock: Clock = SYSTEM_CLOCK,
     retryable: Callable[[BaseException], bool] = is_transient,
-    on_retry: Callable[[], object] | None = None,
 ) -> _T:
     """Call ``attempt(number)`` until it succeeds, retrying what `retryable` allows.
 
     Gives up after `policy.attempts`, except that 429s (not processed by the server) are
-    retried for up to `policy.rate_limit_patience` seconds. Waits are on `clock`.
+    retried for up to `policy.rate_limit_patience` seconds. Waits are on `clock`. Each
+    retry is reported to `hooks` as `RetryScheduled` before its wait.
     """
     number = 1
     patient_until = clock.now() + policy.rate_limit_patience
@@ -121,8 +122,6 @@ async def retrying(
             delay = retry_delay(policy, exc, number)
             if delay is None:
                 raise
-            if on_retry is not None:
-                on_retry()
-            logger.info("retrying after %s in %.3fs (attempt %d)", exc, delay, number + 1)
+            hooks.emit(RetryScheduled(exc, delay, number + 1))
             await clock.sleep_until(clock.now() + delay)
             number += 1

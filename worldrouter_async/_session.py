@@ -34,7 +34,9 @@ from ._download import Downloader, safe_name
 from ._errors import ConfigurationError, InvalidRequestError, WrongEventLoopError
 from ._events import DEFAULT_BUFFER, StatusFeed, StatusListener, StatusStream
 from ._handles import ImageResult, TaskHandle, as_completed
+from ._hooks import Hooks, Observer, TaskEnded
 from ._images import ImageBytes
+from ._log_events import LogEvents
 from ._logs import configure_from_env
 from ._pipeline import Pipeline
 from ._poller import Poller
@@ -113,6 +115,8 @@ class Session:
             `worldrouter_async.testing.MemoryTransport` in your tests (no sockets); the
             session closes it when it closes. Default: aiohttp, with ``proxy``,
             ``trust_env`` and ``verify`` (which then apply to downloads alone).
+        observers: objects with an ``on_event(event)`` method (`Observer`) told of every
+            `Event`: requests, retries, rate-limit pauses, outages and each task's life.
 
     Example:
         >>> async def main():  # doctest: +SKIP
@@ -140,6 +144,7 @@ class Session:
         trust_env: bool = True,
         verify: Verify = True,
         transport: AsyncTransport | None = None,
+        observers: Iterable[Observer] = (),
     ) -> None:
         if not task_timeout > 0:
             raise ConfigurationError(f"task_timeout must be positive (got {task_timeout!r})")
@@ -149,6 +154,7 @@ class Session:
         self.base_url: Final = resolve_base_url(base_url, allow_insecure=allow_insecure)
         self._network = NetworkSettings(proxy=proxy, trust_env=trust_env, verify=verify)
         self._counters = Counters()
+        self._hooks = Hooks(self._counters, self._feed, LogEvents(), *observers)
         self._wire = transport
         self._timeouts = timeouts
         self._api = APIClient(
@@ -157,7 +163,7 @@ class Session:
             timeouts=timeouts,
             retry=retry,
             limits=limits,
-            counters=self._counters,
+            hooks=self._hooks,
             clock=clock,
             retry_ambiguous_creates=retry_ambiguous_creates,
         )
@@ -167,8 +173,7 @@ class Session:
             retry=retry,
             throttle=self._api.throttle,
             max_inflight=limits.max_inflight_polls,
-            counters=self._counters,
-            events=self._feed,
+            hooks=self._hooks,
             clock=clock,
             poll_timeout=timeouts.request,
         )
@@ -176,14 +181,15 @@ class Session:
         self._abandoned = AbandonedLog()
         self._creates = Creates(self._api.create, self._abandoned)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._downloader = Downloader(timeouts=timeouts, limits=limits, retry=retry, clock=clock)
+        self._downloader = Downloader(
+            timeouts=timeouts, limits=limits, retry=retry, hooks=self._hooks, clock=clock
+        )
         self._limits = limits
         self._submitter = Submitter(
             creates=self._creates,
             poller=self._poller,
             abandoned=self._abandoned,
-            counters=self._counters,
-            feed=self._feed,
+            hooks=self._hooks,
             check_open=self._check_open,
             is_open=lambda: self._state == "open",
             untrack=self._untrack,
@@ -279,7 +285,7 @@ class Session:
     def _cancelled(self, handle: TaskHandle) -> None:
         """A handle's tracking was cancelled: stop polling it and report the ending."""
         self._poller.untrack(handle)
-        self._feed.ended(handle)
+        self._hooks.emit(TaskEnded(handle))
 
     def status_changes(self, *, buffer: int = DEFAULT_BUFFER) -> StatusStream:
         """An async iterator of every `StatusChange` of this session from now on.

@@ -1,14 +1,30 @@
 """Session counters: mutated in place on the hot path, read as an immutable snapshot.
 
-`Counters` subscribes to the session's `Hooks` for the poller's events (pending, completed,
-failed, usage); the transport and breaker still count their own requests directly.
+`Counters` is a subscriber of the session's `Hooks`: it counts the API layer's events
+(creates, polls, retries, rate-limit pauses), the outage breaker's (openings, probes) and
+the poller's (pending, completed, failed, usage). Nothing else writes to it.
 """
 
 from __future__ import annotations
 
+from typing import Final
+
 from attrs import define
 
-from ._hooks import Event, TaskResolved, TaskTracked, TaskUntracked
+from ._errors import DownloadError
+from ._hooks import (
+    BreakerOpened,
+    BreakerProbeSent,
+    Event,
+    RateLimitPaused,
+    RequestAnswered,
+    RequestFailed,
+    RetryScheduled,
+    TaskCreated,
+    TaskResolved,
+    TaskTracked,
+    TaskUntracked,
+)
 from .models import Usage
 
 
@@ -48,6 +64,20 @@ class Counters:
         "total_tokens",
     )
 
+    #: The events it counts (`Hooks` gives it no others).
+    event_kinds: Final = (
+        RequestAnswered,
+        RequestFailed,
+        TaskCreated,
+        RetryScheduled,
+        RateLimitPaused,
+        BreakerOpened,
+        BreakerProbeSent,
+        TaskTracked,
+        TaskUntracked,
+        TaskResolved,
+    )
+
     def __init__(self) -> None:
         self.creates = self.polls = self.retries = self.rate_limit_pauses = 0
         self.pending = self.completed = self.failed = 0
@@ -62,8 +92,23 @@ class Counters:
             self.total_tokens += usage.total_tokens
 
     def on_event(self, event: Event) -> None:
-        """Count one poller event (an `Observer` of the session's `Hooks`)."""
+        """Count one event (an `Observer` of the session's `Hooks`)."""
+        if type(event) is RequestAnswered or type(event) is RequestFailed:  # per request: first
+            if not event.probe and event.request.method == "GET":  # a poll or a retrieve
+                self.polls += 1
+            return
         match event:
+            case TaskCreated():
+                self.creates += 1
+            case RetryScheduled(error=error):
+                if not isinstance(error, DownloadError):  # API requests retried, as ever
+                    self.retries += 1
+            case RateLimitPaused():
+                self.rate_limit_pauses += 1
+            case BreakerOpened():
+                self.breaker_opens += 1
+            case BreakerProbeSent():
+                self.breaker_probes += 1
             case TaskTracked():
                 self.pending += 1
             case TaskUntracked():

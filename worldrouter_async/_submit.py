@@ -18,11 +18,10 @@ from anyio.abc import TaskGroup
 
 from ._creates import AbandonedLog, AbandonedTask, Creates
 from ._errors import AmbiguousCreateError, InvalidRequestError, WorldRouterError
-from ._events import StatusFeed
 from ._handles import TaskHandle
+from ._hooks import Hooks, TaskEnded, TaskResolved
 from ._poller import Poller, unpollable
 from ._requests import RequestLike, check_task_id, check_timeout, new_idempotency_key, prepare
-from ._stats import Counters
 from ._support import CALLER, InputLine, WarnAt, check_support
 from .models import ImageRequest, ImageTask
 
@@ -66,8 +65,7 @@ class Submitter:
         creates: Creates,
         poller: Poller,
         abandoned: AbandonedLog,
-        counters: Counters,
-        feed: StatusFeed,
+        hooks: Hooks,
         check_open: Callable[[], None],
         is_open: Callable[[], bool],
         untrack: Callable[[TaskHandle], None],
@@ -77,8 +75,7 @@ class Submitter:
         self._creates = creates
         self._poller = poller
         self._abandoned = abandoned
-        self._counters = counters
-        self._feed = feed
+        self._hooks = hooks
         self._check_open = check_open
         self._is_open = is_open
         self._untrack = untrack
@@ -187,8 +184,8 @@ class Submitter:
             if task is None:
                 raise
             handle = unpollable(task, request, exc)  # created: keep the receipt
-            self._counters.failed += 1
-            self._feed.ended(handle)
+            self._hooks.emit(TaskResolved(handle, False))
+            self._hooks.emit(TaskEnded(handle))
             return handle
         deadline = check_timeout(timeout, self.task_timeout)
         handle = TaskHandle(task_id, request=request, task=task, on_cancel=self._untrack)

@@ -34,6 +34,45 @@ from worldrouter_async.testing import (
 )
 
 
+class RetryLog:
+    """A user's observer: a plain class with ``on_event``, matched on the event types."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    def on_event(self, event: wr.Event) -> None:
+        match event:
+            case wr.RetryScheduled(delay=delay, attempt=attempt, error=error):
+                assert_type(attempt, int)
+                assert_type(error, wr.APIError)
+                self.delays.append(delay)
+            case wr.RateLimitPaused(seconds=seconds, error=limited):
+                assert_type(limited, wr.RateLimitError)
+                self.delays.append(seconds)
+            case wr.RequestAnswered(request=request, status=status, request_id=request_id):
+                assert_type(request, wr.WireRequest)
+                assert_type(status, int)
+                assert_type(request_id, str | None)
+            case wr.RequestFailed(error=failure):
+                assert_type(failure, wr.APIConnectionError)
+            case wr.BreakerOpened(failures=failures) | wr.BreakerProbeSent(number=failures):
+                assert_type(failures, int)
+            case wr.BreakerClosed(outage=outage):
+                assert_type(outage, float)
+            case wr.TaskCreated(task=task):
+                assert_type(task, wr.ImageTask)
+            case wr.TaskResolved(handle=handle, succeeded=succeeded, usage=usage):
+                assert_type(handle, wr.TaskHandle)
+                assert_type(succeeded, bool)
+                assert_type(usage, wr.Usage | None)
+
+
+async def observed() -> None:
+    observer: wr.Observer = RetryLog()
+    async with wr.Session("key", observers=[observer, RetryLog()]) as session:
+        assert_type(session.stats.retries, int)
+
+
 async def usage() -> None:
     async with wr.Session("key", poll=wr.PollPolicy(max_interval=5.0)) as session:
         task = await session.tasks.create("gpt-image-2", "a star", size="1024x1024")
