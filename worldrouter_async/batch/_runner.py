@@ -38,8 +38,14 @@ from ._intake import Input, Intake, chunks, invalid_outcome
 from ._local import LocalJournal
 from ._outcomes import BatchSummary, Outcome, Source
 from ._outputs import LocalOutput, open_output
-from .journal import JournalRow, JournalStore, PostgresJournal, SharedJournalStore, State
-from .journal._postgres_schema import is_postgres_url
+from .journal import (
+    JournalRow,
+    JournalStore,
+    PostgresJournal,
+    SharedJournalStore,
+    State,
+    is_postgres_url,
+)
 
 #: Requests read and journaled per transaction.
 CHUNK: Final = 256

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from .. import __version__
 from .._config import Limits, PollPolicy
-from ..batch._gallery import INDEX_NAME, MANIFEST_NAME
+from ..batch import INDEX_NAME, MANIFEST_NAME
 
 #: The model `generate` and `batch` use when neither ``--model`` nor a JSONL line names one.
 DEFAULT_MODEL: Final = "gpt-image-2"

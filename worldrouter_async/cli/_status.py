@@ -18,8 +18,7 @@ from pathlib import Path
 from attrs import define, field
 
 from ..batch import InvalidLine, JournalError, JournalRow, OutcomeKind, kind_of
-from ..batch.journal import LiveWorker, PostgresJournal, SqliteFile
-from ..batch.journal._postgres_schema import is_postgres_url, redact
+from ..batch.journal import LiveWorker, PostgresJournal, SqliteFile, is_postgres_url, redact
 from ..models import Usage
 from ._errors import EXIT_FAILED, EXIT_OK, UsageError, in_cli_terms
 from ._json import Record, emit, invalid_records, usage_record

@@ -13,6 +13,7 @@ the public names from `worldrouter_async.batch`, which re-exports them.
 """
 
 from ._postgres import LiveWorker, PostgresJournal
+from ._postgres_schema import is_postgres_url, redact
 from ._readers import iter_invalid_lines, iter_rows, read_rows
 from ._rows import FINAL_STATES, HighWater, InvalidLine, JournalRow, State, encode_request
 from ._sqlite import SqliteJournal
@@ -33,7 +34,9 @@ __all__ = [
     "SqliteJournal",
     "State",
     "encode_request",
+    "is_postgres_url",
     "iter_invalid_lines",
     "iter_rows",
     "read_rows",
+    "redact",
 ]
