@@ -150,6 +150,24 @@ async def test_batch_exit_codes_and_status(emulator: Emulator, tmp_path: Path) -
     assert emulator.counters.creates == 6
 
 
+@pytest.mark.parametrize(("pace", "paced"), [([], False), (["--requests-per-second", "40"], True)])
+async def test_requests_per_second_keeps_a_batch_under_the_rate_limit(
+    tmp_path: Path, pace: list[str], paced: bool
+) -> None:
+    """--requests-per-second paces creates and polls below the limit: no 429 at all, where
+    the same batch unpaced bursts into it."""
+    prompts = tmp_path / "p.jsonl"
+    _write_prompts(prompts, 12)
+    async with Emulator(rate_limit=80.0, burst=4) as emulator:
+        done = await _cli_against(
+            emulator, "batch", str(prompts), "--out", str(tmp_path / "out"), *pace
+        )
+        assert done.returncode == 0, done.stderr
+        assert emulator.counters.creates == 12
+        assert (emulator.counters.rate_limited == 0) is paced
+    assert "done: 12 lines" in done.stdout.decode()
+
+
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
@@ -164,6 +182,11 @@ async def test_batch_exit_codes_and_status(emulator: Emulator, tmp_path: Path) -
             ["batch", "p.jsonl", "--out", "o", "--concurrency", "0"],
             {"WORLDROUTER_API_KEY": "k"},
             "--concurrency",
+        ),
+        (
+            ["generate", "x", "--requests-per-second", "0"],
+            {"WORLDROUTER_API_KEY": "k"},
+            "--requests-per-second must be positive (got 0)",
         ),
         (["status", "nope.sqlite3"], {}, "no journal at nope.sqlite3"),
         (["frobnicate"], {}, "invalid choice"),

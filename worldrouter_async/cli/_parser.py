@@ -59,6 +59,14 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
         "for a private CA or a TLS-inspecting proxy (default: $SSL_CERT_FILE, else the system's)",
     )
     group.add_argument(
+        "--requests-per-second",
+        type=float,
+        metavar="R",
+        help="send at most R requests (creates and polls together) a second, to stay under "
+        "the account's rate limit instead of meeting 429s; with N workers on one job give "
+        "each R/N (default: no pacing)",
+    )
+    group.add_argument(
         "--poll-initial",
         type=float,
         default=PollPolicy().initial_delay,
