@@ -1147,6 +1147,32 @@ def test_status_names_no_task_where_there_is_none(
     assert "  s (ambiguous): Resend it with --retry-ambiguous only if ..." in out
 
 
+def test_status_names_a_create_its_killed_run_never_answered(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A row left ``submitting`` with no error (its run was killed mid-create) is listed by
+    key, with why it is ambiguous, for people and in --json."""
+    path = tmp_path / "journal.sqlite3"
+    journal = SqliteFile(path)
+    request = ImageRequest(model="gpt-image-2", prompt="a kite")
+    journal.add(
+        [
+            JournalRow(
+                key="cut", position=0, request=request, idempotency_key="i", state=State.SUBMITTING
+            )
+        ]
+    )
+    journal.close()
+    assert main(["status", str(path)]) == 1
+    assert "  cut (ambiguous): its create was sent but no answer was recorded" in (
+        capsys.readouterr().out
+    )
+    assert main(["status", str(path), "--json"]) == 1
+    [problem] = json.loads(capsys.readouterr().out)["problems"]
+    assert problem["id"] == "cut"
+    assert "--retry-ambiguous" in problem["error"]
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
