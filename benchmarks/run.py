@@ -11,8 +11,10 @@ import asyncio
 import functools
 import importlib
 import json
+import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -347,6 +349,53 @@ async def worker_raw_creates(
     return {"resolved": {}, "failed": 0, "phase_cpu": phase_cpu}
 
 
+async def worker_sdk_mix(
+    base_url: str, tasks: int, scale: float, options: dict[str, Any]
+) -> dict[str, Any]:
+    """The SDK creating `tasks` tasks arriving over `window` seconds (64 submitters), polling
+    each every `interval` until it finishes."""
+    import worldrouter_async as wr
+
+    interval = options["interval"]
+    policy = wr.PollPolicy(
+        initial_delay=interval, factor=1.0, max_interval=interval, jitter=0.0, adaptive=False
+    )
+    limits = wr.Limits(max_concurrent_creates=64, max_inflight_polls=64)
+    async with wr.Session("test-key", base_url, poll=policy, limits=limits) as session:
+        cpu = time.process_time()
+        handles = await _arriving(session, tasks, options["window"], lambda handle: None)
+        failed = 0
+        for handle in handles:
+            try:
+                await handle
+            except wr.WorldRouterError:
+                failed += 1
+        phase_cpu = time.process_time() - cpu
+    return {"resolved": {}, "failed": failed, "phase_cpu": phase_cpu}
+
+
+async def worker_raw_mix(
+    base_url: str, tasks: int, scale: float, options: dict[str, Any]
+) -> dict[str, Any]:
+    """The raw floor on the same work: the same arrivals, a fixed `interval` between polls."""
+    url = f"{base_url}/images/generation_tasks"
+    async with aiohttp.ClientSession(headers=HEADERS) as http:
+
+        def create(index: int) -> Awaitable[str]:
+            return _raw_create(http, url, f"bench {index}")
+
+        cpu = time.process_time()
+        result = await _fixed_interval_loop(
+            tasks,
+            options["interval"],
+            options["window"],
+            create,
+            functools.partial(_raw_status, http, url),
+        )
+        result["phase_cpu"] = time.process_time() - cpu
+    return result
+
+
 # anyio imports its asyncio backend on first use: a one-time cost per process, like an
 # import, so it is loaded (and reported) with the SDK's imports.
 _SDK_IMPORTS = ("worldrouter_async", "anyio._backends._asyncio")
@@ -355,6 +404,7 @@ WORKER_IMPORTS: dict[str, tuple[str, ...]] = {
     "state": _SDK_IMPORTS,
     "sdk_polls": _SDK_IMPORTS,
     "sdk_creates": _SDK_IMPORTS,
+    "sdk_mix": _SDK_IMPORTS,
     "openai": ("openai",),
 }
 
@@ -368,6 +418,8 @@ WORKERS: dict[str, Callable[..., Coroutine[Any, Any, dict[str, Any]]]] = {
     "raw_polls": worker_raw_polls,
     "sdk_creates": worker_sdk_creates,
     "raw_creates": worker_raw_creates,
+    "sdk_mix": worker_sdk_mix,
+    "raw_mix": worker_raw_mix,
 }
 
 
@@ -505,8 +557,12 @@ def measure(
             "latency_mean_ms": 1000 * statistics.fmean(latencies),
         }
     if "phase_cpu" in result:
-        # Steady-state workers time one phase only: the polls, or the creates.
-        phase_requests = server["polls"] if worker.endswith("_polls") else server["create_requests"]
+        # Steady-state workers time one phase only: the polls, the creates, or both.
+        phase_requests = {
+            "polls": server["polls"],
+            "creates": server["create_requests"],
+            "mix": server["create_requests"] + server["polls"],
+        }[worker.rsplit("_", 1)[1]]
         row["phase_requests"] = phase_requests
         row["cpu_us_per_request"] = result["phase_cpu"] / phase_requests * 1e6
     if "state_bytes_per_task" in result:
@@ -514,26 +570,84 @@ def measure(
     return row
 
 
-STEADY_INTERVAL = 0.5
 STEADY_DURATION = 5.0
 STEADY_CREATES = 10_000
+#: 1,000 polls a second: within what one emulator process serves on a busy machine, so both
+#: clients keep the schedule and send the same requests.
+POLLS_INTERVAL = 1.0
+MIX_TASKS = 1_000
+MIX_WINDOW = 5.0
+MIX_INTERVAL = 1.0
+
+#: What the steady-state section measures: (kind, tasks, options). A `mix` creates tasks
+#: and polls each on the same fixed schedule until it finishes: the target's workload.
+STEADY_PLAN: list[tuple[str, int, dict[str, Any]]] = [
+    ("mix", MIX_TASKS, {"interval": MIX_INTERVAL, "window": MIX_WINDOW}),
+    ("polls", 1000, {"interval": POLLS_INTERVAL, "duration": STEADY_DURATION}),
+    ("creates", STEADY_CREATES, {}),
+]
 
 
-def steady_state(scale: float, repeats: int) -> list[dict[str, Any]]:
-    """Per-request CPU of polls and of creates alone, SDK against raw, median of repeats."""
-    plan = [
-        ("polls", 1000, {"interval": STEADY_INTERVAL, "duration": STEADY_DURATION}),
-        ("creates", STEADY_CREATES, {}),
-    ]
+def interleaved_order(rounds: int) -> list[tuple[int, str]]:
+    """(round, client) in the order A B B A A B ...: each client goes first in half the
+    rounds, so a drift in the machine's load falls on both alike."""
+    order = []
+    for number in range(rounds):
+        pair = ("sdk", "raw") if number % 2 == 0 else ("raw", "sdk")
+        order += [(number, client) for client in pair]
+    return order
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, min, max and the interquartile range of `values`."""
+    ordered = sorted(values)
+    if len(ordered) > 1:
+        lower, _, upper = statistics.quantiles(ordered, n=4, method="inclusive")
+    else:
+        lower = upper = ordered[0]
+    return {
+        "median": statistics.median(ordered),
+        "min": ordered[0],
+        "max": ordered[-1],
+        "q1": lower,
+        "q3": upper,
+    }
+
+
+def steady_state(scale: float, rounds: int, kinds: list[str]) -> list[dict[str, Any]]:
+    """Per-request CPU of the mix, the polls and the creates, SDK and raw interleaved.
+
+    For each kind, `rounds` rounds run the two clients in the order A B B A ..., each run in
+    its own worker process against its own emulator process; a row gives the median and
+    spread of a client's CPU per request, and the SDK's row the ratio of the medians and
+    the spread of the per-round ratios.
+    """
     rows = []
-    for kind, tasks, options in plan:
-        medians = {}
+    for kind, tasks, options in (step for step in STEADY_PLAN if step[0] in kinds):
+        runs: dict[str, list[float]] = {"sdk": [0.0] * rounds, "raw": [0.0] * rounds}
+        requests: dict[str, list[int]] = {"sdk": [], "raw": []}
+        for number, client in interleaved_order(rounds):
+            row = measure(f"{client}_{kind}", tasks, scale, options, [])
+            runs[client][number] = row["cpu_us_per_request"]
+            requests[client].append(row["phase_requests"])
+            print(f"{kind} round {number + 1} {client}: {row['cpu_us_per_request']:.1f} us")
+        ratios = [sdk / raw for sdk, raw in zip(runs["sdk"], runs["raw"], strict=True)]
         for client in ("sdk", "raw"):
-            runs = [measure(f"{client}_{kind}", tasks, scale, options, []) for _ in range(repeats)]
-            row = sorted(runs, key=lambda r: r["cpu_us_per_request"])[repeats // 2]
-            medians[client] = row["cpu_us_per_request"]
-            rows.append(row | {"client": client, "requests": kind})
-        rows[-2]["vs_raw"] = f"{medians['sdk'] / medians['raw']:.2f}x"
+            stats = spread(runs[client])
+            row = {
+                "requests": kind,
+                "client": client,
+                "requests_per_run": statistics.median(requests[client]),
+                "cpu_us_median": stats["median"],
+                "cpu_us_min_max": f"{stats['min']:.1f} - {stats['max']:.1f}",
+                "cpu_us_iqr": f"{stats['q1']:.1f} - {stats['q3']:.1f}",
+            }
+            if client == "sdk":
+                ratio = spread(ratios)
+                medians = stats["median"] / spread(runs["raw"])["median"]
+                row["vs_raw"] = f"{medians:.2f}x"
+                row["round_ratios_min_max"] = f"{ratio['min']:.2f} - {ratio['max']:.2f}x"
+            rows.append(row)
     return rows
 
 
@@ -576,11 +690,6 @@ RATE = [
     "median_second_rps",
     "failed",
 ]
-
-
-def _runs(repeats: int) -> str:
-    """How the steady-state rows were aggregated, in words."""
-    return "One run each" if repeats == 1 else f"Median of {repeats} runs each"
 
 
 def comparison_section(args: argparse.Namespace) -> list[str]:
@@ -644,17 +753,34 @@ def comparison_section(args: argparse.Namespace) -> list[str]:
 
 
 def steady_section(args: argparse.Namespace) -> list[str]:
-    """CPU per request of polls and of creates alone, SDK against the raw floor."""
-    steady = steady_state(args.time_scale, args.repeats)
+    """CPU per request of the create+poll mix, the polls and the creates, SDK against the
+    raw floor, interleaved over rounds."""
+    steady = steady_state(args.time_scale, args.rounds, args.steady)
+    columns = [
+        "requests",
+        "client",
+        "requests_per_run",
+        "cpu_us_median",
+        "cpu_us_min_max",
+        "cpu_us_iqr",
+        "vs_raw",
+        "round_ratios_min_max",
+    ]
     return [
         "",
         "### CPU per request at steady state: the same requests on the same schedule",
         "",
-        f"{_runs(args.repeats)}. Polls: 1,000 pending tasks polled every "
-        f"{STEADY_INTERVAL:g} s for {STEADY_DURATION:g} s. Creates: {STEADY_CREATES:,} "
+        f"{args.rounds} rounds, the SDK and raw runs interleaved (SDK, raw, raw, SDK, ...), "
+        "each in its own worker process against its own emulator process; the median, the "
+        "range and the interquartile range of CPU (process time) per request. `vs_raw` is "
+        "the ratio of the medians, `round_ratios_min_max` the range of the ratio within "
+        f"each round. Mix: {MIX_TASKS:,} tasks arriving evenly over {MIX_WINDOW:g} s, each "
+        f"polled every {MIX_INTERVAL:g} s until it finishes (about 500 requests a second, "
+        "within what one emulator process serves). Polls: 1,000 pending tasks polled every "
+        f"{POLLS_INTERVAL:g} s for {STEADY_DURATION:g} s. Creates: {STEADY_CREATES:,} "
         "creates, 64 at a time.",
         "",
-        table(steady, ["client", "requests", "phase_requests", "cpu_us_per_request", "vs_raw"]),
+        table(steady, columns),
     ]
 
 
@@ -714,6 +840,23 @@ def fixed_interval_for(sdk: dict[str, Any], match: str) -> float:
     return 2 * sdk["latency_mean_ms"] / 1000
 
 
+def _sdk_version() -> str:
+    """The SDK's version and, in a git checkout, the commit measured."""
+    from worldrouter_async import __version__
+
+    git = shutil.which("git")
+    if git is None:
+        return __version__
+    commit = subprocess.run(
+        [git, "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent,
+        check=False,
+    ).stdout.strip()
+    return f"{__version__} ({commit})" if commit else __version__
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, nargs="*", default=[1000, 10_000])
@@ -728,7 +871,21 @@ def main() -> None:
     )
     parser.add_argument("--rate-limit", type=float, default=400.0)
     parser.add_argument("--rate-tasks", type=int, default=3000)
-    parser.add_argument("--repeats", type=int, default=3, help="runs per steady-state row")
+    parser.add_argument(
+        "--rounds",
+        "--repeats",
+        dest="rounds",
+        type=int,
+        default=5,
+        help="interleaved rounds (one SDK and one raw run each) per steady-state row",
+    )
+    parser.add_argument(
+        "--steady",
+        nargs="+",
+        choices=[kind for kind, _, _ in STEADY_PLAN],
+        default=[kind for kind, _, _ in STEADY_PLAN],
+        help="the steady-state rows to measure",
+    )
     parser.add_argument(
         "--match",
         choices=["mean", "p95"],
@@ -752,14 +909,17 @@ def main() -> None:
         return
 
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]
     report = []
     for section in args.sections:
         report += SECTION_REPORTS[section](args)
     header = [
         f"Command: `python benchmarks/run.py {' '.join(sys.argv[1:])}`  ",
         f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
-        f"{len(__import__('os').sched_getaffinity(0))} cores, Python {platform.python_version()}, "
-        f"{platform.system()} {platform.release()}  ",
+        f"{len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}; load average {load_before:.1f} at the "
+        f"start, {os.getloadavg()[0]:.1f} at the end  ",
+        f"Versions: worldrouter_async {_sdk_version()}, aiohttp {aiohttp.__version__}  ",
         f"Emulator time scale {args.time_scale} (a 25 s generation takes "
         f"{25 * args.time_scale:g} s); harness wall time {time.perf_counter() - started:,.0f} s.",
     ]

@@ -142,9 +142,14 @@ def _hermetic_network_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real PostgreSQL server (the pgserver wheel), started once per test session."""
-    yield from start_server(tmp_path_factory.mktemp("postgres"))
+def postgres_server() -> Iterator[str]:
+    """A real PostgreSQL server (the pgserver wheel), started once per test session.
+
+    Its data lives outside pytest's temporary tree: another pytest run on the machine makes
+    that tree private (0700) to the user running it, and pgserver's own user then loses it.
+    """
+    with tempfile.TemporaryDirectory(prefix="worldrouter-postgres-") as directory:
+        yield from start_server(Path(directory))
 
 
 @pytest.fixture

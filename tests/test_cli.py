@@ -150,6 +150,24 @@ async def test_batch_exit_codes_and_status(emulator: Emulator, tmp_path: Path) -
     assert emulator.counters.creates == 6
 
 
+@pytest.mark.parametrize(("pace", "paced"), [([], False), (["--requests-per-second", "40"], True)])
+async def test_requests_per_second_keeps_a_batch_under_the_rate_limit(
+    tmp_path: Path, pace: list[str], paced: bool
+) -> None:
+    """--requests-per-second paces creates and polls below the limit: no 429 at all, where
+    the same batch unpaced bursts into it."""
+    prompts = tmp_path / "p.jsonl"
+    _write_prompts(prompts, 12)
+    async with Emulator(rate_limit=80.0, burst=4) as emulator:
+        done = await _cli_against(
+            emulator, "batch", str(prompts), "--out", str(tmp_path / "out"), *pace
+        )
+        assert done.returncode == 0, done.stderr
+        assert emulator.counters.creates == 12
+        assert (emulator.counters.rate_limited == 0) is paced
+    assert "done: 12 lines" in done.stdout.decode()
+
+
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
@@ -164,6 +182,11 @@ async def test_batch_exit_codes_and_status(emulator: Emulator, tmp_path: Path) -
             ["batch", "p.jsonl", "--out", "o", "--concurrency", "0"],
             {"WORLDROUTER_API_KEY": "k"},
             "--concurrency",
+        ),
+        (
+            ["generate", "x", "--requests-per-second", "0"],
+            {"WORLDROUTER_API_KEY": "k"},
+            "--requests-per-second must be positive (got 0)",
         ),
         (["status", "nope.sqlite3"], {}, "no journal at nope.sqlite3"),
         (["frobnicate"], {}, "invalid choice"),
@@ -1122,6 +1145,32 @@ def test_status_names_no_task_where_there_is_none(
     out = capsys.readouterr().out
     assert "  k (failed): the server refused the request (HTTP 400)" in out
     assert "  s (ambiguous): Resend it with --retry-ambiguous only if ..." in out
+
+
+def test_status_names_a_create_its_killed_run_never_answered(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A row left ``submitting`` with no error (its run was killed mid-create) is listed by
+    key, with why it is ambiguous, for people and in --json."""
+    path = tmp_path / "journal.sqlite3"
+    journal = SqliteFile(path)
+    request = ImageRequest(model="gpt-image-2", prompt="a kite")
+    journal.add(
+        [
+            JournalRow(
+                key="cut", position=0, request=request, idempotency_key="i", state=State.SUBMITTING
+            )
+        ]
+    )
+    journal.close()
+    assert main(["status", str(path)]) == 1
+    assert "  cut (ambiguous): its create was sent but no answer was recorded" in (
+        capsys.readouterr().out
+    )
+    assert main(["status", str(path), "--json"]) == 1
+    [problem] = json.loads(capsys.readouterr().out)["problems"]
+    assert problem["id"] == "cut"
+    assert "--retry-ambiguous" in problem["error"]
 
 
 @pytest.mark.parametrize(

@@ -477,7 +477,18 @@ _OVERFLOW = """() => ({
 })"""
 
 
-@pytest.mark.parametrize("name", ["", "cli", "concepts"])
+@pytest.mark.parametrize("width", [1280, 390])
+def test_architecture_diagram_is_drawn_at_reading_size(
+    site: Path, width: int, chromium: Chromium
+) -> None:
+    """The architecture page's diagram of the layers is drawn, its labels at 14 px or more."""
+    page = site / "architecture" / "index.html"
+    sizes = _probe_in_chromium(chromium, page, width, _DIAGRAM_TEXT)
+    assert len(sizes) == 1
+    assert min(sizes) >= 14, sizes
+
+
+@pytest.mark.parametrize("name", ["", "cli", "concepts", "architecture"])
 def test_code_fits_a_desktop_window_and_scrolls_in_its_box_on_a_phone(
     site: Path, name: str, chromium: Chromium
 ) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 import os
+import re
 import subprocess
 import sys
 import types
@@ -89,7 +91,8 @@ def _public_callables() -> list[tuple[str, object]]:
                 found.append((name, value.__init__))
                 found += [
                     (f"{name}.{member}", method)
-                    for member, method in vars(value).items()
+                    for owner in value.__mro__[:-1]  # `Session` inherits its download methods
+                    for member, method in vars(owner).items()
                     if not member.startswith("_") and inspect.isfunction(method)
                 ]
     return found
@@ -100,7 +103,8 @@ def test_every_path_parameter_takes_str_and_pathlike() -> None:
     path_like = {str, os.PathLike[str]}
     checked = []
     for name, function in _public_callables():
-        hints = typing.get_type_hints(function)
+        # Names imported for type checking only (`Tasks(session: Session)`) are public ones.
+        hints = typing.get_type_hints(function, localns=vars(worldrouter_async))
         for parameter, hint in hints.items():
             union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
             accepted = set(typing.get_args(hint)) if union else {hint}
@@ -115,6 +119,34 @@ def test_every_path_parameter_takes_str_and_pathlike() -> None:
         "BatchRunner.out_dir",
         "Session.download.dest",
     } <= set(checked)
+
+
+def _deprecated_names() -> set[str]:
+    """The names the package warns about with a DeprecationWarning, read from the message
+    each warning opens with ("Session.transport is deprecated: ...")."""
+    package = Path(worldrouter_async.__file__).parent
+    names = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and ast.unparse(node.func) == "warnings.warn"):
+                continue
+            if "DeprecationWarning" not in ast.unparse(node):
+                continue
+            message = ast.literal_eval(node.args[0])
+            match = re.match(r"([\w.()]+) is deprecated", message)
+            assert match, f"{path.name}: open the message with 'NAME is deprecated': {message}"
+            names.add(match[1])
+    return names
+
+
+def test_every_deprecated_name_is_listed_in_the_changelog() -> None:
+    """Each deprecated name has a line in a ``### Deprecated`` section of CHANGELOG.md."""
+    changelog = (Path(__file__).parent.parent / "CHANGELOG.md").read_text(encoding="utf-8")
+    sections = re.findall(r"^### Deprecated\n(.*?)(?=^##)", changelog, re.M | re.S)
+    listed = "".join(sections)
+    names = _deprecated_names()
+    assert "Session.transport" in names
+    assert not [name for name in names if f"`{name}`" not in listed], listed
 
 
 def test_the_postgres_driver_is_imported_only_when_a_shared_journal_opens() -> None:

@@ -69,9 +69,10 @@ from ._hooks import (
 )
 from ._images import ImageBytes
 from ._pipeline import Pipeline
-from ._session import Session, Tasks
+from ._session import Session
 from ._stats import SessionStats
 from ._support import SUPPORTED_MODELS, ignored_parameters
+from ._task_endpoints import Tasks
 from ._transports.base import AsyncTransport, WireRequest, WireResponse
 from ._version import __version__
 from .models import ImageData, ImageRequest, ImageTask, TaskError, TaskStatus, Usage

@@ -155,9 +155,11 @@ class Creates:
             self._fly(flight), name=f"worldrouter-async create {idempotency_key}"
         )
         self._flights.add(runner)
-        runner.add_done_callback(self._flights.discard)
+        # The caller waits on the answer itself, not through `asyncio.shield`: cancelling
+        # the caller cancels only `flight.answer`, never the runner, and saves a future and
+        # two loop callbacks on every create.
         try:
-            return await asyncio.shield(flight.answer)
+            return await flight.answer
         except asyncio.CancelledError:  # the create goes on; its answer will be recorded
             self._abandon(flight, runner)
             raise
@@ -181,7 +183,8 @@ class Creates:
 
     async def _fly(self, flight: _Flight) -> None:
         try:
-            task = await self._gated(flight)
+            # Once a create has worked there is no gate: no extra coroutine per create.
+            task = await (self._send(flight) if self._opened else self._gated(flight))
         except asyncio.CancelledError:  # the session is closing (or the caller left early)
             self._settle(flight, None, _cut_off(flight))
             raise
@@ -189,14 +192,16 @@ class Creates:
             self._settle(flight, None, exc)
         else:
             self._settle(flight, task, None)
+        finally:
+            # Here rather than in a done-callback: one loop callback less per create.
+            self._flights.discard(asyncio.current_task())
 
     async def _gated(self, flight: _Flight) -> ImageTask:
-        if not self._opened:
-            async with self._probe:  # one create at a time until one gets a task back
-                if not self._opened:
-                    task = await self._send(flight)
-                    self._opened = True
-                    return task
+        async with self._probe:  # one create at a time until one gets a task back
+            if not self._opened:
+                task = await self._send(flight)
+                self._opened = True
+                return task
         return await self._send(flight)
 
     async def _send(self, flight: _Flight) -> ImageTask:
@@ -223,23 +228,29 @@ class Creates:
             self._refused_url = refusal
 
     def _settle(self, flight: _Flight, task: ImageTask | None, error: Exception | None) -> None:
-        if not flight.abandoned:
+        # A cancelled answer means its caller was cancelled while waiting, and may not yet
+        # have run its `_abandon`: the answer is recorded now either way.
+        if not flight.abandoned and not flight.answer.cancelled():
             if error is None:
                 assert task is not None
                 flight.answer.set_result(task)
             else:
                 flight.answer.set_exception(error)
             return
+        flight.abandoned = True
         self._record(flight, task, error)
 
     def _abandon(self, flight: _Flight, runner: asyncio.Task[None]) -> None:
-        flight.abandoned = True
         answer = flight.answer
-        if answer.done():  # answered just as its caller was cancelled
+        if flight.abandoned:  # the runner ended after the caller's cancellation, and recorded
+            return
+        flight.abandoned = True
+        if answer.done() and not answer.cancelled():  # answered just as its caller was cancelled
             error = answer.exception()
             self._record(flight, None if error is not None else answer.result(), error)
         elif not flight.sent:  # still waiting its turn: nothing was sent, nothing to record
             runner.cancel()
+            self._flights.discard(runner)  # it may end before `_fly` ever runs
 
     def _record(self, flight: _Flight, task: ImageTask | None, error: BaseException | None) -> None:
         if task is not None:

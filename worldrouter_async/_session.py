@@ -1,23 +1,18 @@
-"""`Session`: the entry point that owns the API client, the poller and their lifetime.
+"""`Session`: the entry point that wires the API client, the poller and their lifetime.
 
-It wires the parts together and keeps their lifetime; its methods are thin fronts over
-`_settings` (key and URL), `_requests` (preparation), `_submit` (the one path from a
-request to a handle), `Pipeline` and the downloader.
+`Session` builds its parts and offers thin public methods over them: `_settings` (key and
+URL), `_requests` (preparation), `_submit` (the one path from a request to a handle),
+`Pipeline`, and `_lifecycle` (opening, closing, the open-guard). It inherits the download
+front-end (`_session_downloads`), its reports (`_session_reports`) and its deprecated
+names (`_session_deprecated`); ``session.tasks`` is `_task_endpoints.Tasks`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import os
-import warnings
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
-from pathlib import Path
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from types import TracebackType
 from typing import Any, Final, Self
-
-import anyio
-from yarl import URL
 
 from ._api import APIClient
 from ._clock import SYSTEM_CLOCK, Clock
@@ -29,52 +24,31 @@ from ._config import (
     default_poll_policy,
     default_retry_policy,
 )
-from ._creates import AbandonedLog, AbandonedTask, Creates
-from ._download import Downloader, safe_name
-from ._errors import ConfigurationError, InvalidRequestError, WrongEventLoopError
-from ._events import DEFAULT_BUFFER, StatusFeed, StatusListener, StatusStream
+from ._creates import AbandonedLog, Creates
+from ._download import Downloader
+from ._errors import ConfigurationError, InvalidRequestError
+from ._events import StatusFeed, StatusListener
 from ._handles import ImageResult, TaskHandle, as_completed
 from ._hooks import Hooks, Observer, TaskEnded
-from ._images import ImageBytes
+from ._lifecycle import Lifecycle
 from ._log_events import LogEvents
-from ._logs import configure_from_env
 from ._pipeline import Pipeline
 from ._poller import Poller
-from ._requests import RequestLike, build_request, check_task_id, check_timeout
+from ._requests import RequestLike, build_request, check_timeout
+from ._session_deprecated import DeprecatedSessionNames
+from ._session_downloads import SessionDownloads
+from ._session_reports import SessionReports
 from ._settings import resolve_api_key, resolve_base_url
-from ._stats import Counters, SessionStats
+from ._stats import Counters
 from ._submit import Submitter
 from ._support import ALREADY_REPORTED, CALLER, InputLine, check_support
-from ._transports.aiohttp import AiohttpTransport
+from ._task_endpoints import Tasks
 from ._transports.base import AsyncTransport
 from ._transports.network import NetworkSettings, Verify
-from .models import ImageData, ImageRequest, ImageTask
+from .models import ImageRequest, ImageTask
 
 
-class Tasks:
-    """Low-level task endpoints: one create or one retrieve, no polling."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-
-    async def create(
-        self, model: str, prompt: str, *, idempotency_key: str | None = None, **params: Any
-    ) -> ImageTask:
-        """Create one task (``POST /images/generation_tasks``) and return it as queued.
-
-        Example:
-            >>> task = await session.tasks.create("gpt-image-2", "a kite")  # doctest: +SKIP
-        """
-        request = build_request(model, prompt, params)
-        return await self._session.create_task(request, idempotency_key=idempotency_key)
-
-    async def retrieve(self, task_id: str) -> ImageTask:
-        """Fetch a task's current state once, retrying transient failures."""
-        self._session._check_open()
-        return await self._session._api.retrieve(check_task_id(task_id))
-
-
-class Session:
+class Session(SessionReports, SessionDownloads, DeprecatedSessionNames):
     """A connection to WorldRouter that submits tasks and tracks them with one poller.
 
     Open it with ``async with``; leaving the block stops the poller and ends every pending
@@ -180,7 +154,6 @@ class Session:
         self._untrack = self._cancelled  # one bound method shared by every handle
         self._abandoned = AbandonedLog()
         self._creates = Creates(self._api.create, self._abandoned)
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._downloader = Downloader(
             timeouts=timeouts, limits=limits, retry=retry, hooks=self._hooks, clock=clock
         )
@@ -191,55 +164,31 @@ class Session:
             abandoned=self._abandoned,
             hooks=self._hooks,
             check_open=self._check_open,
-            is_open=lambda: self._state == "open",
+            is_open=lambda: self._life.is_open,
             untrack=self._untrack,
             strict=strict,
             task_timeout=task_timeout,
         )
         self._retry_ambiguous_creates = retry_ambiguous_creates
-        self._runner: asyncio.Task[None] | None = None
-        self._state = "new"
+        self._life = Lifecycle(
+            api=self._api,
+            poller=self._poller,
+            feed=self._feed,
+            creates=self._creates,
+            downloader=self._downloader,
+            network=self._network,
+            transport=self._wire,
+            timeouts=timeouts,
+            limits=limits,
+            name=self.base_url,
+        )
         self.tasks: Final = Tasks(self)
 
     def __repr__(self) -> str:
-        return f"<Session {self.base_url!r} {self._state} pending={self._poller.pending}>"
-
-    @property
-    def transport(self) -> APIClient:
-        """Deprecated: the session's internal API client, not a transport; pass
-        ``Session(transport=...)`` to choose how requests are sent."""
-        warnings.warn(
-            "Session.transport is deprecated: it was the internal API client, not a "
-            "transport; pass Session(transport=...) (an AsyncTransport) to choose how "
-            "requests are sent",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self._api
+        return f"<Session {self.base_url!r} {self._life.state} pending={self._poller.pending}>"
 
     async def __aenter__(self) -> Self:
-        if self._state != "new":
-            raise RuntimeError(f"a Session can be opened once; this one is {self._state}")
-        configure_from_env()
-        self._loop = asyncio.get_running_loop()
-        network = self._network.resolve()
-        wire = self._wire
-        if wire is None:
-            wire = AiohttpTransport(
-                network, api_url=self._api.tasks_url, timeouts=self._timeouts, limits=self._limits
-            )
-        self._api.open(wire)
-        self._downloader.open(network)
-        started = asyncio.Event()
-        self._runner = asyncio.get_running_loop().create_task(
-            self._run_poller(started), name=f"worldrouter-async poller {self.base_url}"
-        )
-        try:
-            await started.wait()
-        except BaseException:  # cancelled while opening: leave nothing running behind
-            await self.aclose()
-            raise
-        self._state = "open"
+        await self._life.open()
         return self
 
     async def __aexit__(
@@ -255,99 +204,20 @@ class Session:
 
         Safe to call from any task, and more than once.
         """
-        if self._state == "closed":
-            return
-        self._state = "closed"
-        self._poller.close()
-        self._feed.close()
-        runner, self._runner = self._runner, None
-        try:
-            if runner is not None:
-                runner.cancel()
-                with anyio.CancelScope(shield=True):
-                    await asyncio.wait([runner])
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._downloader.aclose()
-                await self._api.aclose()
-                await self._creates.aclose()
-
-    async def _run_poller(self, started: asyncio.Event) -> None:
-        """Run the poller until the session closes; if it ever stops on an error (a bug),
-        end every handle with `PollerFailedError` rather than leave them waiting."""
-        try:
-            async with anyio.create_task_group() as task_group:
-                started.set()
-                await self._poller.run(task_group)
-        except Exception as exc:  # a bug: the error ends every handle and is logged
-            self._poller.fail(exc)
+        await self._life.close()
 
     def _cancelled(self, handle: TaskHandle) -> None:
         """A handle's tracking was cancelled: stop polling it and report the ending."""
         self._poller.untrack(handle)
         self._hooks.emit(TaskEnded(handle))
 
-    def status_changes(self, *, buffer: int = DEFAULT_BUFFER) -> StatusStream:
-        """An async iterator of every `StatusChange` of this session from now on.
-
-        Each stream buffers up to `buffer` changes; when its reader falls that far behind,
-        the oldest change is dropped and counted in `StatusStream.dropped`, so the poller
-        never waits for a reader. Iteration ends when the session closes, after the
-        ``closed`` endings of the tasks still pending. Open it before submitting to see
-        every change of those tasks.
-
-        Example:
-            >>> async def main(session):  # doctest: +SKIP
-            ...     async with session.status_changes() as changes:
-            ...         async for change in changes:
-            ...             print(change.task_id, change.new, change.final)
-        """
-        return self._feed.subscribe(buffer)
-
     @property
     def retry_ambiguous_creates(self) -> bool:
         """Whether creates that may have reached the server are resent with the same key."""
         return self._retry_ambiguous_creates
 
-    @property
-    def stats(self) -> SessionStats:
-        """Counts of creates, polls, retries, pauses, outcomes and summed token usage."""
-        return self._counters.snapshot()
-
-    @property
-    def abandoned(self) -> tuple[AbandonedTask, ...]:
-        """Tasks created for a caller that was cancelled (or left early) before it got the
-        handle, oldest first; the most recent 10,000 are kept.
-
-        Cancelling `generate`, `submit_many`, `submit` or a `pipeline` (or leaving a pipeline
-        early) stops tracking the tasks it created that no caller got a handle for, and lists
-        them here (and in a WARNING log line): ``session.track(record.task_id)`` gets a
-        result. A record without a task id is a create cut off mid-flight, which may or may
-        not have created a task: its idempotency key is kept.
-        """
-        return self._abandoned.snapshot()
-
     def _check_open(self) -> None:
-        if self._state != "open":
-            raise RuntimeError(
-                f"the session is {self._state}; use it inside 'async with Session(...)'"
-            )
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is not self._loop:
-            raise WrongEventLoopError(
-                "this Session belongs to the event loop it was opened on, and is used here "
-                f"from {'another event loop' if loop else 'no running event loop'} (another "
-                "thread?): its connections and poller work on that loop only. Open a Session "
-                "per event loop, with 'async with Session(...)' inside the loop that uses it"
-            )
-        if (failure := self._poller.failure) is not None:
-            raise RuntimeError(
-                f"the session's poller stopped on an internal error ({type(failure).__name__}: "
-                f"{failure}), so nothing more is sent; open a new Session"
-            ) from failure
+        self._life.check_open()
 
     async def create_task(
         self, request: ImageRequest, *, idempotency_key: str | None = None
@@ -515,58 +385,3 @@ class Session:
     def as_completed(self, handles: Iterable[TaskHandle]) -> AsyncIterator[TaskHandle]:
         """Yield `handles` in the order they finish (see `worldrouter_async.as_completed`)."""
         return as_completed(handles)
-
-    async def download(
-        self, source: ImageResult | str, dest: str | os.PathLike[str]
-    ) -> tuple[Path, ...]:
-        """Save images to disk atomically; the extension follows the image's bytes.
-
-        For an `ImageResult`, `dest` is a directory and files are named
-        ``TASKID-INDEX.ext``, one per image (stored or inline); for a single URL, `dest` is
-        the file path (or a directory). The storage origin never receives the API key. An
-        empty body, or bytes that are not a PNG, JPEG, WebP or GIF image, is a `DownloadError`.
-
-        Example:
-            >>> paths = await session.download(result, "out/")  # doctest: +SKIP
-        """
-        self._check_open()
-        target = Path(dest)
-        if isinstance(source, ImageResult):
-            return await self.download_urls(source.images, target, stem=source.task_id)
-        if await anyio.Path(target).is_dir():
-            target = target / safe_name(Path(URL(source).path).stem)
-        elif target.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bin"):
-            target = target.with_suffix("")
-        return (await self._downloader.download(source, target),)
-
-    async def download_urls(
-        self,
-        urls: Sequence[str | ImageData],
-        directory: str | os.PathLike[str],
-        *,
-        stem: str,
-    ) -> tuple[Path, ...]:
-        """Save `urls` as ``directory/STEM-INDEX.ext`` (stem sanitized), paths in order.
-
-        Each item is a stored URL or an `ImageData` (an inline ``b64_json`` one is decoded).
-        """
-        self._check_open()
-        return await self._downloader.download_all(urls, Path(directory), stem=safe_name(stem))
-
-    async def read(self, source: ImageResult | str) -> tuple[ImageBytes, ...]:
-        """The images' bytes in memory, checked and bounded as `download` does; in order.
-
-        For a web app that streams images or hands them to Pillow without a file: the
-        storage never receives the API key, redirects are checked, each image is capped at
-        `Limits.max_download_bytes`, one download with its retries takes at most
-        `Timeouts.download`, and bytes that are not an image raise `DownloadError`.
-        `source` is a result (every image, inline ones included) or one stored URL.
-
-        Example:
-            >>> (image,) = await session.read(result)  # doctest: +SKIP
-            >>> picture = PIL.Image.open(io.BytesIO(image.data))  # doctest: +SKIP
-        """
-        self._check_open()
-        if isinstance(source, ImageResult):
-            return await self._downloader.read_all(source.images, stem=source.task_id)
-        return (await self._downloader.read(source),)

@@ -10,9 +10,12 @@ from yarl import URL
 
 import worldrouter_async as wr
 from worldrouter_async.batch import (
+    INDEX_NAME,
+    MANIFEST_NAME,
     BatchItem,
     BatchRunner,
     BatchSummary,
+    Gallery,
     JournalError,
     JournalLostError,
     JournalRow,
@@ -21,7 +24,12 @@ from worldrouter_async.batch import (
     OutputClaimedError,
     PostgresJournal,
     SharedJournalStore,
+    build_gallery,
+    check_bucket,
+    is_bucket,
+    iter_jsonl,
     iter_rows,
+    mark_repeats,
     read_jsonl,
     read_rows,
 )
@@ -138,6 +146,16 @@ async def usage() -> None:
     assert_type(read_jsonl("prompts.jsonl"), tuple[list[BatchItem], list[LineError]])
     assert_type(read_rows(Path("job.sqlite3")), list[JournalRow])
     assert_type(iter_rows("job.sqlite3"), Iterator[JournalRow])
+    checked = mark_repeats(iter_jsonl("prompts.jsonl"))
+    assert_type(checked, Iterator[BatchItem | LineError])
+    gallery = build_gallery("job.sqlite3", Path("images"), live=True)
+    assert_type(gallery, Gallery)
+    assert_type(gallery.index, Path)
+    assert_type(gallery.requests, int)
+    assert_type(Path("images") / MANIFEST_NAME, Path)
+    assert_type(Path("images") / INDEX_NAME, Path)
+    if is_bucket("s3://bucket/images"):
+        assert_type(await check_bucket("s3://bucket/images"), None)
     async with wr.Session(
         "key", retry_ambiguous_creates=True, timeouts=wr.Timeouts(create_keepalive=0.5)
     ) as deduplicating:

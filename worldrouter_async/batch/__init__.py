@@ -10,9 +10,11 @@ Example:
 """
 
 from ._errors import JournalError, JournalInUseError, JournalLostError, OutputClaimedError
-from ._jsonl import BatchItem, LineError, iter_jsonl, read_jsonl
+from ._gallery import INDEX_NAME, MANIFEST_NAME, Gallery, build_gallery
+from ._jsonl import BatchItem, LineError, iter_jsonl, mark_repeats, read_jsonl
 from ._names import file_stem
 from ._outcomes import BatchSummary, Outcome, OutcomeKind, Source, kind_of
+from ._outputs import check_bucket, is_bucket
 from ._runner import BatchRunner
 from .journal import (
     Claimed,
@@ -30,10 +32,13 @@ from .journal import (
 )
 
 __all__ = [
+    "INDEX_NAME",
+    "MANIFEST_NAME",
     "BatchItem",
     "BatchRunner",
     "BatchSummary",
     "Claimed",
+    "Gallery",
     "InvalidLine",
     "JournalError",
     "JournalInUseError",
@@ -50,11 +55,15 @@ __all__ = [
     "Source",
     "SqliteJournal",
     "State",
+    "build_gallery",
+    "check_bucket",
     "file_stem",
+    "is_bucket",
     "iter_invalid_lines",
     "iter_jsonl",
     "iter_rows",
     "kind_of",
+    "mark_repeats",
     "read_jsonl",
     "read_rows",
 ]

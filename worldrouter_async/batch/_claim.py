@@ -44,8 +44,7 @@ from cattrs.errors import BaseValidationError
 from ..models import converter
 from ._errors import JournalError, JournalLostError, OutputClaimedError
 from ._outputs import ClaimPlace
-from .journal import HighWater
-from .journal._postgres_schema import is_postgres_url
+from .journal import HighWater, is_postgres_url
 
 CLAIM_NAME: Final = ".worldrouter-job"
 _IMAGE_FILE: Final = re.compile(r"(?P<stem>.+)-[0-9]+\.(png|jpg|jpeg|webp|gif|bin)")

@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
-from attrs import define
+from attrs import define, field
 
 from ..models import converter
 from ._errors import JournalError
@@ -34,7 +34,9 @@ from .journal import JournalRow, iter_rows
 
 logger: Final = logging.getLogger("worldrouter_async")
 
+#: The gallery's manifest in a batch's output directory: one JSON object per request.
 MANIFEST_NAME: Final = "manifest.jsonl"
+#: The gallery's contact sheet in a batch's output directory.
 INDEX_NAME: Final = "index.html"
 #: Fewest seconds between two rebuilds during a run.
 REFRESH_INTERVAL: Final = 3.0
@@ -59,12 +61,18 @@ _NOTES: Final[dict[str, str]] = {
 }
 
 
+def _path(value: str | os.PathLike[str]) -> Path:
+    return Path(value)
+
+
 @define(frozen=True)
 class Gallery:
     """The files a gallery build wrote, and how many requests they list."""
 
-    manifest: Path
-    index: Path
+    #: The manifest (`MANIFEST_NAME` in the output directory).
+    manifest: Path = field(converter=_path)
+    #: The contact sheet (`INDEX_NAME` in the output directory).
+    index: Path = field(converter=_path)
     requests: int
 
 
@@ -94,6 +102,10 @@ def build_gallery(
     makes the page reload itself every few seconds, for a run that is still going.
     Raises `JournalError` (or `OSError`) when the journal cannot be read or the files
     cannot be written; the previous gallery then stays as it was.
+
+    Example:
+        >>> gallery = build_gallery("job.sqlite3", "images")  # doctest: +SKIP
+        >>> print(gallery.index, gallery.requests)  # doctest: +SKIP
     """
     out = Path(out_dir)
     title = "/".join(out.resolve().parts[-2:])  # "worldrouter-demo/images" says more than one

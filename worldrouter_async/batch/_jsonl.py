@@ -92,7 +92,8 @@ def iter_jsonl(
 
     The file is read as bytes and decoded line by line, so one line that is not UTF-8 is a
     bad line like any other; a byte-order mark before the first line (Excel and other Windows
-    tools write one) is skipped. Repeated ids are left to the runner, which reports them.
+    tools write one) is skipped. Repeated ids are left to the runner, which reports them
+    (or to `mark_repeats`, to check a whole file without running it).
     """
     with Path(path).open("rb") as file:
         for number, raw in enumerate(file, start=1):

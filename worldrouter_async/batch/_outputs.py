@@ -207,8 +207,31 @@ class LocalOutput:
 
 
 def is_bucket(out: str | os.PathLike[str]) -> bool:
-    """True when `out` names a bucket prefix (``s3://...``) rather than a directory."""
+    """True when `out` names a bucket prefix (``s3://...``) rather than a directory.
+
+    Example:
+        >>> is_bucket("s3://bucket/images"), is_bucket("images")
+        (True, False)
+    """
     return isinstance(out, str) and out.startswith(S3_SCHEME)
+
+
+async def check_bucket(url: str) -> None:
+    """List the bucket prefix `url` once, before a run pays for anything: proves that the
+    bucket exists and that the AWS environment's credentials are accepted.
+
+    Raises `ModuleNotFoundError` naming the ``s3`` extra when it is missing,
+    `InvalidRequestError` for a URL or AWS environment that cannot work, and `OSError`
+    when the bucket cannot be reached.
+
+    Example:
+        >>> await check_bucket("s3://bucket/images")  # doctest: +SKIP
+    """
+    from ._s3 import S3Output  # obstore is imported only for a bucket
+
+    output = open_output(url)
+    assert isinstance(output, S3Output), url  # a bucket URL opens a bucket
+    await output.check()
 
 
 def open_output(out: str | os.PathLike[str]) -> Output:

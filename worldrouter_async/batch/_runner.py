@@ -37,8 +37,14 @@ from ._outcomes import BatchSummary, Outcome, Source, Tally
 from ._outputs import LocalOutput, open_output
 from ._postgres_job import PostgresJob
 from ._shared import SharedRows
-from .journal import JournalRow, JournalStore, PostgresJournal, SharedJournalStore, State
-from .journal._postgres_schema import is_postgres_url
+from .journal import (
+    JournalRow,
+    JournalStore,
+    PostgresJournal,
+    SharedJournalStore,
+    State,
+    is_postgres_url,
+)
 
 #: Requests read and journaled per transaction.
 CHUNK: Final = 256

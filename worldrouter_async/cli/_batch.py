@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import itertools
 import shlex
 import sys
@@ -17,11 +18,17 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .._session import Session
-from ..batch import BatchItem, BatchRunner, BatchSummary, LineError, OutcomeKind, iter_jsonl
-from ..batch._jsonl import BOM
-from ..batch._outputs import is_bucket, open_output
-from ..batch._s3 import S3Output
-from ..batch.journal._postgres_schema import is_postgres_url, redact
+from ..batch import (
+    BatchItem,
+    BatchRunner,
+    BatchSummary,
+    LineError,
+    OutcomeKind,
+    check_bucket,
+    is_bucket,
+    iter_jsonl,
+)
+from ..batch.journal import is_postgres_url, redact
 from ._dryrun import run_dry_run
 from ._errors import EXIT_FAILED, EXIT_OK, PROG, UsageError, in_cli_terms
 from ._json import batch_record, emit, outcome_record
@@ -101,7 +108,7 @@ def report_stops(runner: BatchRunner, *, resend_command: str | None) -> None:
 def _count_lines(path: Path) -> int:
     """Non-blank lines of `path`, for the progress bar's total (read without parsing)."""
     with path.open("rb") as file:
-        first = file.readline().removeprefix(BOM.encode())  # as iter_jsonl reads it
+        first = file.readline().removeprefix(codecs.BOM_UTF8)  # as iter_jsonl reads it
         return sum(1 for line in itertools.chain([first], file) if line.strip())
 
 
@@ -118,12 +125,9 @@ async def _check_bucket(args: argparse.Namespace) -> None:
             "--journal postgresql://... for a job that several workers share"
         )
     try:
-        output = open_output(args.out)
+        await check_bucket(args.out)
     except ModuleNotFoundError as exc:
         raise UsageError(str(exc)) from None
-    assert isinstance(output, S3Output)
-    try:
-        await output.check()
     except OSError as exc:
         raise UsageError(
             f"cannot write images to --out {args.out}: {exc}; check the bucket name and the "

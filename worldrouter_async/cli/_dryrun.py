@@ -17,8 +17,7 @@ from typing import Any
 from attrs import define, field
 
 from .._support import ignored_parameters
-from ..batch import BatchItem, InvalidLine
-from ..batch._jsonl import iter_jsonl, mark_repeats
+from ..batch import BatchItem, InvalidLine, iter_jsonl, mark_repeats
 from ._errors import EXIT_FAILED, EXIT_OK
 from ._json import Record, emit, invalid_records
 from ._session_options import request_params

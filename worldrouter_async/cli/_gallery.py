@@ -10,9 +10,7 @@ import argparse
 import sqlite3
 from pathlib import Path
 
-from ..batch import JournalError
-from ..batch._gallery import build_gallery
-from ..batch._outputs import is_bucket
+from ..batch import JournalError, build_gallery, is_bucket
 from ._errors import EXIT_OK, UsageError
 
 

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from .. import __version__
 from .._config import Limits, PollPolicy
-from ..batch._gallery import INDEX_NAME, MANIFEST_NAME
+from ..batch import INDEX_NAME, MANIFEST_NAME
 
 #: The model `generate` and `batch` use when neither ``--model`` nor a JSONL line names one.
 DEFAULT_MODEL: Final = "gpt-image-2"
@@ -57,6 +57,14 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="PEM file (or directory) of CA certificates to trust instead of the system's, "
         "for a private CA or a TLS-inspecting proxy (default: $SSL_CERT_FILE, else the system's)",
+    )
+    group.add_argument(
+        "--requests-per-second",
+        type=float,
+        metavar="R",
+        help="send at most R requests (creates and polls together) a second, to stay under "
+        "the account's rate limit instead of meeting 429s; with N workers on one job give "
+        "each R/N (default: no pacing)",
     )
     group.add_argument(
         "--poll-initial",

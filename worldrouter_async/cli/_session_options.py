@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .._config import PollPolicy
+from .._config import Limits, PollPolicy
 from .._session import Session
 from ._errors import UsageError
 
@@ -18,6 +18,9 @@ def session_from_flags(args: argparse.Namespace, **overrides: Any) -> Session:
     """The `Session` the connection flags describe; `overrides` set further options."""
     if args.poll_initial <= 0 or args.poll_max <= 0:
         raise UsageError("--poll-initial and --poll-max must be positive")
+    rate = args.requests_per_second
+    if rate is not None and not rate > 0:
+        raise UsageError(f"--requests-per-second must be positive (got {rate:g})")
     options: dict[str, Any] = {
         "api_key": args.api_key,
         "base_url": args.base_url,
@@ -27,6 +30,8 @@ def session_from_flags(args: argparse.Namespace, **overrides: Any) -> Session:
         "proxy": args.proxy,
         "verify": True if args.ca_bundle is None else args.ca_bundle,
     }
+    if rate is not None:
+        options["limits"] = Limits(requests_per_second=rate)
     options.update(overrides)
     return Session(**options)
 

@@ -14,12 +14,12 @@ import asyncio
 import sqlite3
 from collections import Counter
 from pathlib import Path
+from typing import Final
 
 from attrs import define, field
 
 from ..batch import InvalidLine, JournalError, JournalRow, OutcomeKind, kind_of
-from ..batch.journal import LiveWorker, PostgresJournal, SqliteFile
-from ..batch.journal._postgres_schema import is_postgres_url, redact
+from ..batch.journal import LiveWorker, PostgresJournal, SqliteFile, is_postgres_url, redact
 from ..models import Usage
 from ._errors import EXIT_FAILED, EXIT_OK, UsageError, in_cli_terms
 from ._json import Record, emit, invalid_records, usage_record
@@ -32,6 +32,15 @@ JOURNAL_NAME = "journal.sqlite3"
 def journal_path(given: Path) -> Path:
     """The journal `given` names: the file itself, or ``DIR/journal.sqlite3`` for an out dir."""
     return given / JOURNAL_NAME if given.is_dir() else given
+
+
+#: The reason `status` gives for a create whose answer was never recorded and no error either:
+#: its run was killed (or is still waiting for the answer) after committing ``submitting``.
+UNANSWERED: Final = (
+    "its create was sent but no answer was recorded (the run sending it was killed, or is "
+    "still waiting); rerun with --retry-ambiguous only if the server deduplicates creates by "
+    "Idempotency-Key"
+)
 
 
 @define(frozen=True)
@@ -74,7 +83,7 @@ class _Tally:
             return
         kind = kind_of(row)
         self.counts[kind] += 1
-        if row.error and kind != OutcomeKind.COMPLETED:
+        if kind != OutcomeKind.COMPLETED and (row.error or kind == OutcomeKind.AMBIGUOUS):
             self.problems.append(row)
 
     def status(self, workers: list[LiveWorker] | None = None) -> Status:
@@ -107,9 +116,14 @@ async def read_shared_status(url: str, job: str) -> Status:
         await store.aclose()
 
 
+def _reason(row: JournalRow) -> str:
+    """Why a row is a problem; a create cut off with its worker recorded no error of its own."""
+    return in_cli_terms(row.error or UNANSWERED)
+
+
 def _problem_line(row: JournalRow) -> str:
     task = f", task {row.task_id}" if row.task_id else ""
-    return f"  {row.key} ({kind_of(row)}{task}): {in_cli_terms(row.error or '')}"
+    return f"  {row.key} ({kind_of(row)}{task}): {_reason(row)}"
 
 
 def print_status(path: Path | str, status: Status) -> None:
@@ -150,7 +164,7 @@ def status_record(path: Path | str, status: Status) -> Record:
                 "id": row.key,
                 "kind": str(kind_of(row)),
                 "task_id": row.task_id,
-                "error": in_cli_terms(row.error or ""),
+                "error": _reason(row),
             }
             for row in status.problems
         ],

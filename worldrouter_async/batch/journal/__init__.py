@@ -14,6 +14,7 @@ the public names from `worldrouter_async.batch`, which re-exports them.
 """
 
 from ._postgres import PostgresJournal
+from ._postgres_schema import is_postgres_url, redact
 from ._postgres_workers import LiveWorker
 from ._readers import iter_invalid_lines, iter_rows, read_rows
 from ._rows import FINAL_STATES, HighWater, InvalidLine, JournalRow, State, encode_request
@@ -35,7 +36,9 @@ __all__ = [
     "SqliteJournal",
     "State",
     "encode_request",
+    "is_postgres_url",
     "iter_invalid_lines",
     "iter_rows",
     "read_rows",
+    "redact",
 ]

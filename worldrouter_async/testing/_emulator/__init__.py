@@ -8,6 +8,7 @@ from a separate storage origin that records whether it ever saw an Authorization
 - `_server`: `Emulator`, that API served by aiohttp on loopback (sockets, TLS, outages)
 - `_tasks`: task records, timing, validation and the task JSON
 - `_faults`: injected and random faults, the rate limit, and their answers
+- `_outages`: gateway outages, planned, answered and ended on the clock
 - `_counters`: what the emulator has seen
 - `_messages`: the request and answer values `EmulatedAPI` speaks
 """

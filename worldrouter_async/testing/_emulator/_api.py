@@ -4,8 +4,9 @@
 `EmulatedAPI.handle_storage` the storage origin that serves finished images. Both take an
 `EmulatedRequest` and return an `EmulatedResponse`, or raise `NoAnswer` where the server
 would close the connection. They own everything but the wire: authentication, validation,
-idempotency, task timing on the clock, the rate limit, faults, gateway outages and URL
-expiry. `Emulator` serves them over aiohttp; an in-memory transport can call them directly:
+idempotency, task timing on the clock, the rate limit, faults, gateway outages (played by
+`Outages`, `_outages.py`) and URL expiry. `Emulator` serves them over aiohttp; an
+in-memory transport can call them directly:
 
     api = EmulatedAPI(clock=FakeClock())
     answer = await api.handle(EmulatedRequest("POST", CREATE_PATH, headers, body))
@@ -13,7 +14,6 @@ expiry. `Emulator` serves them over aiohttp; an in-memory transport can call the
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import random
@@ -34,7 +34,6 @@ from ._faults import (
     TokenBucket,
     Waits,
     fault_answer,
-    gateway_answer,
     rate_limited_answer,
 )
 from ._messages import (
@@ -48,6 +47,7 @@ from ._messages import (
     request_id,
     text_answer,
 )
+from ._outages import Outages
 from ._tasks import EmulatedTask, image_size, new_task, task_body, validate_create
 
 #: The create endpoint's path; a poll is this path, a slash and the task ID.
@@ -131,10 +131,13 @@ class EmulatedAPI:
         self._idempotency: dict[str, str] = {}
         self._url_generation = 0  # image URLs of an older generation have expired
         self._faults = FaultQueue()
-        self._outage: OutageKind | None = None
-        self._planned_outage: tuple[OutageKind, float, int] | None = None
-        self._outage_end: asyncio.Task[None] | None = None
         self._waits = Waits(clock)
+        self._outages = Outages(
+            counters=self.counters,
+            waits=self._waits,
+            stop_accepting=self._stop_accepting,
+            resume_accepting=self._resume_accepting,
+        )
 
     def __repr__(self) -> str:
         return f"<EmulatedAPI tasks={len(self.tasks)}>"
@@ -162,14 +165,15 @@ class EmulatedAPI:
         answer every API request as a gateway whose backend is down (nothing is created).
         The storage origin stays up.
         """
-        self._planned_outage = (kind, seconds, self.counters.create_requests + after_creates)
+        at_creates = self.counters.create_requests + after_creates
+        self._outages.plan(kind, seconds=seconds, at_creates=at_creates)
         if after_creates <= 0:
-            await self._begin_outage()
+            await self._outages.begin()
 
     @property
     def refusing(self) -> bool:
         """Whether a ``"refuse"`` outage is on: a transport should fail to connect."""
-        return self._outage == "refuse"
+        return self._outages.kind == "refuse"
 
     def force_status(self, task_id: str, status: str | None) -> None:
         """Report `status` for the task from now on (None returns it to its timeline)."""
@@ -197,8 +201,7 @@ class EmulatedAPI:
         Later waits return at once; call it when the API shuts down.
         """
         self._waits.release()
-        if self._outage_end is not None:
-            await self._outage_end
+        await self._outages.ended()
 
     # --- the API origin ----------------------------------------------------------------------
 
@@ -212,15 +215,10 @@ class EmulatedAPI:
         if request.path.startswith("/_emulator/"):
             return _tagged(self._stats()) if request.path == STATS_PATH else NOT_FOUND
         route: Route = "create" if request.method == "POST" else "poll"
-        planned = self._planned_outage
-        if (
-            planned is not None
-            and route == "create"
-            and self.counters.create_requests >= planned[2]
-        ):
-            await self._begin_outage()
-        if self._outage is not None:
-            return _tagged(self._gateway_answer())
+        if route == "create":
+            await self._outages.begin_if_due(self.counters.create_requests)
+        if self._outages.kind is not None:
+            return _tagged(self._outages.answer())
         if self._record:
             self.requests.append((self.clock.now(), route, request.path))
             if route == "create":
@@ -356,7 +354,7 @@ class EmulatedAPI:
         body = preview_png(f"{task.model}\n{task.prompt}\n{index}", width, height)
         return EmulatedResponse(200, (("Content-Type", "image/png"),), body)
 
-    # --- faults and outages ------------------------------------------------------------------
+    # --- faults ------------------------------------------------------------------------------
 
     async def _play(self, fault: Fault) -> EmulatedResponse:
         """The answer `fault` gives, or `NoAnswer` (after holding a hang until `release`)."""
@@ -374,29 +372,6 @@ class EmulatedAPI:
         self.counters.faults["429"] += 1
         self.counters.rate_limited += 1
         return rate_limited_answer(wait)
-
-    def _gateway_answer(self) -> EmulatedResponse:
-        if self._outage == "refuse":  # the request that began it: lost with the server
-            raise NoAnswer("refuse")
-        self.counters.outage_answers += 1
-        return gateway_answer(int(self._outage or 502))
-
-    async def _begin_outage(self) -> None:
-        if self._planned_outage is None:
-            return
-        kind, seconds, _ = self._planned_outage
-        self._planned_outage = None
-        self._outage = kind
-        self.counters.outages += 1
-        if kind == "refuse":
-            await self._stop_accepting()
-        self._outage_end = asyncio.get_running_loop().create_task(self._end_outage(seconds))
-
-    async def _end_outage(self, seconds: float) -> None:
-        await self._waits.sleep(seconds)
-        if self._outage == "refuse" and not self._waits.released:
-            await self._resume_accepting()
-        self._outage = None
 
     async def _stop_accepting(self) -> None:
         """Refuse new connections and drop open ones; a server overrides this (no-op here)."""
