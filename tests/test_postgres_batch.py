@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import psycopg
 import pytest
 
 from worldrouter_async import ImageRequest, Session
@@ -19,7 +20,7 @@ from worldrouter_async.batch import (
     Source,
     State,
 )
-from worldrouter_async.testing import Emulator, FakeClock
+from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator, FakeClock
 
 from .conftest import SessionFactory
 from .s3 import Bucket
@@ -211,3 +212,57 @@ async def test_two_workers_put_every_image_in_a_bucket_once(
     assert emulator.counters.create_requests == 12
     images = sorted(f"shared/{i.key}-0.png" for i in items)
     assert s3_bucket.keys("shared/") == sorted([*images, "shared/.worldrouter-job"])
+
+
+async def _owned(url: str) -> int:
+    """How many rows of the database's jobs some worker holds now."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as connection:
+        try:
+            cursor = await connection.execute(
+                "SELECT count(*) FROM worldrouter_requests WHERE owner IS NOT NULL"
+            )
+        except psycopg.errors.UndefinedTable:  # no worker has made the tables yet
+            return 0
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def _until_owned(url: str, count: int) -> None:
+    """Wait (bounded) until `count` rows are held, and fail if more are."""
+    with anyio.fail_after(30):
+        while (owned := await _owned(url)) < count:
+            await anyio.sleep(0.01)
+    assert owned == count
+
+
+async def test_a_small_job_spreads_over_its_workers_a_slice_at_a_time(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A worker claims `concurrency` rows at a time, and the next slice only once its create
+    workers took the last: so a second worker finds most of a 20-line job free, where it once
+    found every row claimed by the first."""
+    items = _requests(20)
+    clock = FakeClock(autojump=False)  # the emulator holds every answer until time moves
+    sent: list[int] = []
+
+    async def worker() -> None:
+        async with Session(
+            emulator.api_key, emulator.base_url, poll=FAST_POLL, retry=FAST_RETRY
+        ) as session:
+            outcomes = await _run(session, postgres_url, items, tmp_path / "out")
+        sent.append(sum(o.source == Source.NEW for o in outcomes))
+
+    async with Emulator(clock=clock, slow_rate=1.0, slow_delay=5.0) as emulator:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as task_group:
+                task_group.start_soon(worker)
+                await _until_owned(postgres_url, 8)  # 4 creates held, 4 rows waiting
+                task_group.start_soon(worker)
+                await _until_owned(postgres_url, 16)
+                while len(sent) < 2:
+                    clock.advance(5.0)
+                    await anyio.sleep(0.01)
+        assert emulator.counters.create_requests == emulator.counters.creates == 20
+    assert sum(sent) == 20
+    assert min(sent) >= 8, sent

@@ -163,7 +163,11 @@ class BatchRunner:
         store = self._given_store if self._opener is None else await self._opener.open()
         assert store is not None
         self._store = store
-        self._shared = SharedRows(store) if isinstance(store, SharedJournalStore) else None
+        self._shared = (
+            SharedRows(store, slice_size=self._concurrency)
+            if isinstance(store, SharedJournalStore)
+            else None
+        )
         self._creates = CreateWorkers(
             self._session,
             store,
@@ -312,9 +316,12 @@ class BatchRunner:
                 position += len(chunk)
                 for entry in invalid:
                     await send.send(invalid_outcome(entry))
-                if self._shared is not None:
-                    rows = await self._shared.claim(rows)
-                await self._dispatch_all(rows, creates)
+                if self._shared is None:
+                    await self._dispatch_all(rows, creates)
+                else:
+                    await self._shared.claim_and_dispatch(
+                        rows, lambda claimed: self._dispatch_all(claimed, creates)
+                    )
         if self._shared is not None:
             await self._shared.take_over_held(
                 lambda rows: self._dispatch_all(rows, creates),

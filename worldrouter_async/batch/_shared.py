@@ -21,14 +21,25 @@ RECLAIM_CHUNK: Final = 256
 class SharedRows:
     """One runner's claims on a shared journal, and the keys it waits for."""
 
-    def __init__(self, store: SharedJournalStore) -> None:
+    def __init__(self, store: SharedJournalStore, *, slice_size: int) -> None:
         self._store = store
+        self._slice = slice_size
         self._held: list[str] = []  # keys another live worker holds, to claim again later
 
-    async def claim(self, rows: Sequence[JournalRow]) -> list[JournalRow]:
-        """The rows of `rows` this worker now holds, as stored, in order; the keys another
-        live worker holds are kept to ask for again."""
-        return await self._claim_keys([row.key for row in rows])
+    async def claim_and_dispatch(
+        self, rows: Sequence[JournalRow], dispatch: Callable[[list[JournalRow]], Awaitable[None]]
+    ) -> None:
+        """Claim `rows` a slice at a time and `dispatch` each slice (as stored, in order)
+        before claiming the next; the keys another live worker holds are kept to ask for again.
+
+        `dispatch` returns once the runner's create workers took the slice, so a worker holds
+        about one slice of rows it has not started, and a job of a few hundred lines spreads
+        over every worker that runs it instead of going whole to the first.
+        """
+        for start in range(0, len(rows), self._slice):
+            await dispatch(
+                await self._claim_keys([row.key for row in rows[start : start + self._slice]])
+            )
 
     async def _claim_keys(self, keys: list[str]) -> list[JournalRow]:
         claimed = await self._store.claim(keys)
