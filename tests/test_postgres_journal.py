@@ -4,6 +4,7 @@ secrets, on a real PostgreSQL server."""
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import anyio
 import psycopg
@@ -11,6 +12,7 @@ import pytest
 
 from worldrouter_async import ImageRequest
 from worldrouter_async.batch import JournalError, JournalRow, PostgresJournal, State
+from worldrouter_async.testing import FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -218,3 +220,62 @@ def test_a_job_name_and_a_positive_timeout_are_required(postgres_url: str) -> No
         PostgresJournal(postgres_url, job="")
     with pytest.raises(JournalError, match="more than 0 seconds"):
         PostgresJournal(postgres_url, job="j", worker_timeout=0)
+
+
+async def _backend_of(admin: psycopg.AsyncConnection[Any], worker: PostgresJournal) -> int:
+    """The server process of `worker`'s connection (the one holding its advisory lock)."""
+    found = await admin.execute(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = %s::oid AND objsubid = 2",
+        (worker.worker_id,),
+    )
+    row = await found.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def _heartbeat(admin: psycopg.AsyncConnection[Any], worker: PostgresJournal) -> object:
+    found = await admin.execute(
+        "SELECT heartbeat FROM worldrouter_workers WHERE id = %s", (worker.worker_id,)
+    )
+    row = await found.fetchone()
+    assert row is not None
+    return row[0]
+
+
+async def test_a_failed_renewal_is_tried_again_at_the_next_beat(postgres_url: str) -> None:
+    """A heartbeat whose renewal fails once (here: its statement cancelled while it waited
+    on a lock) renews at the next beat, instead of stopping for good and costing the worker
+    its rows a worker timeout later."""
+    clock = FakeClock(autojump=False)
+    async with (
+        PostgresJournal(postgres_url, job="j", worker_timeout=3600, clock=clock) as worker,
+        await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin,
+        await psycopg.AsyncConnection.connect(postgres_url) as blocker,
+    ):
+        backend = await _backend_of(admin, worker)
+        await blocker.execute(  # a transaction holding the worker's row: the renewal waits
+            "SELECT 1 FROM worldrouter_workers WHERE id = %s FOR UPDATE", (worker.worker_id,)
+        )
+        clock.advance(1200)
+        with anyio.fail_after(30):
+            while not await (
+                await admin.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'",
+                    (backend,),
+                )
+            ).fetchone():
+                await anyio.sleep(0.01)
+        await admin.execute("SELECT pg_cancel_backend(%s)", (backend,))
+        with anyio.fail_after(30):  # idle while the lock is still held: the renewal failed
+            while not await (
+                await admin.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND state = 'idle'", (backend,)
+                )
+            ).fetchone():
+                await anyio.sleep(0.01)
+        await blocker.rollback()
+        before = await _heartbeat(admin, worker)
+        clock.advance(1200)
+        with anyio.fail_after(30):
+            while await _heartbeat(admin, worker) == before:
+                await anyio.sleep(0.01)

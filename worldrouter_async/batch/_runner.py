@@ -36,12 +36,11 @@ from ._local import LocalJournal
 from ._outcomes import BatchSummary, Outcome, Source, Tally
 from ._outputs import LocalOutput, open_output
 from ._postgres_job import PostgresJob
-from ._shared import SharedRows
+from ._shared import SharedRows, shared_rows
 from .journal import (
     JournalRow,
     JournalStore,
     PostgresJournal,
-    SharedJournalStore,
     State,
     is_postgres_url,
 )
@@ -163,11 +162,7 @@ class BatchRunner:
         store = self._given_store if self._opener is None else await self._opener.open()
         assert store is not None
         self._store = store
-        self._shared = (
-            SharedRows(store, slice_size=self._concurrency)
-            if isinstance(store, SharedJournalStore)
-            else None
-        )
+        self._shared = shared_rows(store, slice_size=self._concurrency)
         self._creates = CreateWorkers(
             self._session,
             store,

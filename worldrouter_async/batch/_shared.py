@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
-from .journal import JournalRow, SharedJournalStore
+from .journal import JournalRow, JournalStore, SharedJournalStore
 
 #: Held keys asked for again per claim.
 RECLAIM_CHUNK: Final = 256
@@ -63,3 +63,10 @@ class SharedRows:
     async def release(self, key: str) -> None:
         """This worker reported the row of `key`: others may have it."""
         await self._store.release(key)
+
+
+def shared_rows(store: JournalStore, *, slice_size: int) -> SharedRows | None:
+    """The claims of a runner on `store` when it is shared; None for a journal one run holds."""
+    if isinstance(store, SharedJournalStore):
+        return SharedRows(store, slice_size=slice_size)
+    return None

@@ -190,7 +190,7 @@ class PostgresJournal:
             )
             return {row.key: row for row in map(decode_row, await cursor.fetchall())}
 
-        return await self._database.run(read)
+        return await self._database.run_statement(read)
 
     async def add(self, rows: Sequence[JournalRow]) -> None:
         """Record new intents; a key another worker added first keeps that worker's row."""
@@ -245,7 +245,7 @@ class PostgresJournal:
             )
             return cursor.rowcount
 
-        if await self._database.run(write) != 1:
+        if await self._database.run_statement(write) != 1:
             raise JournalError(
                 f"this worker no longer holds request {key!r} of job {self.job!r}: it was "
                 f"silent for more than its worker timeout ({self.worker_timeout:g} s), so its "
@@ -373,14 +373,14 @@ class PostgresJournal:
             )
             return [InvalidLine(*values) for values in await cursor.fetchall()]
 
-        return await self._database.run(read)
+        return await self._database.run_statement(read)
 
     # --- helpers -----------------------------------------------------------------------
 
     async def _set(self, key: str, **fields: Any) -> None:
         """Set `fields` (column names from this module only) on the row of `key`."""
         assignments = ", ".join(f"{name} = %({name})s" for name in fields)
-        await self._database.run(
+        await self._database.run_statement(
             lambda connection: connection.execute(
                 f"UPDATE worldrouter_requests SET {assignments}, updated_at = now()"  # noqa: S608
                 " WHERE job = %(job_)s AND key = %(key_)s",

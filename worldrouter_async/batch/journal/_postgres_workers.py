@@ -104,7 +104,12 @@ LEAVE = "DELETE FROM worldrouter_workers WHERE id = %s"
 
 
 async def beat(database: Database, worker: int, *, timeout: float, clock: Clock) -> None:
-    """Renew the worker's lease every third of its timeout, until it lapses or fails."""
+    """Renew the worker's lease every third of its timeout, until it lapses.
+
+    A renewal that fails (a statement cancelled, a lock wait cut off) is tried again at the
+    next beat: one failed renewal must not cost the worker its rows. A connection that is
+    gone stays failing, and the run's next write reports it.
+    """
     while True:
         await clock.sleep_until(clock.now() + timeout / 3)
         try:
@@ -114,7 +119,7 @@ async def beat(database: Database, worker: int, *, timeout: float, clock: Clock)
                 (worker,),
             )
         except JournalError:
-            return  # the next write reports the broken connection
+            continue
         if renewed != 1:
             return  # lapsed: the rows may be another worker's; mark_submitting refuses
 
