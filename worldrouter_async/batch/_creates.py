@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Final
 
 import anyio
+from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .._errors import (
@@ -20,12 +21,14 @@ from .._errors import (
 from .._handles import TaskHandle
 from .._retries import is_final
 from .._session import Session
+from .._submit import start_create_workers
 from ._finish import Finished
 from ._outcomes import Source
 from .journal import JournalRow, JournalStore, State
 
 #: Creates that fail to connect in a row before the run stops sending creates.
 CONNECTION_FAILURES_TO_STOP: Final = 5
+WORKER_NAME: Final = "worldrouter-async batch create"
 NOT_SENT: Final = "not sent: the run had stopped sending creates; a rerun sends it"
 
 
@@ -68,14 +71,25 @@ class CreateWorkers:
         for shield in self._in_flight:
             shield.deadline = anyio.current_time() + seconds
 
-    async def work(self, creates: MemoryObjectReceiveStream[JournalRow]) -> None:
-        """One worker: create each row it reads, until the stream ends."""
-        with creates:
-            async for row in creates:
-                if self._stopped():
-                    self._deliver(Finished(row, Source.JOURNAL, note=NOT_SENT))
-                else:
-                    await self._create(row)
+    def start(
+        self, task_group: TaskGroup, workers: int, rows: MemoryObjectReceiveStream[JournalRow]
+    ) -> None:
+        """Start `workers` create workers in `task_group`, reading `rows` until it ends: the
+        session's one bounded create pool (`start_create_workers`), as `submit_many` uses."""
+
+        async def take() -> JournalRow | None:
+            try:
+                return await rows.receive()
+            except anyio.EndOfStream:
+                return None
+
+        start_create_workers(task_group, workers, take, self._take_row, name=WORKER_NAME)
+
+    async def _take_row(self, row: JournalRow) -> None:
+        if self._stopped():
+            self._deliver(Finished(row, Source.JOURNAL, note=NOT_SENT))
+        else:
+            await self._create(row)
 
     async def _create(self, row: JournalRow) -> None:
         # A create cut off mid-flight leaves a row nobody can settle without risking a second

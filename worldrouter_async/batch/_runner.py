@@ -275,16 +275,13 @@ class BatchRunner:
         done_send, done_receive = anyio.create_memory_object_stream[Finished](math.inf)
         creates_send, creates_receive = anyio.create_memory_object_stream[JournalRow](0)
         self._done = done_send
-        with self._scope, send, done_send:
+        with self._scope, send, done_send, creates_receive:
             try:
                 async with anyio.create_task_group() as task_group:
                     task_group.start_soon(self._finish_all, done_receive, send)
                     assert self._creates is not None
-                    with creates_receive:
-                        for _ in range(self._concurrency):
-                            task_group.start_soon(self._creates.work, creates_receive.clone())
-                    # Workers only go away when the run fails; that failure is reported.
-                    with creates_send, contextlib.suppress(anyio.BrokenResourceError):
+                    self._creates.start(task_group, self._concurrency, creates_receive)
+                    with creates_send:  # a worker's failure cancels the feed, and is reported
                         await self._feed(requests, creates_send, send)
                     self._input_done = True
                     self._close_done_when_all_delivered()
