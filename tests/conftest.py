@@ -21,7 +21,8 @@ import pytest
 import trustme
 from hypothesis import settings
 
-from worldrouter_async import Session
+from worldrouter_async import ImageRequest, Session
+from worldrouter_async.batch import BatchItem
 from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator, FakeClock
 
 from .hostile import HostileServer
@@ -34,6 +35,14 @@ settings.register_profile("worldrouter", deadline=None)
 settings.load_profile("worldrouter")
 
 SessionFactory = Callable[..., AbstractAsyncContextManager[Session]]
+
+
+def batch_items(count: int, *, marker: str = "") -> list[BatchItem]:
+    """`count` bulk requests with ids r0, r1, ... and prompts `marker` + "prompt N"."""
+    return [
+        BatchItem(f"r{i}", ImageRequest(model="gpt-image-2", prompt=f"{marker}prompt {i}"))
+        for i in range(count)
+    ]
 
 
 @pytest.fixture

@@ -39,19 +39,12 @@ from worldrouter_async.batch._creates import CONNECTION_FAILURES_TO_STOP
 from worldrouter_async.batch.journal import SqliteFile
 from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator
 
-from .conftest import SessionFactory, fill_disk
+from .conftest import SessionFactory, batch_items, fill_disk
 
 pytestmark = pytest.mark.anyio
 
 
 DEFAULTS = {"model": "gpt-image-2"}
-
-
-def _requests(count: int, *, marker: str = "") -> list[BatchItem]:
-    return [
-        BatchItem(f"r{i}", ImageRequest(model="gpt-image-2", prompt=f"{marker}prompt {i}"))
-        for i in range(count)
-    ]
 
 
 async def _run(
@@ -66,7 +59,7 @@ async def test_run_completes_downloads_and_journals(
     session: Session, emulator: Emulator, tmp_path: Path
 ) -> None:
     """Every request ends completed, with its files on disk and in the journal."""
-    outcomes, runner = await _run(session, tmp_path / "j.db", _requests(12), tmp_path / "out")
+    outcomes, runner = await _run(session, tmp_path / "j.db", batch_items(12), tmp_path / "out")
     assert sorted(o.key for o in outcomes) == sorted(f"r{i}" for i in range(12))
     assert all(o.kind == OutcomeKind.COMPLETED and o.source == Source.NEW for o in outcomes)
     assert all(Path(f).exists() for o in outcomes for f in o.files)
@@ -82,8 +75,8 @@ async def test_rerun_skips_completed_requests(
     session: Session, emulator: Emulator, tmp_path: Path
 ) -> None:
     """A second run with the same journal sends nothing for finished requests."""
-    await _run(session, tmp_path / "j.db", _requests(5), tmp_path / "out")
-    outcomes, runner = await _run(session, tmp_path / "j.db", _requests(5), tmp_path / "out")
+    await _run(session, tmp_path / "j.db", batch_items(5), tmp_path / "out")
+    outcomes, runner = await _run(session, tmp_path / "j.db", batch_items(5), tmp_path / "out")
     assert {o.source for o in outcomes} == {Source.JOURNAL}
     assert runner.summary.ok
     assert emulator.counters.creates == 5
@@ -94,9 +87,9 @@ async def test_resume_redownloads_only_missing_files(
     session: Session, emulator: Emulator, tmp_path: Path
 ) -> None:
     """Deleting one image and rerunning fetches that image alone."""
-    outcomes, _ = await _run(session, tmp_path / "j.db", _requests(4), tmp_path / "out")
+    outcomes, _ = await _run(session, tmp_path / "j.db", batch_items(4), tmp_path / "out")
     Path(outcomes[0].files[0]).unlink()
-    again, _ = await _run(session, tmp_path / "j.db", _requests(4), tmp_path / "out")
+    again, _ = await _run(session, tmp_path / "j.db", batch_items(4), tmp_path / "out")
     assert all(Path(f).exists() for o in again for f in o.files)
     assert emulator.counters.storage_requests == 5
     assert emulator.counters.creates == 4
@@ -106,7 +99,7 @@ async def test_created_tasks_are_tracked_not_recreated(
     session: Session, emulator: Emulator, tmp_path: Path
 ) -> None:
     """A journal row with a task ID is tracked by ID on resume."""
-    items = _requests(3)
+    items = batch_items(3)
     task = await session.tasks.create("gpt-image-2", items[0].request.prompt)
     _journal_with(tmp_path / "j.db", _row(items[0], State.CREATED), task_id=task.id)
     outcomes, _ = await _run(session, tmp_path / "j.db", items)
@@ -120,7 +113,7 @@ async def test_in_flight_create_is_not_resent_by_default(
     session: Session, emulator: Emulator, tmp_path: Path
 ) -> None:
     """A row left 'submitting' is reported ambiguous, not resent, unless the session allows it."""
-    items = _requests(1)
+    items = batch_items(1)
     row = _row(items[0], State.SUBMITTING)
     await session.tasks.create(
         "gpt-image-2", items[0].request.prompt, idempotency_key=row.idempotency_key
@@ -137,7 +130,7 @@ async def test_in_flight_create_is_resent_with_the_same_key_when_allowed(
     make_session: SessionFactory, emulator: Emulator, tmp_path: Path
 ) -> None:
     """With retry_ambiguous_creates, a 'submitting' row is resent with its key and deduplicated."""
-    items = _requests(1)
+    items = batch_items(1)
     row = _row(items[0], State.SUBMITTING)
     async with make_session(retry_ambiguous_creates=True) as session:
         landed = await session.tasks.create(
@@ -155,7 +148,7 @@ async def test_expired_task_is_marked_not_resubmitted(
     session: Session, emulator: Emulator, tmp_path: Path
 ) -> None:
     """A tracked task that answers 404 is 'expired' in the journal; nothing is re-created."""
-    items = _requests(1)
+    items = batch_items(1)
     _journal_with(tmp_path / "j.db", _row(items[0], State.CREATED), task_id="imgtask_gone")
     (outcome,), runner = await _run(session, tmp_path / "j.db", items)
     assert outcome.kind == OutcomeKind.EXPIRED
@@ -168,7 +161,7 @@ async def test_failed_and_ambiguous_outcomes(
     session: Session, make_session: SessionFactory, emulator: Emulator, tmp_path: Path
 ) -> None:
     """A failed task is final; an ambiguous create stays 'submitting'; a retrying rerun ends it."""
-    items = [*_requests(1, marker="[fail] "), *_requests(2)[1:]]
+    items = [*batch_items(1, marker="[fail] "), *batch_items(2)[1:]]
     emulator.inject("drop_after_create", route="create")
     outcomes, _ = await _run(session, tmp_path / "j.db", items)
     kinds = sorted(o.kind for o in outcomes)
@@ -188,7 +181,7 @@ async def test_edited_input_is_reported_not_run(
     session: Session, emulator: Emulator, tmp_path: Path
 ) -> None:
     """A key whose request changed since it was journaled is refused as invalid."""
-    await _run(session, tmp_path / "j.db", _requests(1))
+    await _run(session, tmp_path / "j.db", batch_items(1))
     edited = [BatchItem("r0", ImageRequest(model="gpt-image-2", prompt="something else"))]
     (outcome,), _ = await _run(session, tmp_path / "j.db", edited)
     assert outcome.kind == OutcomeKind.INVALID
@@ -295,10 +288,10 @@ async def test_resume_replaces_a_file_that_is_not_its_rows(
     session: Session, emulator: Emulator, tmp_path: Path
 ) -> None:
     """A file overwritten by other bytes is noticed by its digest and downloaded again."""
-    outcomes, _ = await _run(session, tmp_path / "j.db", _requests(2), tmp_path / "out")
+    outcomes, _ = await _run(session, tmp_path / "j.db", batch_items(2), tmp_path / "out")
     by_key = {o.key: Path(o.files[0]) for o in outcomes}
     by_key["r0"].write_bytes(by_key["r1"].read_bytes())
-    again, _ = await _run(session, tmp_path / "j.db", _requests(2), tmp_path / "out")
+    again, _ = await _run(session, tmp_path / "j.db", batch_items(2), tmp_path / "out")
     assert emulator.counters.storage_requests == 3
     assert by_key["r0"].read_bytes() != by_key["r1"].read_bytes()
     assert {o.key: o.kind for o in again} == {"r0": "completed", "r1": "completed"}
@@ -310,10 +303,10 @@ async def test_resume_from_another_directory_finds_the_files(
     """Files are journaled relative to the output directory, not the working directory."""
     (tmp_path / "job").mkdir()
     monkeypatch.chdir(tmp_path / "job")
-    await _run(session, Path("out/j.db"), _requests(3), Path("out"))
+    await _run(session, Path("out/j.db"), batch_items(3), Path("out"))
     assert all(not Path(f).is_absolute() for r in read_rows("out/j.db") for f in r.files)
     monkeypatch.chdir(tmp_path)
-    again, _ = await _run(session, Path("job/out/j.db"), _requests(3), Path("job/out"))
+    again, _ = await _run(session, Path("job/out/j.db"), batch_items(3), Path("job/out"))
     assert {o.source for o in again} == {Source.JOURNAL}
     assert emulator.counters.storage_requests == 3
 
@@ -330,15 +323,15 @@ async def test_images_without_their_journal_are_not_recreated(
     session: Session, emulator: Emulator, tmp_path: Path
 ) -> None:
     """A lost journal beside existing images refuses to start, unless asked to start over."""
-    await _run(session, tmp_path / "out" / "j.db", _requests(2), tmp_path / "out")
+    await _run(session, tmp_path / "out" / "j.db", batch_items(2), tmp_path / "out")
     (tmp_path / "out" / "j.db").unlink()
     with pytest.raises(JournalError, match="already holds images"):
-        await _run(session, tmp_path / "out" / "j.db", _requests(2), tmp_path / "out")
+        await _run(session, tmp_path / "out" / "j.db", batch_items(2), tmp_path / "out")
     assert emulator.counters.creates == 2
     async with BatchRunner(
         session, tmp_path / "out" / "j.db", out_dir=tmp_path / "out", new_journal=True
     ) as runner:
-        assert len([o async for o in runner.run(_requests(2))]) == 2
+        assert len([o async for o in runner.run(batch_items(2))]) == 2
     assert emulator.counters.creates == 4
 
 
@@ -350,7 +343,7 @@ async def test_journal_deleted_mid_run_stops_the_run(
     async def run_and_delete_after_the_first_outcome() -> None:
         runner = BatchRunner(session, tmp_path / "j.db", concurrency=1, max_pending=1)
         async with runner:
-            async for _ in runner.run(_requests(20)):
+            async for _ in runner.run(batch_items(20)):
                 (tmp_path / "j.db").unlink(missing_ok=True)
 
     with pytest.raises(JournalError, match="was deleted"):
@@ -363,16 +356,16 @@ async def test_leftover_part_files_are_removed(session: Session, tmp_path: Path)
     (tmp_path / "out").mkdir()
     part = tmp_path / "out" / ".r0-0.png.x1y2.part"
     part.write_bytes(b"half")
-    await _run(session, tmp_path / "j.db", _requests(1), tmp_path / "out")
+    await _run(session, tmp_path / "j.db", batch_items(1), tmp_path / "out")
     assert not part.exists()
 
 
 async def test_run_twice_is_a_clear_error(session: Session, tmp_path: Path) -> None:
     """A runner runs one job; a second run() says how to run again."""
     async with BatchRunner(session, tmp_path / "j.db") as runner:
-        assert len([o async for o in runner.run(_requests(1))]) == 1
+        assert len([o async for o in runner.run(batch_items(1))]) == 1
         with pytest.raises(RuntimeError, match="already run"):
-            [o async for o in runner.run(_requests(1))]
+            [o async for o in runner.run(batch_items(1))]
 
 
 async def test_async_iterable_input_and_repeated_keys(
@@ -381,7 +374,7 @@ async def test_async_iterable_input_and_repeated_keys(
     """An async iterable feeds the run; a key repeated within the run is reported invalid."""
 
     async def produce() -> AsyncIterator[BatchItem]:
-        for item in [*_requests(300), *_requests(1)]:
+        for item in [*batch_items(300), *batch_items(1)]:
             yield item
 
     async with BatchRunner(session, tmp_path / "j.db", concurrency=8) as runner:
@@ -394,7 +387,7 @@ async def test_async_iterable_input_and_repeated_keys(
 async def test_413_and_400_are_final(session: Session, emulator: Emulator, tmp_path: Path) -> None:
     """A create refused with 413 or 400 is failed for good; a rerun sends nothing for it."""
     emulator.inject("413", route="create")
-    items = [*_requests(1), BatchItem("bad", ImageRequest(model="no-such-model", prompt="x"))]
+    items = [*batch_items(1), BatchItem("bad", ImageRequest(model="no-such-model", prompt="x"))]
     outcomes, _ = await _run(session, tmp_path / "j.db", items)
     assert {o.key: o.kind for o in outcomes} == {"r0": "failed", "bad": "failed"}
     requests_before = emulator.counters.create_requests
@@ -409,7 +402,7 @@ async def test_a_refused_key_stops_creates_and_status_agrees(
     """401 stops new creates at once; the summary counts what the journal says."""
     wrong = _fast_session("wrong-key", emulator.base_url)
     async with wrong, BatchRunner(wrong, tmp_path / "j.db", concurrency=2) as runner:
-        outcomes = [o async for o in runner.run(_requests(40))]
+        outcomes = [o async for o in runner.run(batch_items(40))]
     assert "refused the API key: " in (runner.stop_reason or "")
     assert (runner.stop_reason or "").count("HTTP 401") == 1
     assert emulator.counters.create_requests <= 2 + 1
@@ -422,7 +415,7 @@ async def test_connection_failures_stop_creates(tmp_path: Path, free_tcp_port: i
     """A run of creates that cannot connect stops the rest instead of trying every line."""
     offline = _fast_session("k", f"http://127.0.0.1:{free_tcp_port}/v1")
     async with offline, BatchRunner(offline, tmp_path / "j.db", concurrency=2) as runner:
-        outcomes = [o async for o in runner.run(_requests(50))]
+        outcomes = [o async for o in runner.run(batch_items(50))]
     assert "could not reach the server" in (runner.stop_reason or "")
     assert {o.kind for o in outcomes} == {OutcomeKind.PENDING}
     sent = [r for r in read_rows(tmp_path / "j.db") if r.sends]
@@ -438,7 +431,7 @@ async def test_full_disk_fails_downloads_per_row_and_stops_creates(
     out.mkdir(exist_ok=True)
     runner = BatchRunner(session, tmp_path / "j.db", out_dir=out, concurrency=1, max_pending=1)
     async with runner:
-        outcomes = [o async for o in runner.run(_requests(6))]
+        outcomes = [o async for o in runner.run(batch_items(6))]
     assert "is full" in (runner.stop_reason or "")
     kinds = Counter(o.kind for o in outcomes)
     assert kinds[OutcomeKind.DOWNLOAD_FAILED] >= 1
@@ -446,7 +439,7 @@ async def test_full_disk_fails_downloads_per_row_and_stops_creates(
     created = emulator.counters.creates
     assert created < 6
     filler.unlink()
-    again, _ = await _run(session, tmp_path / "j.db", _requests(6), out)
+    again, _ = await _run(session, tmp_path / "j.db", batch_items(6), out)
     assert {o.kind for o in again} == {OutcomeKind.COMPLETED}
     assert emulator.counters.creates == 6  # the download_failed rows were not created again
 
@@ -461,7 +454,7 @@ async def test_journal_write_failure_stops_the_run_and_loses_nothing(
     async def run_and_fill_the_disk() -> None:
         runner = BatchRunner(session, journal, concurrency=1, max_pending=1)
         async with runner:
-            async for _ in runner.run(_requests(30)):
+            async for _ in runner.run(batch_items(30)):
                 if not (small_tmpfs / "filler").exists():
                     fill_disk(small_tmpfs)
 
@@ -470,7 +463,7 @@ async def test_journal_write_failure_stops_the_run_and_loses_nothing(
             await run_and_fill_the_disk()
     (small_tmpfs / "filler").unlink()
     async with make_session(retry_ambiguous_creates=False) as session:
-        again, _ = await _run(session, journal, _requests(30))
+        again, _ = await _run(session, journal, batch_items(30))
     assert emulator.counters.duplicate_creates == 0
     kinds = Counter(o.kind for o in again)
     assert set(kinds) <= {OutcomeKind.COMPLETED, OutcomeKind.AMBIGUOUS}
@@ -545,10 +538,10 @@ async def test_the_runner_runs_on_any_journal_store(
     """Another JournalStore plugs in without touching the runner; resume works through it."""
     store = MemoryJournal()
     async with BatchRunner(session, store, out_dir=tmp_path / "out") as runner:
-        assert len([o async for o in runner.run(_requests(5))]) == 5
+        assert len([o async for o in runner.run(batch_items(5))]) == 5
     assert {row.state for row in store.rows.values()} == {State.COMPLETED}
     async with BatchRunner(session, store, out_dir=tmp_path / "out") as runner:
-        again = [o async for o in runner.run(_requests(5))]
+        again = [o async for o in runner.run(batch_items(5))]
     assert {o.source for o in again} == {Source.JOURNAL}
     assert emulator.counters.creates == 5
 
@@ -605,9 +598,9 @@ async def _restore_an_older_copy(
     session: Session, journal: Path, out: Path, *, before: int, after: int
 ) -> None:
     """Run `before` requests, copy the journal, run up to `after`, then put the copy back."""
-    await _run(session, journal, _requests(before), out)
+    await _run(session, journal, batch_items(before), out)
     shutil.copyfile(journal, journal.with_name("backup.db"))
-    await _run(session, journal, _requests(after), out)
+    await _run(session, journal, batch_items(after), out)
     os.replace(journal.with_name("backup.db"), journal)
 
 
@@ -620,11 +613,11 @@ async def test_a_restored_older_journal_is_refused_before_paying_again(
     journal, out = tmp_path / "out" / "j.db", tmp_path / "out"
     await _restore_an_older_copy(session, journal, out, before=2, after=5)
     with pytest.raises(JournalLostError, match="lost records: it holds 2 requests") as caught:
-        await _run(session, journal, _requests(5), out)
+        await _run(session, journal, batch_items(5), out)
     assert "new_journal=True" in str(caught.value)
     assert emulator.counters.creates == 5
     async with BatchRunner(session, journal, out_dir=out, new_journal=True) as runner:
-        assert len([o async for o in runner.run(_requests(5))]) == 5
+        assert len([o async for o in runner.run(batch_items(5))]) == 5
     assert emulator.counters.creates == 8  # the 3 forgotten requests, paid again as asked
 
 
@@ -637,7 +630,7 @@ async def test_without_a_claim_more_images_than_rows_means_lost_rows(
     await _restore_an_older_copy(session, journal, out, before=2, after=5)
     (out / ".worldrouter-job").unlink(missing_ok=True)  # as an older version left it
     with pytest.raises(JournalLostError, match=r"knows 2 requests, but .* holds the images of 5"):
-        await _run(session, journal, _requests(5), out)
+        await _run(session, journal, batch_items(5), out)
     assert emulator.counters.creates == 5
 
 
@@ -647,7 +640,7 @@ async def test_two_journals_cannot_share_an_output_directory(
     """A second journal on a claimed output directory is refused, naming both journals and
     the fix, even with new_journal; another output directory works."""
     out = tmp_path / "out"
-    await _run(session, tmp_path / "a.db", _requests(2), out)
+    await _run(session, tmp_path / "a.db", batch_items(2), out)
     for new_journal in (False, True):
         with pytest.raises(OutputClaimedError) as caught:
             async with BatchRunner(
@@ -660,14 +653,14 @@ async def test_two_journals_cannot_share_an_output_directory(
         assert "--journal" in message
         assert "another output directory" in message
     assert emulator.counters.creates == 2
-    outcomes, _ = await _run(session, tmp_path / "b.db", _requests(2), tmp_path / "other")
+    outcomes, _ = await _run(session, tmp_path / "b.db", batch_items(2), tmp_path / "other")
     assert {o.kind for o in outcomes} == {OutcomeKind.COMPLETED}
     (tmp_path / "a.db").unlink()  # the owner's journal gone, its images kept: lost, not free
     with pytest.raises(JournalLostError, match="already holds images of the job journaled in"):
-        await _run(session, tmp_path / "c.db", _requests(2), out)
+        await _run(session, tmp_path / "c.db", batch_items(2), out)
     for image in out.glob("*.png"):  # images deleted too: a new job may start there
         image.unlink()
-    outcomes, _ = await _run(session, tmp_path / "c.db", _requests(2), out)
+    outcomes, _ = await _run(session, tmp_path / "c.db", batch_items(2), out)
     assert {o.kind for o in outcomes} == {OutcomeKind.COMPLETED}
     assert emulator.counters.creates == 6
 
@@ -681,7 +674,7 @@ async def test_generate_output_in_the_folder_does_not_block_a_batch(
     result = await session.generate("gpt-image-2", "a star")
     (saved,) = await session.download(result, out)
     assert saved.name.startswith("imgtask_")
-    outcomes, _ = await _run(session, out / "journal.sqlite3", _requests(2), out)
+    outcomes, _ = await _run(session, out / "journal.sqlite3", batch_items(2), out)
     assert {o.kind for o in outcomes} == {OutcomeKind.COMPLETED}
     assert emulator.counters.creates == 3
 
@@ -694,11 +687,11 @@ async def test_a_rerun_downloads_from_fresh_urls_when_the_stored_ones_expired(
     journal, out = tmp_path / "j.db", tmp_path / "out"
     emulator.inject("500", route="storage", count=3)
     async with make_session(retry=RetryPolicy(attempts=1)) as session:
-        first, _ = await _run(session, journal, _requests(3), out)
+        first, _ = await _run(session, journal, batch_items(3), out)
     assert {o.kind for o in first} == {OutcomeKind.DOWNLOAD_FAILED}
     emulator.expire_urls()
     async with make_session() as session:
-        again, _ = await _run(session, journal, _requests(3), out)
+        again, _ = await _run(session, journal, batch_items(3), out)
     assert {o.kind for o in again} == {OutcomeKind.COMPLETED}
     assert all(Path(f).read_bytes().startswith(b"\x89PNG") for o in again for f in o.files)
     assert all(url.endswith("?v=1") for r in read_rows(journal) for url in r.urls)

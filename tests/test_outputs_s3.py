@@ -18,9 +18,8 @@ import attrs
 import pytest
 from aiohttp import web
 
-from worldrouter_async import ImageRequest, InvalidRequestError, Session
+from worldrouter_async import InvalidRequestError, Session
 from worldrouter_async.batch import (
-    BatchItem,
     BatchRunner,
     JournalLostError,
     Outcome,
@@ -34,24 +33,18 @@ from worldrouter_async.batch._s3 import S3Output
 from worldrouter_async.batch.journal import HighWater
 from worldrouter_async.testing import Emulator
 
+from .conftest import batch_items
 from .s3 import SECRET_KEY, Bucket, point_aws_env_at
 from .test_cli import _cli, _cli_against, _write_prompts
 
 pytestmark = pytest.mark.anyio
 
 
-def _requests(count: int) -> list[BatchItem]:
-    return [
-        BatchItem(f"r{i}", ImageRequest(model="gpt-image-2", prompt=f"prompt {i}"))
-        for i in range(count)
-    ]
-
-
 async def _run(
     session: Session, journal: Path, out: str, count: int, **options: bool
 ) -> list[Outcome]:
     async with BatchRunner(session, journal, out_dir=out, concurrency=4, **options) as runner:
-        return [outcome async for outcome in runner.run(_requests(count))]
+        return [outcome async for outcome in runner.run(batch_items(count))]
 
 
 async def test_a_run_puts_every_image_in_the_bucket_with_its_digest_journaled(

@@ -9,7 +9,7 @@ import anyio
 import psycopg
 import pytest
 
-from worldrouter_async import ImageRequest, Session
+from worldrouter_async import Session
 from worldrouter_async.batch import (
     BatchItem,
     BatchRunner,
@@ -22,18 +22,11 @@ from worldrouter_async.batch import (
 )
 from worldrouter_async.testing import FAST_POLL, FAST_RETRY, Emulator, FakeClock
 
-from .conftest import SessionFactory
+from .conftest import SessionFactory, batch_items
 from .s3 import Bucket
 from .test_postgres_journal import terminate
 
 pytestmark = pytest.mark.anyio
-
-
-def _requests(count: int) -> list[BatchItem]:
-    return [
-        BatchItem(f"r{i}", ImageRequest(model="gpt-image-2", prompt=f"prompt {i}"))
-        for i in range(count)
-    ]
 
 
 async def _run(
@@ -48,7 +41,7 @@ async def test_three_workers_create_each_request_once_and_all_finish(
 ) -> None:
     """Workers running the same job at once split it: every create is sent by one worker,
     and each worker reports every line (others' rows once they are done)."""
-    items = _requests(60)
+    items = batch_items(60)
     reports: list[list[Outcome]] = []
 
     async def worker() -> None:
@@ -76,7 +69,7 @@ async def _leave_rows_to_a_dead_worker(url: str, session: Session) -> None:
     try:
         rows = [
             JournalRow(item.key, i, item.request, f"idem-{item.key}", State.PENDING)
-            for i, item in enumerate(_requests(3))
+            for i, item in enumerate(batch_items(3))
         ]
         await doomed.add(rows)
         await doomed.claim([row.key for row in rows])
@@ -101,7 +94,7 @@ async def test_a_dead_workers_rows_are_tracked_reported_or_sent_once(
     with retry_ambiguous_creates), a row never sent is sent once."""
     async with make_session(retry_ambiguous_creates=retry_ambiguous) as session:
         await _leave_rows_to_a_dead_worker(postgres_url, session)
-        outcomes = {o.key: o for o in await _run(session, postgres_url, _requests(3), tmp_path)}
+        outcomes = {o.key: o for o in await _run(session, postgres_url, batch_items(3), tmp_path)}
     assert (outcomes["r0"].kind, outcomes["r0"].source) == (OutcomeKind.COMPLETED, Source.TRACKED)
     assert (outcomes["r2"].kind, outcomes["r2"].source) == (OutcomeKind.COMPLETED, Source.NEW)
     if retry_ambiguous:
@@ -124,7 +117,7 @@ async def test_rows_of_a_worker_that_dies_mid_run_pass_to_the_running_worker(
     """A worker that holds rows and dies while another runs: the running worker waits for
     those rows, takes them over once the connection is gone, and finishes the job (real
     time: it ends, however long that takes)."""
-    items = _requests(5)
+    items = batch_items(5)
     holder = PostgresJournal(postgres_url, job="job")
     await holder.open()
     try:
@@ -164,7 +157,7 @@ async def test_held_rows_are_asked_for_again_each_recheck_interval(
     """A worker waiting for rows another worker holds asks again a tenth of its worker
     timeout (at most a second) later, on its clock: not before, and then it takes them."""
     clock = FakeClock(autojump=False)
-    items = _requests(3)
+    items = batch_items(3)
     holder = PostgresJournal(postgres_url, job="job")
     await holder.open()
     try:
@@ -198,7 +191,7 @@ async def test_two_workers_put_every_image_in_a_bucket_once(
 ) -> None:
     """A shared job's workers write to one bucket prefix: every image lands there, each
     request created once, beside the one claim both workers accepted."""
-    items = _requests(12)
+    items = batch_items(12)
 
     async def worker() -> None:
         async with make_session() as session:
@@ -242,7 +235,7 @@ async def test_a_small_job_spreads_over_its_workers_a_slice_at_a_time(
     """A worker claims `concurrency` rows at a time, and the next slice only once its create
     workers took the last: so a second worker finds most of a 20-line job free, where it once
     found every row claimed by the first."""
-    items = _requests(20)
+    items = batch_items(20)
     clock = FakeClock(autojump=False)  # the emulator holds every answer until time moves
     sent: list[int] = []
 

@@ -13,10 +13,9 @@ import anyio
 import psycopg
 import pytest
 
-from worldrouter_async import ImageRequest, Session
+from worldrouter_async import Session
 from worldrouter_async._download import partial_writer, writer_tag
 from worldrouter_async.batch import (
-    BatchItem,
     BatchRunner,
     JournalLostError,
     OutcomeKind,
@@ -25,7 +24,7 @@ from worldrouter_async.batch import (
 )
 from worldrouter_async.testing import Emulator
 
-from .conftest import SessionFactory
+from .conftest import SessionFactory, batch_items
 from .s3 import Bucket
 
 pytestmark = pytest.mark.anyio
@@ -52,18 +51,11 @@ def _read_claim(out: str, request: pytest.FixtureRequest) -> dict[str, object]:
     return claim
 
 
-def _items(count: int) -> list[BatchItem]:
-    return [
-        BatchItem(f"r{i}", ImageRequest(model="gpt-image-2", prompt=f"prompt {i}"))
-        for i in range(count)
-    ]
-
-
 async def _run(
     session: Session, url: str, out: str, count: int, *, job: str = "job", new: bool = False
 ) -> set[str]:
     async with BatchRunner(session, url, job=job, out_dir=out, new_journal=new) as runner:
-        return {o.kind async for o in runner.run(_items(count))}
+        return {o.kind async for o in runner.run(batch_items(count))}
 
 
 async def _admin(url: str, statement: str) -> None:
