@@ -25,7 +25,7 @@ from ...models import Usage, converter
 from .._errors import JournalError
 from . import _postgres_workers as workers
 from ._postgres_connection import Database
-from ._postgres_schema import FORGET_INVALID, PRUNE_DEAD, redact
+from ._postgres_schema import FORGET_INVALID, FRESH, PRUNE_DEAD, redact
 from ._postgres_workers import LiveWorker
 from ._rows import HighWater, InvalidLine, JournalRow, State, encode_request
 from ._sqlite_schema import COLUMNS, decode_row
@@ -182,15 +182,12 @@ class PostgresJournal:
     async def lookup(self, keys: Sequence[str]) -> dict[str, JournalRow]:
         """The rows of `keys` that exist."""
 
-        async def read(connection: AsyncConnection[Any]) -> dict[str, JournalRow]:
-            cursor = await connection.execute(
-                f"SELECT {_ROWS} FROM worldrouter_requests r"  # noqa: S608 - fixed names
-                " WHERE r.job = %s AND r.key = ANY(%s)",
-                (self.job, list(keys)),
-            )
-            return {row.key: row for row in map(decode_row, await cursor.fetchall())}
-
-        return await self._database.run_statement(read)
+        found = await self._database.fetch(
+            f"SELECT {_ROWS} FROM worldrouter_requests r"  # noqa: S608 - fixed names
+            " WHERE r.job = %s AND r.key = ANY(%s)",
+            (self.job, list(keys)),
+        )
+        return {row.key: row for row in map(decode_row, found)}
 
     async def add(self, rows: Sequence[JournalRow]) -> None:
         """Record new intents; a key another worker added first keeps that worker's row."""
@@ -235,17 +232,13 @@ class PostgresJournal:
         """Commit ``submitting`` only while this worker holds the row and its lease is fresh;
         otherwise raise `JournalError` and send nothing."""
 
-        async def write(connection: AsyncConnection[Any]) -> int:
-            cursor = await connection.execute(
-                "UPDATE worldrouter_requests SET state = %(state)s, sends = sends + 1,"
-                " updated_at = now() WHERE job = %(job)s AND key = %(key)s AND owner = %(me)s"
-                " AND EXISTS (SELECT 1 FROM worldrouter_workers WHERE id = %(me)s"
-                " AND heartbeat > now() - make_interval(secs => timeout_s))",
-                {"state": State.SUBMITTING, "job": self.job, "key": key, "me": self._worker},
-            )
-            return cursor.rowcount
-
-        if await self._database.run_statement(write) != 1:
+        sent = await self._database.execute(
+            "UPDATE worldrouter_requests SET state = %(state)s, sends = sends + 1,"  # noqa: S608
+            " updated_at = now() WHERE job = %(job)s AND key = %(key)s AND owner = %(me)s"
+            f" AND EXISTS (SELECT 1 FROM worldrouter_workers WHERE id = %(me)s AND {FRESH})",
+            {"state": State.SUBMITTING, "job": self.job, "key": key, "me": self._worker},
+        )
+        if sent != 1:
             raise JournalError(
                 f"this worker no longer holds request {key!r} of job {self.job!r}: it was "
                 f"silent for more than its worker timeout ({self.worker_timeout:g} s), so its "
@@ -365,25 +358,20 @@ class PostgresJournal:
     async def invalid_lines(self) -> list[InvalidLine]:
         """The input lines the job's workers could not send, in input order."""
 
-        async def read(connection: AsyncConnection[Any]) -> list[InvalidLine]:
-            cursor = await connection.execute(
-                "SELECT line, key, reason, journaled FROM worldrouter_invalid_lines"
-                " WHERE job = %s ORDER BY line, key",
-                (self.job,),
-            )
-            return [InvalidLine(*values) for values in await cursor.fetchall()]
-
-        return await self._database.run_statement(read)
+        found = await self._database.fetch(
+            "SELECT line, key, reason, journaled FROM worldrouter_invalid_lines"
+            " WHERE job = %s ORDER BY line, key",
+            (self.job,),
+        )
+        return [InvalidLine(*values) for values in found]
 
     # --- helpers -----------------------------------------------------------------------
 
     async def _set(self, key: str, **fields: Any) -> None:
         """Set `fields` (column names from this module only) on the row of `key`."""
         assignments = ", ".join(f"{name} = %({name})s" for name in fields)
-        await self._database.run_statement(
-            lambda connection: connection.execute(
-                f"UPDATE worldrouter_requests SET {assignments}, updated_at = now()"  # noqa: S608
-                " WHERE job = %(job_)s AND key = %(key_)s",
-                {**fields, "job_": self.job, "key_": key},
-            )
+        await self._database.execute(
+            f"UPDATE worldrouter_requests SET {assignments}, updated_at = now()"  # noqa: S608
+            " WHERE job = %(job_)s AND key = %(key_)s",
+            {**fields, "job_": self.job, "key_": key},
         )

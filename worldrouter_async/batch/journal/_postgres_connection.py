@@ -113,15 +113,13 @@ class Database:
 
         return await self._use(in_transaction)
 
-    async def run_statement(self, work: Callable[[AsyncConnection[Any]], Awaitable[_T]]) -> _T:
-        """Run `work`, which sends exactly one statement: on the autocommit connection that
-        statement is its own transaction, committed before it answers, in one round trip
-        instead of three (no ``BEGIN`` and ``COMMIT``)."""
-        return await self._use(work)
-
     async def _use(self, work: Callable[[AsyncConnection[Any]], Awaitable[_T]]) -> _T:
         """Run `work` alone on the connection, to its end even when cancelled; a driver
-        error becomes `JournalError` without the password."""
+        error becomes `JournalError` without the password.
+
+        Without `run`'s transaction, one statement on the autocommit connection is its own
+        transaction, committed before it answers, in one round trip instead of three.
+        """
         import psycopg  # loaded by `connect` already
 
         connection = self._connection
@@ -146,7 +144,7 @@ class Database:
         async def write(connection: AsyncConnection[Any]) -> int:
             return (await connection.execute(statement, params)).rowcount
 
-        return await self.run_statement(write)
+        return await self._use(write)
 
     async def execute_many(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run one statement for each of `rows`, all in one transaction."""
@@ -165,4 +163,4 @@ class Database:
         async def read(connection: AsyncConnection[Any]) -> list[tuple[Any, ...]]:
             return await (await connection.execute(statement, params)).fetchall()
 
-        return await self.run_statement(read)
+        return await self._use(read)

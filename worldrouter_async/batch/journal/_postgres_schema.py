@@ -70,11 +70,14 @@ CREATE TABLE IF NOT EXISTS worldrouter_invalid_lines (
 );
 """
 
+#: A worker row whose heartbeat is younger than its timeout, by the database's clock.
+FRESH: Final = "heartbeat > now() - make_interval(secs => timeout_s)"
+
 #: The ids of the job's live workers: lock held on an open connection, heartbeat fresh.
 LIVE_WORKERS: Final = f"""
 SELECT w.id FROM worldrouter_workers w
 WHERE w.job = %(job)s
-  AND w.heartbeat > now() - make_interval(secs => w.timeout_s)
+  AND w.{FRESH}
   AND EXISTS (
     SELECT 1 FROM pg_locks l
     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2

@@ -19,7 +19,7 @@ from attrs import define
 from ..._clock import Clock
 from .._errors import JournalError
 from ._postgres_connection import Database
-from ._postgres_schema import HOLDINGS, LOCK_CLASS, SCHEMA, SCHEMA_VERSION
+from ._postgres_schema import FRESH, HOLDINGS, LOCK_CLASS, SCHEMA, SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -114,8 +114,7 @@ async def beat(database: Database, worker: int, *, timeout: float, clock: Clock)
         await clock.sleep_until(clock.now() + timeout / 3)
         try:
             renewed = await database.execute(
-                "UPDATE worldrouter_workers SET heartbeat = now() WHERE id = %s"
-                " AND heartbeat > now() - make_interval(secs => timeout_s)",
+                f"UPDATE worldrouter_workers SET heartbeat = now() WHERE id = %s AND {FRESH}",  # noqa: S608
                 (worker,),
             )
         except JournalError:
