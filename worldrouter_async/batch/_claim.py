@@ -97,7 +97,7 @@ class Claim:
 
 def read_claim(place: ClaimPlace) -> Claim | None:
     """The claim in `place`, or None when there is none."""
-    path = place.describe(CLAIM_NAME)
+    path = place.location(CLAIM_NAME)
     try:
         text = place.read_text(CLAIM_NAME)
     except OSError as exc:
@@ -142,7 +142,7 @@ class OutputClaim:
     """A run's hold on its output: checked and taken at start, then advanced."""
 
     def __init__(self, place: ClaimPlace, journal: JournalName) -> None:
-        self.path = place.describe(CLAIM_NAME)
+        self.path = place.location(CLAIM_NAME)
         self._place = place
         self._journal = journal
         self._journal_id = ""

@@ -54,8 +54,8 @@ class ClaimPlace(Protocol):
         """Appended to the refusal of an output another journal owns."""
         ...
 
-    def describe(self, name: str) -> str:
-        """`name` as a user finds it: a path, or an s3:// URL."""
+    def location(self, name: str) -> str:
+        """Where the file `name` (as a journal names it) is: a path, or an s3:// URL."""
         ...
 
     def read_text(self, name: str) -> str | None:
@@ -96,10 +96,6 @@ class Output(ClaimPlace, Protocol):
 
     async def intact(self, names: Sequence[str], digests: Sequence[str | None]) -> bool:
         """True when every named file exists, is not empty, and has its digest (if known)."""
-        ...
-
-    def location(self, name: str) -> str:
-        """Where the file a journal names is (a path, or an s3:// URL)."""
         ...
 
     async def remove_partials(self, *, keep: Collection[str] | None = None) -> None:
@@ -163,9 +159,6 @@ class LocalOutput:
                     part.unlink(missing_ok=True)
 
     # --- the claim's place -----------------------------------------------------------
-
-    def describe(self, name: str) -> str:
-        return str(self.directory / name)
 
     def read_text(self, name: str) -> str | None:
         try:

@@ -149,8 +149,6 @@ class S3Output:
     def location(self, name: str) -> str:
         return f"{self}/{name}"
 
-    describe = location
-
     @property
     def claim_hint(self) -> str:
         return (

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from .. import __version__
 from .._config import Limits, PollPolicy
-from ..batch import INDEX_NAME, MANIFEST_NAME
+from ..batch import INDEX_NAME, MANIFEST_NAME, is_bucket
 
 #: The model `generate` and `batch` use when neither ``--model`` nor a JSONL line names one.
 DEFAULT_MODEL: Final = "gpt-image-2"
@@ -37,7 +37,7 @@ class _Parser(argparse.ArgumentParser):
 
 def out_location(value: str) -> Path | str:
     """``--out`` of ``batch``: an ``s3://`` URL stays a string (a Path would fold its ``//``)."""
-    return value if value.startswith("s3://") else Path(value)
+    return value if is_bucket(value) else Path(value)
 
 
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
