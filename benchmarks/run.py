@@ -460,6 +460,19 @@ def run_worker(args: argparse.Namespace) -> None:
 # --- the harness ---------------------------------------------------------------------------
 
 
+def emulator_stats(base_url: str) -> dict[str, Any]:
+    """The counters of the emulator at `base_url` (``/_emulator/stats``)."""
+
+    async def fetch() -> dict[str, Any]:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(base_url.removesuffix("/v1") + "/_emulator/stats") as response,
+        ):
+            return dict(await response.json())
+
+    return asyncio.run(fetch())
+
+
 @contextmanager
 def emulator(time_scale: float, extra: list[str]) -> Any:
     """An emulator in its own process; yields (base_url, stats function)."""
@@ -484,17 +497,7 @@ def emulator(time_scale: float, extra: list[str]) -> Any:
         assert process.stdout is not None
         base_url = next(w for w in process.stdout.readline().split() if w.startswith("http"))
 
-        def stats() -> dict[str, Any]:
-            async def fetch() -> dict[str, Any]:
-                async with (
-                    aiohttp.ClientSession() as http,
-                    http.get(base_url.removesuffix("/v1") + "/_emulator/stats") as response,
-                ):
-                    return dict(await response.json())
-
-            return asyncio.run(fetch())
-
-        yield base_url, stats
+        yield base_url, functools.partial(emulator_stats, base_url)
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -21,7 +21,6 @@ database work per request: statements (counted in the server's log, written with
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import json
 import os
@@ -40,7 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
+from run import emulator_stats  # benchmarks/ is on sys.path when a script here runs
 
 API_KEY = "test-key"
 BUCKET = "bench"
@@ -209,19 +208,6 @@ def emulator(scratch: Path, args: argparse.Namespace) -> Iterator[str]:
                 return
             time.sleep(0.025)
         raise RuntimeError(f"the emulator did not start: {log.read_text()}")
-
-
-def emulator_stats(base_url: str) -> dict[str, Any]:
-    """The emulator's counters (``/_emulator/stats``)."""
-
-    async def fetch() -> dict[str, Any]:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(base_url.removesuffix("/v1") + "/_emulator/stats") as response,
-        ):
-            return dict(await response.json())
-
-    return asyncio.run(fetch())
 
 
 # --- one measurement -------------------------------------------------------------------------
